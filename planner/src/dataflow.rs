@@ -1,0 +1,651 @@
+//! Incremental dataflows: a materialized view's query as a tree of operators
+//! that turn input changes into output changes.
+//!
+//! [`Dataflow::plan`] rewrites DataFusion's (analyzed, unoptimized) logical
+//! plan node by node: scans become sources, filters and projections stateless
+//! maps over changes, `TUMBLE`/`HOP` a stateless window assignment, `GROUP
+//! BY` and `DISTINCT` an [`AggregateOperator`]. Anything else is refused with
+//! [`PlanError::Unsupported`] naming the construct: a view is never silently
+//! recomputed from scratch.
+
+pub mod aggregate;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::ExprSchemable;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::DFSchema;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+
+pub use aggregate::{AggCall, AggKind, AggregateOperator};
+
+use crate::delta::Delta;
+use crate::window::{assign_windows, RelationLookup, WindowSpec, WindowedRelation};
+use crate::{unsupported, PlanError, Result};
+
+/// The changes of one transaction, by relation name.
+pub type Changes = HashMap<String, Delta>;
+
+/// One operator of a dataflow.
+#[derive(Debug)]
+pub enum Node {
+    /// The changes of a table or view.
+    Source {
+        /// Relation name.
+        relation: String,
+        /// Its schema.
+        schema: SchemaRef,
+    },
+    /// Stateless assignment of `window_start` / `window_end`.
+    Window {
+        input: Box<Node>,
+        spec: WindowSpec,
+        schema: SchemaRef,
+    },
+    /// Keeps the changes whose row satisfies the predicate.
+    Filter {
+        input: Box<Node>,
+        predicate: Arc<dyn PhysicalExpr>,
+        display: String,
+    },
+    /// Computes new columns from each changed row.
+    Project {
+        input: Box<Node>,
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        display: Vec<String>,
+        schema: SchemaRef,
+    },
+    /// Incremental `GROUP BY`.
+    Aggregate {
+        input: Box<Node>,
+        op: AggregateOperator,
+    },
+    /// `UNION ALL`: the changes of all inputs.
+    Union { inputs: Vec<Node>, schema: SchemaRef },
+}
+
+/// A materialized view's incremental plan.
+#[derive(Debug)]
+pub struct Dataflow {
+    root: Node,
+    schema: SchemaRef,
+    inputs: BTreeSet<String>,
+}
+
+struct Builder<'a> {
+    state: &'a SessionState,
+    lookup: &'a dyn RelationLookup,
+    next_op: u32,
+    inputs: BTreeSet<String>,
+}
+
+impl Dataflow {
+    /// Builds the dataflow of `plan`, a view query's analyzed logical plan.
+    pub fn plan(
+        plan: &LogicalPlan,
+        state: &SessionState,
+        lookup: &dyn RelationLookup,
+    ) -> Result<Self> {
+        let mut b = Builder {
+            state,
+            lookup,
+            next_op: 0,
+            inputs: BTreeSet::new(),
+        };
+        let root = b.build(plan)?;
+        let arrow_schema = plan.schema().as_arrow();
+        // View columns are nullable: their values come from arbitrary expressions.
+        let schema = Arc::new(Schema::new(
+            arrow_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            root,
+            schema,
+            inputs: b.inputs,
+        })
+    }
+
+    /// The view's output schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Names of the relations the view reads.
+    pub fn inputs(&self) -> &BTreeSet<String> {
+        &self.inputs
+    }
+
+    /// Turns the changes of the view's inputs into the change of the view.
+    /// State changes stay pending until [`Dataflow::commit`] or
+    /// [`Dataflow::rollback`].
+    pub fn push(&mut self, changes: &Changes) -> Result<Option<Delta>> {
+        match push(&mut self.root, changes)? {
+            Some(d) => Ok(Some(d.with_schema(self.schema.clone())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reports every pending state change to `persist` as
+    /// `(operator, group key, new state or None when removed)`.
+    pub fn pending(&mut self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+        visit_aggregates(&mut self.root, &mut |op| op.pending(persist))
+    }
+
+    /// The pending state changes are durable.
+    pub fn committed(&mut self) {
+        let _ = visit_aggregates(&mut self.root, &mut |op| {
+            op.committed();
+            Ok(())
+        });
+    }
+
+    /// Forgets every pending state change.
+    pub fn rollback(&mut self) {
+        let _ = visit_aggregates(&mut self.root, &mut |op| {
+            op.rollback();
+            Ok(())
+        });
+    }
+
+    /// Restores state of operator `op` read back from storage.
+    pub fn load_state(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut found = false;
+        visit_aggregates(&mut self.root, &mut |a| {
+            if a.id == op {
+                found = true;
+                a.load_state(key, value)?;
+            }
+            Ok(())
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(PlanError::Internal(format!(
+                "stored state for operator {op}, which the view does not have"
+            )))
+        }
+    }
+
+    /// Total number of groups held by the view's operators.
+    pub fn state_size(&self) -> usize {
+        fn walk(n: &Node) -> usize {
+            match n {
+                Node::Source { .. } => 0,
+                Node::Window { input, .. }
+                | Node::Filter { input, .. }
+                | Node::Project { input, .. } => walk(input),
+                Node::Aggregate { input, op } => op.group_count() + walk(input),
+                Node::Union { inputs, .. } => inputs.iter().map(walk).sum(),
+            }
+        }
+        walk(&self.root)
+    }
+
+    /// The dataflow as indented lines, root first, for `EXPLAIN`.
+    pub fn explain(&self, view: &str) -> Vec<String> {
+        let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut out = vec![format!(
+            "Materialize: {view} [{}] (stored by row, updated per change)",
+            columns.join(", ")
+        )];
+        explain(&self.root, 1, &mut out);
+        out
+    }
+}
+
+fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
+    let pad = "  ".repeat(depth);
+    match n {
+        Node::Source { relation, .. } => out.push(format!("{pad}Source: {relation} (changes)")),
+        Node::Window { input, spec, .. } => {
+            out.push(format!("{pad}WindowAssign: {spec} (stateless)"));
+            explain(input, depth + 1, out);
+        }
+        Node::Filter { input, display, .. } => {
+            out.push(format!("{pad}Filter: {display} (stateless)"));
+            explain(input, depth + 1, out);
+        }
+        Node::Project { input, display, .. } => {
+            out.push(format!("{pad}Project: {} (stateless)", display.join(", ")));
+            explain(input, depth + 1, out);
+        }
+        Node::Aggregate { input, op } => {
+            let calls: Vec<&str> = op.calls.iter().map(|c| c.display.as_str()).collect();
+            out.push(format!(
+                "{pad}Aggregate #{}: group=[{}] aggs=[{}] (state per group{})",
+                op.id,
+                op.group_display.join(", "),
+                calls.join(", "),
+                if op.append_only { ", append-only input" } else { ", retractable input" }
+            ));
+            explain(input, depth + 1, out);
+        }
+        Node::Union { inputs, .. } => {
+            out.push(format!("{pad}Union (stateless)"));
+            for i in inputs {
+                explain(i, depth + 1, out);
+            }
+        }
+    }
+}
+
+fn visit_aggregates(
+    n: &mut Node,
+    f: &mut dyn FnMut(&mut AggregateOperator) -> Result<()>,
+) -> Result<()> {
+    match n {
+        Node::Source { .. } => Ok(()),
+        Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
+            visit_aggregates(input, f)
+        }
+        Node::Aggregate { input, op } => {
+            f(op)?;
+            visit_aggregates(input, f)
+        }
+        Node::Union { inputs, .. } => {
+            for i in inputs {
+                visit_aggregates(i, f)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
+    Ok(match n {
+        Node::Source { relation, schema } => match changes.get(relation) {
+            Some(d) => Some(d.clone().with_schema(schema.clone())?),
+            None => None,
+        },
+        Node::Window {
+            input,
+            spec,
+            schema,
+        } => match push(input, changes)? {
+            Some(d) => {
+                let (batch, weights) = assign_windows(&d.batch, Some(&d.weights), spec, schema)?;
+                let weights = weights
+                    .ok_or_else(|| PlanError::Internal("window weights".into()))?;
+                Some(Delta { batch, weights })
+            }
+            None => None,
+        },
+        Node::Filter {
+            input, predicate, ..
+        } => match push(input, changes)? {
+            Some(d) => {
+                let mask = predicate.evaluate(&d.batch)?.into_array(d.len())?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| {
+                    PlanError::Internal("filter predicate is not boolean".into())
+                })?;
+                // NULL counts as false, as in WHERE.
+                let mask = arrow::compute::prep_null_mask_filter(mask);
+                Some(d.filter(&mask)?)
+            }
+            None => None,
+        },
+        Node::Project {
+            input,
+            exprs,
+            schema,
+            ..
+        } => match push(input, changes)? {
+            Some(d) => {
+                let n = d.len();
+                let columns = exprs
+                    .iter()
+                    .map(|e| e.evaluate(&d.batch).and_then(|v| v.into_array(n)))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let batch = arrow::record_batch::RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    columns,
+                    &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(n)),
+                )?;
+                Some(Delta {
+                    batch,
+                    weights: d.weights,
+                })
+            }
+            None => None,
+        },
+        Node::Aggregate { input, op } => match push(input, changes)? {
+            Some(d) => Some(op.push(&d)?),
+            None => None,
+        },
+        Node::Union { inputs, schema } => {
+            let mut parts = Vec::new();
+            for i in inputs.iter_mut() {
+                if let Some(d) = push(i, changes)? {
+                    parts.push(d.with_schema(schema.clone())?);
+                }
+            }
+            if parts.is_empty() {
+                None
+            } else {
+                Some(Delta::concat(schema, &parts)?)
+            }
+        }
+    })
+}
+
+/// Arrow schema of a logical plan node, all columns nullable (changes may
+/// carry NULLs wherever an expression can produce them).
+fn node_schema(df: &DFSchema) -> SchemaRef {
+    Arc::new(Schema::new(
+        df.as_arrow()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+impl Builder<'_> {
+    fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        if let Some(what) = unsupported_expr(e) {
+            return unsupported(format!("{what} in a materialized view"));
+        }
+        Ok(self.state.create_physical_expr(e.clone(), schema)?)
+    }
+
+    fn build(&mut self, plan: &LogicalPlan) -> Result<Node> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let provider = source_as_provider(&scan.source)?;
+                let node = if let Some(w) = provider.as_any().downcast_ref::<WindowedRelation>() {
+                    self.inputs.insert(w.input_name.clone());
+                    let input = self.source(&w.input_name)?;
+                    Node::Window {
+                        input: Box::new(input),
+                        spec: w.spec.clone(),
+                        schema: w.schema(),
+                    }
+                } else {
+                    let name = scan.table_name.table().to_string();
+                    if self.lookup.relation(&name).is_none() {
+                        return unsupported(format!(
+                            "reading \"{name}\" in a materialized view (only tables and materialized views can be maintained incrementally)"
+                        ));
+                    }
+                    self.inputs.insert(name.clone());
+                    self.source(&name)?
+                };
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(PlanError::Internal(
+                        "scan with pushed-down filters or limit in a view plan".into(),
+                    ));
+                }
+                match &scan.projection {
+                    None => Ok(node),
+                    Some(indices) => {
+                        let input_schema = node_schema_of(&node);
+                        let exprs = indices
+                            .iter()
+                            .map(|&i| {
+                                Ok(Arc::new(datafusion::physical_expr::expressions::Column::new(
+                                    input_schema.field(i).name(),
+                                    i,
+                                )) as Arc<dyn PhysicalExpr>)
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        let display = indices
+                            .iter()
+                            .map(|&i| input_schema.field(i).name().clone())
+                            .collect();
+                        Ok(Node::Project {
+                            input: Box::new(node),
+                            exprs,
+                            display,
+                            schema: node_schema(&scan.projected_schema),
+                        })
+                    }
+                }
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.build(&p.input)?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, p.input.schema()))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Node::Project {
+                    input: Box::new(input),
+                    exprs,
+                    display: p.expr.iter().map(|e| e.to_string()).collect(),
+                    schema: node_schema(&p.schema),
+                })
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.build(&f.input)?;
+                let predicate = self.physical(&f.predicate, f.input.schema())?;
+                Ok(Node::Filter {
+                    input: Box::new(input),
+                    predicate,
+                    display: f.predicate.to_string(),
+                })
+            }
+            LogicalPlan::SubqueryAlias(a) => self.build(&a.input),
+            LogicalPlan::Sort(s) if s.fetch.is_none() => self.build(&s.input),
+            LogicalPlan::Aggregate(a) => {
+                let input = self.build(&a.input)?;
+                let append_only = is_append_only(&input, self.lookup);
+                let in_schema = a.input.schema();
+                let mut group_exprs = Vec::new();
+                let mut group_types = Vec::new();
+                for g in &a.group_expr {
+                    if matches!(g, Expr::GroupingSet(_)) {
+                        return unsupported(
+                            "GROUPING SETS, CUBE and ROLLUP in a materialized view",
+                        );
+                    }
+                    group_exprs.push(self.physical(g, in_schema)?);
+                    group_types.push(g.get_type(in_schema)?);
+                }
+                let out_schema = node_schema(&a.schema);
+                let mut calls = Vec::new();
+                for (j, e) in a.aggr_expr.iter().enumerate() {
+                    let output_type = out_schema.field(a.group_expr.len() + j).data_type().clone();
+                    calls.push(self.agg_call(e, in_schema, output_type)?);
+                }
+                let id = self.next_op;
+                self.next_op += 1;
+                let op = AggregateOperator::new(
+                    id,
+                    group_exprs,
+                    a.group_expr.iter().map(|g| g.to_string()).collect(),
+                    group_types,
+                    calls,
+                    out_schema,
+                    append_only,
+                )?;
+                Ok(Node::Aggregate {
+                    input: Box::new(input),
+                    op,
+                })
+            }
+            LogicalPlan::Distinct(Distinct::All(inner)) => {
+                let input = self.build(inner)?;
+                let append_only = is_append_only(&input, self.lookup);
+                let schema = inner.schema();
+                let mut group_exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+                let mut group_types = Vec::new();
+                let mut display = Vec::new();
+                for (i, f) in schema.fields().iter().enumerate() {
+                    group_exprs.push(Arc::new(
+                        datafusion::physical_expr::expressions::Column::new(f.name(), i),
+                    ));
+                    group_types.push(f.data_type().clone());
+                    display.push(f.name().clone());
+                }
+                let id = self.next_op;
+                self.next_op += 1;
+                let op = AggregateOperator::new(
+                    id,
+                    group_exprs,
+                    display,
+                    group_types,
+                    vec![],
+                    node_schema(schema),
+                    append_only,
+                )?;
+                Ok(Node::Aggregate {
+                    input: Box::new(input),
+                    op,
+                })
+            }
+            LogicalPlan::Union(u) => {
+                let inputs = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.build(i))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Node::Union {
+                    inputs,
+                    schema: node_schema(&u.schema),
+                })
+            }
+            LogicalPlan::Join(_) => unsupported("JOIN in a materialized view"),
+            LogicalPlan::Limit(_) => unsupported("LIMIT / OFFSET in a materialized view"),
+            LogicalPlan::Sort(_) => unsupported("ORDER BY with LIMIT in a materialized view"),
+            LogicalPlan::Window(_) => unsupported("window functions (OVER) in a materialized view"),
+            LogicalPlan::Distinct(Distinct::On(_)) => {
+                unsupported("DISTINCT ON in a materialized view")
+            }
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => unsupported(
+                "a materialized view that reads no table or view (it would never change)",
+            ),
+            LogicalPlan::RecursiveQuery(_) => unsupported("WITH RECURSIVE in a materialized view"),
+            LogicalPlan::Unnest(_) => unsupported("UNNEST in a materialized view"),
+            LogicalPlan::Subquery(_) => unsupported("subqueries in a materialized view"),
+            other => unsupported(format!(
+                "{} in a materialized view",
+                other.display().to_string().split(':').next().unwrap_or("this plan node")
+            )),
+        }
+    }
+
+    fn source(&mut self, name: &str) -> Result<Node> {
+        let provider = self.lookup.relation(name).ok_or_else(|| {
+            PlanError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
+                "table '{name}' not found"
+            )))
+        })?;
+        self.inputs.insert(name.to_string());
+        Ok(Node::Source {
+            relation: name.to_string(),
+            schema: provider.schema(),
+        })
+    }
+
+    fn agg_call(&self, e: &Expr, schema: &DFSchema, output_type: arrow::datatypes::DataType) -> Result<AggCall> {
+        let display = e.schema_name().to_string();
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+            return unsupported(format!("aggregate expression {display}"));
+        };
+        let name = func.name().to_ascii_lowercase();
+        if !params.order_by.is_empty() && !matches!(name.as_str(), "min" | "max" | "count" | "sum" | "avg") {
+            return unsupported(format!("ORDER BY inside {name}()"));
+        }
+        let kind = match (name.as_str(), params.distinct) {
+            ("count", false) => AggKind::Count,
+            ("count", true) => AggKind::CountDistinct,
+            ("sum", false) => AggKind::Sum,
+            ("avg" | "mean", false) => AggKind::Avg,
+            ("min", _) => AggKind::Min,
+            ("max", _) => AggKind::Max,
+            (n, true) => {
+                return unsupported(format!(
+                    "{n}(DISTINCT …) in a materialized view (count(DISTINCT …) is supported)"
+                ))
+            }
+            (n, false) => {
+                return unsupported(format!(
+                    "aggregate function {n}() in a materialized view (supported: count, sum, avg, min, max, count(DISTINCT))"
+                ))
+            }
+        };
+        if params.args.len() > 1 {
+            return unsupported(format!("{name}() with several arguments in a materialized view"));
+        }
+        let (arg, input_type) = match params.args.first() {
+            // count(*) is planned as count(literal): no argument to evaluate.
+            Some(Expr::Literal(v, _)) if kind == AggKind::Count && !v.is_null() => {
+                (None, arrow::datatypes::DataType::Int64)
+            }
+            Some(a) => (Some(self.physical(a, schema)?), a.get_type(schema)?),
+            None => (None, arrow::datatypes::DataType::Int64),
+        };
+        let filter = match &params.filter {
+            Some(f) => Some(self.physical(f, schema)?),
+            None => None,
+        };
+        AggCall::new(kind, arg, filter, input_type, output_type, display)
+    }
+}
+
+fn node_schema_of(n: &Node) -> SchemaRef {
+    match n {
+        Node::Source { schema, .. }
+        | Node::Window { schema, .. }
+        | Node::Project { schema, .. }
+        | Node::Union { schema, .. } => schema.clone(),
+        Node::Filter { input, .. } => node_schema_of(input),
+        Node::Aggregate { op, .. } => op.schema().clone(),
+    }
+}
+
+/// True when the changes out of `n` are insertions only.
+fn is_append_only(n: &Node, lookup: &dyn RelationLookup) -> bool {
+    match n {
+        Node::Source { relation, .. } => lookup.is_append_only(relation),
+        Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
+            is_append_only(input, lookup)
+        }
+        Node::Aggregate { .. } => false,
+        Node::Union { inputs, .. } => inputs.iter().all(|i| is_append_only(i, lookup)),
+    }
+}
+
+/// Names the first construct in `e` that has no incremental form.
+fn unsupported_expr(e: &Expr) -> Option<&'static str> {
+    let mut found = None;
+    let _ = e.apply(|e| {
+        found = match e {
+            Expr::ScalarSubquery(_) => Some("scalar subqueries"),
+            Expr::Exists(_) => Some("EXISTS subqueries"),
+            Expr::InSubquery(_) => Some("IN (subquery)"),
+            Expr::OuterReferenceColumn(..) => Some("correlated subqueries"),
+            Expr::WindowFunction(_) => Some("window functions (OVER)"),
+            Expr::ScalarFunction(f)
+                if matches!(
+                    f.func.name(),
+                    "now" | "current_timestamp" | "current_date" | "current_time" | "random" | "uuid"
+                ) =>
+            {
+                Some("non-deterministic functions such as now() or random()")
+            }
+            _ => None,
+        };
+        Ok(if found.is_some() {
+            datafusion::common::tree_node::TreeNodeRecursion::Stop
+        } else {
+            datafusion::common::tree_node::TreeNodeRecursion::Continue
+        })
+    });
+    found
+}

@@ -1,0 +1,595 @@
+//! Incremental `GROUP BY`: per-group accumulators that absorb inserts and
+//! retractions, and emit, for every group a change touched, a retraction of
+//! its old row and an insertion of its new one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use serde::{Deserialize, Serialize};
+
+use crate::delta::Delta;
+use crate::{PlanError, Result};
+
+/// Which aggregate function an accumulator computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggKind {
+    /// `count(x)` / `count(*)`: rows with a non-NULL argument.
+    Count,
+    /// `count(DISTINCT x)`.
+    CountDistinct,
+    /// `sum(x)`.
+    Sum,
+    /// `avg(x)`.
+    Avg,
+    /// `min(x)`.
+    Min,
+    /// `max(x)`.
+    Max,
+}
+
+/// How an argument's values are summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SumDomain {
+    /// Integers and decimals, summed exactly as i128 (decimals unscaled).
+    Exact,
+    /// Floating point.
+    Float,
+}
+
+/// One aggregate call of a `GROUP BY`.
+#[derive(Debug)]
+pub struct AggCall {
+    /// The function.
+    pub kind: AggKind,
+    /// The argument; `None` for `count(*)`.
+    pub arg: Option<Arc<dyn PhysicalExpr>>,
+    /// The `FILTER (WHERE …)` clause.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The argument's type.
+    pub input_type: DataType,
+    /// The result's type.
+    pub output_type: DataType,
+    /// The call as written, for EXPLAIN.
+    pub display: String,
+    /// Encodes argument values as order-preserving bytes (min/max/distinct).
+    values: Option<RowConverter>,
+    domain: SumDomain,
+}
+
+impl AggCall {
+    /// Prepares an aggregate call; fails for argument types it cannot sum.
+    pub fn new(
+        kind: AggKind,
+        arg: Option<Arc<dyn PhysicalExpr>>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        input_type: DataType,
+        output_type: DataType,
+        display: String,
+    ) -> Result<Self> {
+        let values = match kind {
+            AggKind::Min | AggKind::Max | AggKind::CountDistinct => {
+                Some(RowConverter::new(vec![SortField::new(input_type.clone())])?)
+            }
+            _ => None,
+        };
+        let domain = match kind {
+            AggKind::Sum | AggKind::Avg => match &input_type {
+                t if t.is_integer() => SumDomain::Exact,
+                DataType::Decimal128(_, _) => SumDomain::Exact,
+                DataType::Float16 | DataType::Float32 | DataType::Float64 => SumDomain::Float,
+                DataType::Null => SumDomain::Exact,
+                other => {
+                    return Err(PlanError::Unsupported(format!(
+                        "{display} over values of type {other} in a materialized view"
+                    )))
+                }
+            },
+            _ => SumDomain::Exact,
+        };
+        Ok(Self {
+            kind,
+            arg,
+            filter,
+            input_type,
+            output_type,
+            display,
+            values,
+            domain,
+        })
+    }
+
+    fn empty(&self, append_only: bool) -> Acc {
+        match self.kind {
+            AggKind::Count => Acc::Count(0),
+            AggKind::Sum | AggKind::Avg => match self.domain {
+                SumDomain::Exact => Acc::SumExact { sum: 0, n: 0 },
+                SumDomain::Float => Acc::SumFloat { sum: 0.0, n: 0 },
+            },
+            AggKind::Min | AggKind::Max if append_only => Acc::Extreme(None),
+            AggKind::Min | AggKind::Max | AggKind::CountDistinct => Acc::Values(BTreeMap::new()),
+        }
+    }
+
+    /// The aggregate's current result for `acc`.
+    fn output(&self, acc: &Acc) -> Result<ScalarValue> {
+        let null = || ScalarValue::try_from(&self.output_type).map_err(PlanError::from);
+        let value = match (self.kind, acc) {
+            (AggKind::Count, Acc::Count(n)) => ScalarValue::Int64(Some(*n)),
+            (AggKind::CountDistinct, Acc::Values(v)) => ScalarValue::Int64(Some(v.len() as i64)),
+            (AggKind::Sum, Acc::SumExact { n: 0, .. } | Acc::SumFloat { n: 0, .. }) => null()?,
+            (AggKind::Avg, Acc::SumExact { n: 0, .. } | Acc::SumFloat { n: 0, .. }) => null()?,
+            (AggKind::Sum, Acc::SumExact { sum, .. }) => match &self.input_type {
+                DataType::Decimal128(_, s) => ScalarValue::Decimal128(Some(*sum), 38, *s),
+                _ => ScalarValue::Int64(Some(i64::try_from(*sum).map_err(|_| {
+                    PlanError::OutOfRange(format!("{} is out of range for bigint", self.display))
+                })?)),
+            },
+            (AggKind::Sum, Acc::SumFloat { sum, .. }) => ScalarValue::Float64(Some(*sum)),
+            (AggKind::Avg, Acc::SumExact { sum, n }) => match (&self.input_type, &self.output_type)
+            {
+                (DataType::Decimal128(_, s_in), DataType::Decimal128(_, s_out)) => {
+                    let shift = (*s_out as i32 - *s_in as i32).max(0) as u32;
+                    let scaled = sum
+                        .checked_mul(10i128.pow(shift))
+                        .ok_or_else(|| PlanError::OutOfRange(format!("{} overflows", self.display)))?;
+                    let n = *n as i128;
+                    let q = scaled / n;
+                    let r = scaled % n;
+                    let rounded = if 2 * r.abs() >= n.abs() { q + scaled.signum() * n.signum() } else { q };
+                    ScalarValue::Decimal128(Some(rounded), 38, *s_out)
+                }
+                (DataType::Decimal128(_, s), _) => ScalarValue::Float64(Some(
+                    *sum as f64 / 10f64.powi(*s as i32) / *n as f64,
+                )),
+                _ => ScalarValue::Float64(Some(*sum as f64 / *n as f64)),
+            },
+            (AggKind::Avg, Acc::SumFloat { sum, n }) => ScalarValue::Float64(Some(sum / *n as f64)),
+            (AggKind::Min, Acc::Values(v)) => self.decode(v.keys().next())?,
+            (AggKind::Max, Acc::Values(v)) => self.decode(v.keys().next_back())?,
+            (AggKind::Min | AggKind::Max, Acc::Extreme(v)) => self.decode(v.as_ref())?,
+            (kind, acc) => {
+                return Err(PlanError::Internal(format!(
+                    "accumulator {acc:?} does not belong to {kind:?}"
+                )))
+            }
+        };
+        if value.is_null() {
+            return Ok(value);
+        }
+        if value.data_type() == self.output_type {
+            Ok(value)
+        } else {
+            Ok(value.cast_to(&self.output_type)?)
+        }
+    }
+
+    fn decode(&self, bytes: Option<&Vec<u8>>) -> Result<ScalarValue> {
+        let (Some(bytes), Some(conv)) = (bytes, &self.values) else {
+            return Ok(ScalarValue::try_from(&self.input_type)?);
+        };
+        let row = conv.parser().parse(bytes);
+        let arrays = conv.convert_rows([row])?;
+        Ok(ScalarValue::try_from_array(&arrays[0], 0)?)
+    }
+}
+
+/// The persisted state of one aggregate call for one group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Acc {
+    Count(i64),
+    SumExact { sum: i128, n: i64 },
+    SumFloat { sum: f64, n: i64 },
+    /// Multiset of encoded values (retractable min/max, count distinct).
+    Values(BTreeMap<Vec<u8>, i64>),
+    /// The extreme so far, for min/max over inputs that never retract.
+    Extreme(Option<Vec<u8>>),
+}
+
+/// The persisted state of one group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct GroupState {
+    /// Sum of the weights of the group's input rows: the group exists while
+    /// this is positive.
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+/// The arguments of one aggregate call, evaluated over an input batch.
+struct Evaluated {
+    values: Option<ArrayRef>,
+    encoded: Option<arrow::row::Rows>,
+    filter: Option<BooleanArray>,
+}
+
+/// The incremental `GROUP BY` operator.
+#[derive(Debug)]
+pub struct AggregateOperator {
+    /// Operator id, unique within the view: the key space of its state.
+    pub id: u32,
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// Group expressions as written, for EXPLAIN.
+    pub group_display: Vec<String>,
+    /// The aggregate calls.
+    pub calls: Vec<AggCall>,
+    keys: RowConverter,
+    schema: SchemaRef,
+    /// True when the input never retracts, so min/max keep one value.
+    pub append_only: bool,
+    groups: HashMap<Vec<u8>, GroupState>,
+    /// Pre-images of the groups changed since the last commit or rollback.
+    undo: HashMap<Vec<u8>, Option<GroupState>>,
+}
+
+impl AggregateOperator {
+    /// A `GROUP BY` over `group_exprs` (none: a global aggregate, which
+    /// always has exactly one row) producing `schema`.
+    pub fn new(
+        id: u32,
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        group_display: Vec<String>,
+        group_types: Vec<DataType>,
+        calls: Vec<AggCall>,
+        schema: SchemaRef,
+        append_only: bool,
+    ) -> Result<Self> {
+        let keys = RowConverter::new(group_types.into_iter().map(SortField::new).collect())?;
+        Ok(Self {
+            id,
+            group_exprs,
+            group_display,
+            calls,
+            keys,
+            schema,
+            append_only,
+            groups: HashMap::new(),
+            undo: HashMap::new(),
+        })
+    }
+
+    /// The output schema: group columns, then one column per call.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn is_global(&self) -> bool {
+        self.group_exprs.is_empty()
+    }
+
+    fn empty_group(&self) -> GroupState {
+        GroupState {
+            rows: 0,
+            accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+        }
+    }
+
+    /// Restores one group's state from storage.
+    pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let state: GroupState = bincode::deserialize(value)
+            .map_err(|e| PlanError::Internal(format!("corrupt aggregate state: {e}")))?;
+        if state.accs.len() != self.calls.len() {
+            return Err(PlanError::Internal(
+                "stored aggregate state does not match the view definition".into(),
+            ));
+        }
+        self.groups.insert(key.to_vec(), state);
+        Ok(())
+    }
+
+    /// Number of groups held.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Absorbs `delta` and returns the change of the operator's output.
+    pub fn push(&mut self, delta: &Delta) -> Result<Delta> {
+        let batch = &delta.batch;
+        let n = batch.num_rows();
+        let group_arrays = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // A global aggregate has one group, keyed by the empty byte string.
+        let key_rows = if group_arrays.is_empty() {
+            None
+        } else {
+            Some(self.keys.convert_columns(&group_arrays)?)
+        };
+        let mut evaluated = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let values = match &call.arg {
+                Some(e) => Some(e.evaluate(batch)?.into_array(n)?),
+                None => None,
+            };
+            let encoded = match (&call.values, &values) {
+                (Some(conv), Some(v)) => Some(conv.convert_columns(std::slice::from_ref(v))?),
+                _ => None,
+            };
+            let filter = match &call.filter {
+                Some(f) => {
+                    let mask = f.evaluate(batch)?.into_array(n)?;
+                    Some(mask.as_boolean_opt().cloned().ok_or_else(|| {
+                        PlanError::Internal("FILTER clause is not boolean".into())
+                    })?)
+                }
+                None => None,
+            };
+            evaluated.push(Evaluated {
+                values,
+                encoded,
+                filter,
+            });
+        }
+
+        // Old outputs of the groups this change touches, in first-touch order.
+        let mut touched: Vec<(Vec<u8>, Option<Vec<ScalarValue>>)> = Vec::new();
+        let mut touched_index: HashMap<Vec<u8>, ()> = HashMap::new();
+        let global = self.is_global();
+        for i in 0..n {
+            let w = delta.weights.value(i);
+            let key: &[u8] = match &key_rows {
+                Some(rows) => rows.row(i).data(),
+                None => &[],
+            };
+            if !touched_index.contains_key(key) {
+                touched_index.insert(key.to_vec(), ());
+                let existing = self.groups.get(key).cloned();
+                let old = match &existing {
+                    Some(s) => Some(self.outputs(s)?),
+                    None => None,
+                };
+                self.undo.entry(key.to_vec()).or_insert(existing);
+                touched.push((key.to_vec(), old));
+            }
+            let empty = self.empty_group();
+            let state = self.groups.entry(key.to_vec()).or_insert(empty);
+            state.rows += w;
+            for (j, call) in self.calls.iter().enumerate() {
+                let ev = &evaluated[j];
+                if let Some(f) = &ev.filter {
+                    if !f.is_valid(i) || !f.value(i) {
+                        continue;
+                    }
+                }
+                update(call, &mut state.accs[j], ev, i, w)?;
+            }
+        }
+        // A global aggregate exists from the start: emit its first row even
+        // when nothing was touched (creation over an empty relation).
+        if global && n == 0 && !self.groups.contains_key(&[][..]) {
+            let key: Vec<u8> = vec![];
+            self.undo.entry(key.clone()).or_insert(None);
+            self.groups.insert(key.clone(), self.empty_group());
+            touched.push((key, None));
+        }
+
+        let mut out_keys: Vec<Vec<u8>> = Vec::new();
+        let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut out_weights: Vec<i64> = Vec::new();
+        for (key, old) in touched {
+            let Some(state) = self.groups.get(&key) else {
+                continue;
+            };
+            if state.rows < 0 {
+                return Err(PlanError::Internal(format!(
+                    "group of aggregate {} has a negative row count",
+                    self.id
+                )));
+            }
+            let new = if state.rows > 0 || global {
+                Some(self.outputs(state)?)
+            } else {
+                None
+            };
+            if state.rows == 0 && !global {
+                self.groups.remove(&key);
+            }
+            if old == new {
+                continue;
+            }
+            if let Some(old) = old {
+                out_keys.push(key.clone());
+                out_values.push(old);
+                out_weights.push(-1);
+            }
+            if let Some(new) = new {
+                out_keys.push(key.clone());
+                out_values.push(new);
+                out_weights.push(1);
+            }
+        }
+        self.build_output(out_keys, out_values, out_weights)
+    }
+
+    fn outputs(&self, state: &GroupState) -> Result<Vec<ScalarValue>> {
+        self.calls
+            .iter()
+            .zip(&state.accs)
+            .map(|(c, a)| c.output(a))
+            .collect()
+    }
+
+    fn build_output(
+        &self,
+        keys: Vec<Vec<u8>>,
+        values: Vec<Vec<ScalarValue>>,
+        weights: Vec<i64>,
+    ) -> Result<Delta> {
+        let n = weights.len();
+        if n == 0 {
+            return Ok(Delta::empty(self.schema.clone()));
+        }
+        let parser = self.keys.parser();
+        let mut columns: Vec<ArrayRef> = if self.group_exprs.is_empty() {
+            vec![]
+        } else {
+            self.keys
+                .convert_rows(keys.iter().map(|k| parser.parse(k)))?
+        };
+        for (j, call) in self.calls.iter().enumerate() {
+            let col = ScalarValue::iter_to_array(values.iter().map(|v| v[j].clone()))?;
+            let col = if col.data_type() == &call.output_type {
+                col
+            } else {
+                cast(&col, &call.output_type)?
+            };
+            columns.push(col);
+        }
+        let mut fixed = Vec::with_capacity(columns.len());
+        for (c, f) in columns.into_iter().zip(self.schema.fields()) {
+            if c.data_type() == f.data_type() {
+                fixed.push(c);
+            } else {
+                fixed.push(cast(&c, f.data_type())?);
+            }
+        }
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            fixed,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        Ok(Delta {
+            batch,
+            weights: Int64Array::from(weights),
+        })
+    }
+
+    /// Hands every group changed since the last commit to `persist`
+    /// (`None` when the group is gone). The changes stay pending until
+    /// [`AggregateOperator::committed`] or [`AggregateOperator::rollback`].
+    pub fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+        for key in self.undo.keys() {
+            match self.groups.get(key) {
+                Some(state) => {
+                    let bytes = bincode::serialize(state)
+                        .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?;
+                    persist(self.id, key, Some(bytes));
+                }
+                None => persist(self.id, key, None),
+            }
+        }
+        Ok(())
+    }
+
+    /// The pending changes are durable: forget their pre-images.
+    pub fn committed(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Restores the groups changed since the last commit.
+    pub fn rollback(&mut self) {
+        for (key, pre) in self.undo.drain() {
+            match pre {
+                Some(state) => {
+                    self.groups.insert(key, state);
+                }
+                None => {
+                    self.groups.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+fn update(call: &AggCall, acc: &mut Acc, ev: &Evaluated, i: usize, w: i64) -> Result<()> {
+    if let Some(v) = &ev.values {
+        if v.is_null(i) {
+            return Ok(());
+        }
+    }
+    match acc {
+        Acc::Count(n) => *n += w,
+        Acc::SumExact { sum, n } => {
+            let v = ev.values.as_ref().ok_or_else(|| missing(call))?;
+            let x = exact_value(v, i)?;
+            *sum = sum
+                .checked_add(x.checked_mul(w as i128).ok_or_else(|| overflow(call))?)
+                .ok_or_else(|| overflow(call))?;
+            *n += w;
+        }
+        Acc::SumFloat { sum, n } => {
+            let v = ev.values.as_ref().ok_or_else(|| missing(call))?;
+            *sum += float_value(v, i)? * w as f64;
+            *n += w;
+        }
+        Acc::Values(map) => {
+            let rows = ev.encoded.as_ref().ok_or_else(|| missing(call))?;
+            let key = rows.row(i).as_ref().to_vec();
+            let c = map.entry(key.clone()).or_insert(0);
+            *c += w;
+            if *c == 0 {
+                map.remove(&key);
+            }
+        }
+        Acc::Extreme(current) => {
+            if w < 0 {
+                return Err(PlanError::Internal(format!(
+                    "{} received a retraction from an append-only input",
+                    call.display
+                )));
+            }
+            let rows = ev.encoded.as_ref().ok_or_else(|| missing(call))?;
+            let candidate = rows.row(i);
+            let replace = match current {
+                None => true,
+                Some(cur) => match call.kind {
+                    AggKind::Min => candidate.as_ref() < cur.as_slice(),
+                    _ => candidate.as_ref() > cur.as_slice(),
+                },
+            };
+            if replace {
+                *current = Some(candidate.as_ref().to_vec());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn missing(call: &AggCall) -> PlanError {
+    PlanError::Internal(format!("{} has no argument values", call.display))
+}
+
+fn overflow(call: &AggCall) -> PlanError {
+    PlanError::OutOfRange(format!("{} is out of range", call.display))
+}
+
+fn exact_value(v: &ArrayRef, i: usize) -> Result<i128> {
+    use arrow::datatypes::*;
+    Ok(match v.data_type() {
+        DataType::Int8 => v.as_primitive::<Int8Type>().value(i) as i128,
+        DataType::Int16 => v.as_primitive::<Int16Type>().value(i) as i128,
+        DataType::Int32 => v.as_primitive::<Int32Type>().value(i) as i128,
+        DataType::Int64 => v.as_primitive::<Int64Type>().value(i) as i128,
+        DataType::UInt8 => v.as_primitive::<UInt8Type>().value(i) as i128,
+        DataType::UInt16 => v.as_primitive::<UInt16Type>().value(i) as i128,
+        DataType::UInt32 => v.as_primitive::<UInt32Type>().value(i) as i128,
+        DataType::UInt64 => v.as_primitive::<UInt64Type>().value(i) as i128,
+        DataType::Decimal128(_, _) => v.as_primitive::<Decimal128Type>().value(i),
+        other => {
+            return Err(PlanError::Internal(format!(
+                "exact sum over values of type {other}"
+            )))
+        }
+    })
+}
+
+fn float_value(v: &ArrayRef, i: usize) -> Result<f64> {
+    use arrow::datatypes::*;
+    Ok(match v.data_type() {
+        DataType::Float16 => v.as_primitive::<Float16Type>().value(i).to_f64(),
+        DataType::Float32 => v.as_primitive::<Float32Type>().value(i) as f64,
+        DataType::Float64 => v.as_primitive::<Float64Type>().value(i),
+        other => {
+            return Err(PlanError::Internal(format!(
+                "float sum over values of type {other}"
+            )))
+        }
+    })
+}

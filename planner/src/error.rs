@@ -1,0 +1,38 @@
+//! Planner errors, each saying whose fault it is. The server maps them to
+//! PostgreSQL SQLSTATEs in one place.
+
+use datafusion::error::DataFusionError;
+
+/// Why a statement could not be planned or a change could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The SQL text does not parse (the user's fault; 42601).
+    #[error("{0}")]
+    Syntax(String),
+    /// Valid SQL that Millrace cannot run (yet) (0A000).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A value does not fit its type (22003).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// An error reported by DataFusion; the server classifies it.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// A broken invariant inside Millrace (our bug; XX000).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<arrow::error::ArrowError> for PlanError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        PlanError::DataFusion(DataFusionError::ArrowError(Box::new(e), None))
+    }
+}
+
+/// Result type of the planner.
+pub type Result<T, E = PlanError> = std::result::Result<T, E>;
+
+/// Shorthand for [`PlanError::Unsupported`].
+pub fn unsupported<T>(what: impl Into<String>) -> Result<T> {
+    Err(PlanError::Unsupported(what.into()))
+}

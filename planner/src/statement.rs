@@ -1,0 +1,117 @@
+//! Millrace's SQL dialect: PostgreSQL as parsed by sqlparser, plus the
+//! streaming statements sqlparser does not know.
+//!
+//! Following DataFusion's `DFParser`, statements of our own are recognised
+//! by their leading keywords and everything else is delegated to sqlparser's
+//! PostgreSQL dialect.
+
+use sqlparser::ast::Statement as SqlStatement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use crate::{PlanError, Result};
+
+/// Which kind of relation a `SHOW` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelationKind {
+    /// Plain tables (`CREATE TABLE`).
+    Table,
+    /// Materialized views.
+    MaterializedView,
+}
+
+/// One statement of the Millrace dialect.
+#[derive(Clone, Debug)]
+pub enum Statement {
+    /// A PostgreSQL statement.
+    Sql(Box<SqlStatement>),
+    /// `FLUSH`: wait until every view reflects everything ingested so far.
+    Flush,
+    /// `SHOW TABLES` / `SHOW MATERIALIZED VIEWS`.
+    ShowRelations(RelationKind),
+}
+
+impl std::fmt::Display for Statement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Statement::Sql(s) => write!(f, "{s}"),
+            Statement::Flush => write!(f, "FLUSH"),
+            Statement::ShowRelations(RelationKind::Table) => write!(f, "SHOW TABLES"),
+            Statement::ShowRelations(RelationKind::MaterializedView) => {
+                write!(f, "SHOW MATERIALIZED VIEWS")
+            }
+        }
+    }
+}
+
+/// Parses `sql` into its statements (an empty text yields none).
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token().token == Token::EOF {
+            break;
+        }
+        let statement = if parser.parse_keyword(Keyword::FLUSH) {
+            Statement::Flush
+        } else if parser.parse_keywords(&[Keyword::SHOW, Keyword::TABLES]) {
+            Statement::ShowRelations(RelationKind::Table)
+        } else if parser.parse_keywords(&[Keyword::SHOW, Keyword::MATERIALIZED, Keyword::VIEWS]) {
+            Statement::ShowRelations(RelationKind::MaterializedView)
+        } else {
+            Statement::Sql(Box::new(
+                parser
+                    .parse_statement()
+                    .map_err(|e| PlanError::Syntax(syntax_message(e)))?,
+            ))
+        };
+        out.push(statement);
+        let next = parser.peek_token();
+        if next.token != Token::EOF && next.token != Token::SemiColon {
+            return Err(PlanError::Syntax(format!(
+                "syntax error at or near \"{}\"",
+                next.token
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// sqlparser prefixes its messages with "sql parser error: "; PostgreSQL
+/// users expect "syntax error …".
+fn syntax_message(e: sqlparser::parser::ParserError) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("sql parser error: ").unwrap_or(&text);
+    format!("syntax error: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dialect_and_postgres_statements() {
+        let stmts = parse("FLUSH; SHOW TABLES; show materialized views; SELECT 1;;").unwrap();
+        assert_eq!(stmts.len(), 4);
+        assert!(matches!(stmts[0], Statement::Flush));
+        assert!(matches!(stmts[1], Statement::ShowRelations(RelationKind::Table)));
+        assert!(matches!(
+            stmts[2],
+            Statement::ShowRelations(RelationKind::MaterializedView)
+        ));
+        assert!(matches!(stmts[3], Statement::Sql(_)));
+        assert!(parse("   ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn reports_syntax_errors() {
+        assert!(matches!(parse("SELEC 1"), Err(PlanError::Syntax(_))));
+        assert!(matches!(parse("FLUSH now"), Err(PlanError::Syntax(_))));
+    }
+}

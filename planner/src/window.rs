@@ -1,0 +1,417 @@
+//! Time windows: the `TUMBLE` and `HOP` table functions.
+//!
+//! `TUMBLE(rel, col, size [, offset])` and `HOP(rel, col, slide, size
+//! [, offset])` (RisingWave's spelling, slide before size) are DataFusion
+//! table functions returning a [`WindowedRelation`]: the input relation's
+//! columns plus `window_start` and `window_end`. An ad-hoc `SELECT` scans it
+//! directly; the incremental planner recognises it and turns it into a
+//! stateless window-assignment operator (see [`assign_windows`]).
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::{not_impl_err, plan_datafusion_err, plan_err, ScalarValue};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+
+/// How the planner finds the relations a window function reads.
+pub trait RelationLookup: Debug + Send + Sync {
+    /// The provider of relation `name`, if it exists.
+    fn relation(&self, name: &str) -> Option<Arc<dyn TableProvider>>;
+    /// True when the relation only ever grows (a table), false when its rows
+    /// can be retracted (a view).
+    fn is_append_only(&self, name: &str) -> bool;
+}
+
+/// Which window function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumble,
+    /// Fixed windows of `size` starting every `slide`.
+    Hop,
+}
+
+/// The parameters of a window assignment, in nanoseconds.
+#[derive(Clone, Debug)]
+pub struct WindowSpec {
+    /// Tumble or hop.
+    pub kind: WindowKind,
+    /// Index of the event-time column in the input.
+    pub time_column: usize,
+    /// Name of the event-time column.
+    pub time_column_name: String,
+    /// Distance between window starts (equals `size` for tumbling windows).
+    pub slide_ns: i64,
+    /// Window length.
+    pub size_ns: i64,
+    /// Shift of window boundaries from the epoch.
+    pub offset_ns: i64,
+}
+
+impl std::fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            WindowKind::Tumble => write!(
+                f,
+                "TUMBLE(time={}, size={})",
+                self.time_column_name,
+                fmt_ns(self.size_ns)
+            )?,
+            WindowKind::Hop => write!(
+                f,
+                "HOP(time={}, slide={}, size={})",
+                self.time_column_name,
+                fmt_ns(self.slide_ns),
+                fmt_ns(self.size_ns)
+            )?,
+        }
+        if self.offset_ns != 0 {
+            write!(f, " offset={}", fmt_ns(self.offset_ns))?;
+        }
+        Ok(())
+    }
+}
+
+fn fmt_ns(ns: i64) -> String {
+    if ns % 1_000_000_000 == 0 {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns % 1_000_000 == 0 {
+        format!("{}ms", ns / 1_000_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// The `TUMBLE` / `HOP` table function.
+#[derive(Debug)]
+pub struct WindowFunction {
+    kind: WindowKind,
+    lookup: Arc<dyn RelationLookup>,
+}
+
+impl WindowFunction {
+    /// A window function resolving its input relation through `lookup`.
+    pub fn new(kind: WindowKind, lookup: Arc<dyn RelationLookup>) -> Self {
+        Self { kind, lookup }
+    }
+}
+
+impl TableFunctionImpl for WindowFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let fname = match self.kind {
+            WindowKind::Tumble => "TUMBLE",
+            WindowKind::Hop => "HOP",
+        };
+        let durations = match self.kind {
+            WindowKind::Tumble => 1,
+            WindowKind::Hop => 2,
+        };
+        if exprs.len() < 2 + durations || exprs.len() > 3 + durations {
+            let usage = match self.kind {
+                WindowKind::Tumble => "TUMBLE(relation, time_column, size [, offset])",
+                WindowKind::Hop => "HOP(relation, time_column, slide, size [, offset])",
+            };
+            return plan_err!("wrong number of arguments to {fname}: expected {usage}");
+        }
+        let relation = match &exprs[0] {
+            Expr::Column(c) => c.name.clone(),
+            other => {
+                return plan_err!("the first argument of {fname} must be a table or view name, not {other}")
+            }
+        };
+        let input = self
+            .lookup
+            .relation(&relation)
+            .ok_or_else(|| plan_datafusion_err!("table '{relation}' not found"))?;
+        let time_column_name = match &exprs[1] {
+            Expr::Column(c) => c.name.clone(),
+            other => {
+                return plan_err!("the second argument of {fname} must be a column name, not {other}")
+            }
+        };
+        let input_schema = input.schema();
+        let time_column = input_schema
+            .index_of(&time_column_name)
+            .map_err(|_| {
+                datafusion::error::DataFusionError::SchemaError(
+                    Box::new(datafusion::common::SchemaError::FieldNotFound {
+                        field: Box::new(datafusion::common::Column::from_name(&time_column_name)),
+                        valid_fields: vec![],
+                    }),
+                    Box::new(None),
+                )
+            })?;
+        let time_type = input_schema.field(time_column).data_type().clone();
+        if !matches!(time_type, DataType::Timestamp(_, _)) {
+            return plan_err!(
+                "cannot assign windows over column \"{time_column_name}\" of type {time_type}: {fname} needs a timestamp column"
+            );
+        }
+        let mut durations_ns = Vec::new();
+        for e in &exprs[2..] {
+            durations_ns.push(interval_ns(fname, e)?);
+        }
+        let (slide_ns, size_ns) = match self.kind {
+            WindowKind::Tumble => (durations_ns[0], durations_ns[0]),
+            WindowKind::Hop => (durations_ns[0], durations_ns[1]),
+        };
+        if slide_ns <= 0 || size_ns <= 0 {
+            return plan_err!("{fname} window sizes must be positive intervals");
+        }
+        let offset_ns = durations_ns.get(durations).copied().unwrap_or(0);
+        let spec = WindowSpec {
+            kind: self.kind,
+            time_column,
+            time_column_name,
+            slide_ns,
+            size_ns,
+            offset_ns,
+        };
+        Ok(Arc::new(WindowedRelation::new(relation, input, spec)))
+    }
+}
+
+fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
+    let value = match e {
+        Expr::Literal(v, _) => v.clone(),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(v, _) => v.cast_to(&c.field.data_type())?,
+            _ => return plan_err!("{fname} needs constant intervals, got {e}"),
+        },
+        _ => return plan_err!("{fname} needs constant intervals, got {e}"),
+    };
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) => {
+            if v.months != 0 {
+                return not_impl_err!("{fname} windows measured in months or years");
+            }
+            Ok(v.days as i64 * 86_400_000_000_000 + v.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Ok(v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * 1_000_000)
+        }
+        ScalarValue::IntervalYearMonth(Some(_)) => {
+            not_impl_err!("{fname} windows measured in months or years")
+        }
+        other => plan_err!("{fname} needs an INTERVAL, got {other}"),
+    }
+}
+
+/// A relation with window columns assigned: the result of `TUMBLE`/`HOP`.
+#[derive(Debug)]
+pub struct WindowedRelation {
+    /// Name of the input relation.
+    pub input_name: String,
+    input: Arc<dyn TableProvider>,
+    /// The assignment.
+    pub spec: WindowSpec,
+    schema: SchemaRef,
+}
+
+impl WindowedRelation {
+    fn new(input_name: String, input: Arc<dyn TableProvider>, spec: WindowSpec) -> Self {
+        let schema = windowed_schema(&input.schema(), &spec);
+        Self {
+            input_name,
+            input,
+            spec,
+            schema,
+        }
+    }
+}
+
+/// The input schema plus `window_start` and `window_end`.
+pub fn windowed_schema(input: &Schema, spec: &WindowSpec) -> SchemaRef {
+    let time_type = input.field(spec.time_column).data_type().clone();
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("window_start", time_type.clone(), true));
+    fields.push(Field::new("window_end", time_type, true));
+    Arc::new(Schema::new(fields))
+}
+
+#[async_trait]
+impl TableProvider for WindowedRelation {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = self.input.scan(state, None, &[], None).await?;
+        let batches = collect(input, state.task_ctx()).await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let (windowed, _) = assign_windows(&b, None, &self.spec, &self.schema)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            out.push(windowed);
+        }
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[out], self.schema.clone(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// Appends `window_start` / `window_end` to every row of `batch`; a hopping
+/// window repeats a row once per window containing it. Rows with a NULL
+/// event time belong to no window and are dropped. `weights`, when given,
+/// are repeated alongside.
+pub fn assign_windows(
+    batch: &RecordBatch,
+    weights: Option<&Int64Array>,
+    spec: &WindowSpec,
+    out_schema: &SchemaRef,
+) -> crate::Result<(RecordBatch, Option<Int64Array>)> {
+    let time = batch.column(spec.time_column);
+    let time_type = time.data_type().clone();
+    let per_ns = match &time_type {
+        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000_000,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1,
+        other => {
+            return Err(crate::PlanError::Internal(format!(
+                "window time column has type {other}"
+            )))
+        }
+    };
+    let (size, slide, offset) = (
+        spec.size_ns / per_ns,
+        spec.slide_ns / per_ns,
+        spec.offset_ns / per_ns,
+    );
+    if size <= 0 || slide <= 0 {
+        return Err(crate::PlanError::Unsupported(format!(
+            "window sizes below the precision of column \"{}\"",
+            spec.time_column_name
+        )));
+    }
+    let raw = cast(time, &DataType::Int64)?;
+    let raw = raw
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| crate::PlanError::Internal("timestamp cast".into()))?;
+    let mut indices: Vec<u32> = Vec::with_capacity(batch.num_rows());
+    let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
+    for i in 0..raw.len() {
+        if raw.is_null(i) {
+            continue;
+        }
+        let ts = raw.value(i);
+        let last = ts - (ts - offset).rem_euclid(slide);
+        let mut first = last;
+        while first - slide > ts - size {
+            first -= slide;
+        }
+        let mut s = first;
+        while s <= last {
+            indices.push(i as u32);
+            starts.push(s);
+            s += slide;
+        }
+    }
+    let idx = UInt32Array::from(indices);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 2);
+    for c in batch.columns() {
+        columns.push(take(c.as_ref(), &idx, None)?);
+    }
+    let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
+    columns.push(cast(&Int64Array::from(starts), &time_type)?);
+    columns.push(cast(&Int64Array::from(ends), &time_type)?);
+    let out = RecordBatch::try_new(out_schema.clone(), columns)?;
+    let weights = match weights {
+        Some(w) => {
+            let taken = take(w, &idx, None)?;
+            Some(
+                taken
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .ok_or_else(|| crate::PlanError::Internal("weights".into()))?,
+            )
+        }
+        None => None,
+    };
+    Ok((out, weights))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::TimestampNanosecondArray;
+
+    fn spec(kind: WindowKind, slide_s: i64, size_s: i64) -> WindowSpec {
+        WindowSpec {
+            kind,
+            time_column: 0,
+            time_column_name: "ts".into(),
+            slide_ns: slide_s * 1_000_000_000,
+            size_ns: size_s * 1_000_000_000,
+            offset_ns: 0,
+        }
+    }
+
+    fn run(spec: &WindowSpec, ts_s: &[Option<i64>]) -> Vec<(i64, i64)> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        )]));
+        let arr = TimestampNanosecondArray::from(
+            ts_s.iter().map(|t| t.map(|s| s * 1_000_000_000)).collect::<Vec<_>>(),
+        );
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(arr)]).unwrap();
+        let out_schema = windowed_schema(&schema, spec);
+        let (out, _) = assign_windows(&batch, None, spec, &out_schema).unwrap();
+        let starts = cast(out.column(1), &DataType::Int64).unwrap();
+        let starts = starts.as_any().downcast_ref::<Int64Array>().unwrap();
+        let ts = cast(out.column(0), &DataType::Int64).unwrap();
+        let ts = ts.as_any().downcast_ref::<Int64Array>().unwrap();
+        (0..out.num_rows())
+            .map(|i| (ts.value(i) / 1_000_000_000, starts.value(i) / 1_000_000_000))
+            .collect()
+    }
+
+    #[test]
+    fn tumble_floors_to_the_window_including_negative_times() {
+        let s = spec(WindowKind::Tumble, 10, 10);
+        assert_eq!(
+            run(&s, &[Some(1), Some(10), Some(19), Some(-1), None]),
+            vec![(1, 0), (10, 10), (19, 10), (-1, -10)]
+        );
+    }
+
+    #[test]
+    fn hop_repeats_rows_for_every_containing_window() {
+        let s = spec(WindowKind::Hop, 2, 10);
+        let out = run(&s, &[Some(5)]);
+        assert_eq!(out, vec![(5, -4), (5, -2), (5, 0), (5, 2), (5, 4)]);
+        let s = spec(WindowKind::Hop, 3, 10);
+        // windows starting at multiples of 3 that contain 5: -3, 0, 3
+        assert_eq!(run(&s, &[Some(5)]), vec![(5, -3), (5, 0), (5, 3)]);
+    }
+}

@@ -1,0 +1,886 @@
+//! The engine: executes statements against the catalog, storage and the
+//! running dataflows of materialized views.
+//!
+//! Writes (DDL, `INSERT`) are serialized by the pipelines lock. An `INSERT`
+//! appends the rows, pushes them through every dependent view's dataflow
+//! (in creation order, which is dependency order) and writes rows, operator
+//! state and view contents in one atomic, flushed storage commit before it
+//! returns. A `SELECT` builds its physical plan under the read side of the
+//! same lock, so it sees every relation at one consistent point.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::RowConverter;
+use datafusion::common::ParamValues;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp};
+use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DfStatement;
+use millrace_planner::dataflow::{Changes, Dataflow};
+use millrace_planner::delta::Delta;
+use millrace_planner::statement::{RelationKind, Statement};
+use millrace_planner::window::{WindowFunction, WindowKind};
+use millrace_storage::{Commit, RelationId, Store};
+use sqlparser::ast::{self, ObjectType, Statement as Sql};
+use tokio::sync::RwLock;
+
+use crate::catalog::{Catalog, CatalogRecord, CatalogSchema, Kind, Relation};
+use crate::error::{sqlstate, SqlError, SqlResult};
+use crate::providers::{row_converter, snapshot_delta};
+
+/// What a statement returns.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A result set.
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// A command tag such as `CREATE TABLE` or `INSERT 0 3`.
+    Command {
+        tag: String,
+        rows: Option<usize>,
+        /// INSERT's tag carries an OID field (always 0).
+        oid: bool,
+    },
+}
+
+impl Outcome {
+    fn command(tag: &str) -> Self {
+        Outcome::Command {
+            tag: tag.to_string(),
+            rows: None,
+            oid: false,
+        }
+    }
+}
+
+/// A running view: its dataflow and the encoding of its stored rows.
+struct ViewPipeline {
+    name: String,
+    id: RelationId,
+    dataflow: Dataflow,
+    rows: RowConverter,
+}
+
+impl ViewPipeline {
+    /// Adds the view's output change to its stored contents.
+    fn write_rows(&self, store: &Store, out: &Delta, commit: &mut Commit) -> SqlResult<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let encoded = self.rows.convert_columns(out.batch.columns())?;
+        let mut sums: HashMap<&[u8], i64> = HashMap::new();
+        for i in 0..out.len() {
+            *sums.entry(encoded.row(i).data()).or_insert(0) += out.weights.value(i);
+        }
+        for (key, w) in sums {
+            if w == 0 {
+                continue;
+            }
+            let count = store.view_row_count(self.id, key)? + w;
+            if count < 0 {
+                return Err(SqlError::internal(format!(
+                    "materialized view \"{}\" would hold a row a negative number of times",
+                    self.name
+                )));
+            }
+            commit.set_view_row(self.id, key, count);
+        }
+        Ok(())
+    }
+
+    /// Writes the dataflow's pending state changes into `commit`.
+    fn write_state(&mut self, commit: &mut Commit) -> SqlResult<()> {
+        let id = self.id;
+        self.dataflow.pending(&mut |op, key, value| match value {
+            Some(v) => commit.put_operator_state(id, op, key, v),
+            None => commit.delete_operator_state(id, op, key),
+        })?;
+        Ok(())
+    }
+}
+
+/// The dataflows of all views and the next row sequence of each table.
+#[derive(Default)]
+struct Pipelines {
+    views: BTreeMap<RelationId, ViewPipeline>,
+    table_seq: HashMap<RelationId, u64>,
+}
+
+impl Pipelines {
+    /// Pushes `delta` (a change of relation `source`) through every view
+    /// that depends on it, adding view contents and state to `commit`.
+    /// Returns the views whose state is pending; on error nothing is pending.
+    fn propagate(
+        &mut self,
+        store: &Store,
+        source: &str,
+        delta: Delta,
+        commit: &mut Commit,
+    ) -> SqlResult<Vec<RelationId>> {
+        let mut changes = Changes::new();
+        changes.insert(source.to_string(), delta);
+        let mut touched = Vec::new();
+        let result = (|| {
+            for (id, pipe) in self.views.iter_mut() {
+                if !pipe.dataflow.inputs().iter().any(|i| changes.contains_key(i)) {
+                    continue;
+                }
+                touched.push(*id);
+                if let Some(out) = pipe.dataflow.push(&changes)? {
+                    pipe.write_rows(store, &out, commit)?;
+                    if !out.is_empty() {
+                        changes.insert(pipe.name.clone(), out);
+                    }
+                }
+                pipe.write_state(commit)?;
+            }
+            Ok::<_, SqlError>(())
+        })();
+        match result {
+            Ok(()) => Ok(touched),
+            Err(e) => {
+                self.rollback(&touched);
+                Err(e)
+            }
+        }
+    }
+
+    fn rollback(&mut self, ids: &[RelationId]) {
+        for id in ids {
+            if let Some(p) = self.views.get_mut(id) {
+                p.dataflow.rollback();
+            }
+        }
+    }
+
+    fn committed(&mut self, ids: &[RelationId]) {
+        for id in ids {
+            if let Some(p) = self.views.get_mut(id) {
+                p.dataflow.committed();
+            }
+        }
+    }
+}
+
+/// The database: catalog, storage, dataflows and the SQL engine.
+pub struct Engine {
+    store: Store,
+    catalog: Arc<Catalog>,
+    ctx: SessionContext,
+    pipelines: RwLock<Pipelines>,
+}
+
+impl Engine {
+    /// Opens the data directory `dir`, restoring every table and view.
+    pub async fn open(dir: &Path) -> SqlResult<Arc<Self>> {
+        let store = Store::open(dir)?;
+        let catalog = Arc::new(Catalog::new(store.clone()));
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema("millrace", "public")
+            .with_information_schema(true)
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        let ctx = SessionContext::new_with_config(config);
+        let default_catalog = ctx
+            .catalog("millrace")
+            .ok_or_else(|| SqlError::internal("default catalog missing"))?;
+        default_catalog
+            .register_schema("public", Arc::new(CatalogSchema(catalog.clone())))
+            .map_err(SqlError::from)?;
+        for (name, kind) in [("tumble", WindowKind::Tumble), ("hop", WindowKind::Hop)] {
+            ctx.register_udtf(name, Arc::new(WindowFunction::new(kind, catalog.clone())));
+        }
+        let engine = Arc::new(Self {
+            store,
+            catalog,
+            ctx,
+            pipelines: RwLock::new(Pipelines::default()),
+        });
+        engine.restore().await?;
+        Ok(engine)
+    }
+
+    /// Replays the catalog: tables first get their schema back, views their
+    /// dataflow and operator state.
+    async fn restore(&self) -> SqlResult<()> {
+        let mut records = Vec::new();
+        for (name, bytes) in self.store.catalog_records()? {
+            let record: CatalogRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                SqlError::internal(format!("catalog record \"{name}\" is corrupt: {e}"))
+            })?;
+            records.push(record);
+        }
+        records.sort_by_key(|r| r.id);
+        let mut pipelines = self.pipelines.write().await;
+        for r in records {
+            let stmt = parse_one(&r.sql)?;
+            match (r.kind, stmt) {
+                (Kind::Table, Sql::CreateTable(_)) => {
+                    let schema = self.table_schema(&parse_one(&r.sql)?).await?;
+                    let seq = self.store.next_table_seq(r.id)?;
+                    pipelines.table_seq.insert(r.id, seq);
+                    self.catalog.insert(Arc::new(Relation {
+                        id: r.id,
+                        name: r.name,
+                        kind: r.kind,
+                        schema,
+                        sql: r.sql,
+                        inputs: vec![],
+                    }));
+                }
+                (Kind::MaterializedView, Sql::CreateView(cv)) => {
+                    let dataflow = self.plan_view(&cv.query).await?;
+                    let mut pipe = ViewPipeline {
+                        name: r.name.clone(),
+                        id: r.id,
+                        rows: row_converter(dataflow.schema())?,
+                        dataflow,
+                    };
+                    for (op, key, value) in self.store.operator_states(r.id)? {
+                        pipe.dataflow.load_state(op, &key, &value)?;
+                    }
+                    self.catalog.insert(Arc::new(Relation {
+                        id: r.id,
+                        name: r.name,
+                        kind: r.kind,
+                        schema: pipe.dataflow.schema().clone(),
+                        sql: r.sql,
+                        inputs: r.inputs,
+                    }));
+                    pipelines.views.insert(r.id, pipe);
+                }
+                _ => {
+                    return Err(SqlError::internal(format!(
+                        "catalog record \"{}\" does not hold a CREATE statement of its kind",
+                        r.name
+                    )))
+                }
+            }
+        }
+        tracing::info!(
+            relations = self.catalog.all().len(),
+            "restored catalog from storage"
+        );
+        Ok(())
+    }
+
+    /// The DataFusion session used for planning and ad-hoc queries.
+    pub fn session(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Executes one statement. `params` bind `$n` placeholders.
+    pub async fn execute(&self, stmt: &Statement, params: Option<&ParamValues>) -> SqlResult<Outcome> {
+        match stmt {
+            Statement::Flush => Ok(Outcome::command("FLUSH")),
+            Statement::ShowRelations(kind) => Ok(self.show_relations(*kind)),
+            Statement::Sql(sql) => self.execute_sql(sql, params).await,
+        }
+    }
+
+    async fn execute_sql(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<Outcome> {
+        match sql {
+            Sql::CreateTable(ct) => self.create_table(sql, ct).await,
+            Sql::CreateView(cv) if cv.materialized => self.create_view(sql, cv).await,
+            Sql::CreateView(_) => Err(SqlError::unsupported(
+                "CREATE VIEW (plain views); use CREATE MATERIALIZED VIEW",
+            )),
+            Sql::Insert(_) => self.insert(sql, params).await,
+            Sql::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(*object_type, *if_exists, names, *cascade).await,
+            Sql::Explain { statement, .. } => match statement.as_ref() {
+                Sql::CreateView(cv) if cv.materialized => {
+                    let dataflow = self.plan_view(&cv.query).await?;
+                    Ok(text_rows(
+                        "QUERY PLAN",
+                        dataflow.explain(&object_name(&cv.name)),
+                    ))
+                }
+                _ => self.query(sql, params).await,
+            },
+            Sql::Query(_) => self.query(sql, params).await,
+            Sql::Update { .. } | Sql::Delete(_) => Err(SqlError::unsupported(
+                "UPDATE and DELETE (tables are append-only for now)",
+            )),
+            other => Err(SqlError::unsupported(format!(
+                "the statement \"{}\"",
+                first_words(&other.to_string())
+            ))),
+        }
+    }
+
+    /// Plans `sql` with DataFusion (binding `params`).
+    pub async fn plan_sql(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<LogicalPlan> {
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(sql.clone())))
+            .await?;
+        match params {
+            Some(p) => Ok(plan.with_param_values(p.clone())?),
+            None => Ok(plan),
+        }
+    }
+
+    async fn query(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<Outcome> {
+        let plan = self.plan_sql(sql, params).await?;
+        if !matches!(
+            plan,
+            LogicalPlan::Projection(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Limit(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::Aggregate(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Union(_)
+                | LogicalPlan::Values(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::Join(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::TableScan(_)
+                | LogicalPlan::EmptyRelation(_)
+                | LogicalPlan::Subquery(_)
+                | LogicalPlan::RecursiveQuery(_)
+                | LogicalPlan::Unnest(_)
+        ) {
+            return Err(SqlError::unsupported(format!(
+                "the statement \"{}\"",
+                first_words(&sql.to_string())
+            )));
+        }
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let physical = {
+            let _snapshot = self.pipelines.read().await;
+            df.create_physical_plan().await?
+        };
+        let batches = collect(physical, self.ctx.task_ctx()).await?;
+        Ok(Outcome::Rows { schema, batches })
+    }
+
+    async fn table_schema(&self, sql: &Sql) -> SqlResult<SchemaRef> {
+        let plan = self.plan_sql(sql, None).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmt)) = plan else {
+            return Err(SqlError::internal("CREATE TABLE did not plan as a table"));
+        };
+        if !cmt.column_defaults.is_empty() {
+            return Err(SqlError::unsupported("column DEFAULT values"));
+        }
+        if !cmt.constraints.is_empty() {
+            return Err(SqlError::unsupported(
+                "PRIMARY KEY and UNIQUE constraints (tables are append-only for now)",
+            ));
+        }
+        let schema = cmt.input.schema().as_arrow().clone();
+        Ok(Arc::new(schema))
+    }
+
+    async fn create_table(&self, sql: &Sql, ct: &ast::CreateTable) -> SqlResult<Outcome> {
+        let name = object_name(&ct.name);
+        if ct.query.is_some() {
+            return Err(SqlError::unsupported("CREATE TABLE … AS SELECT"));
+        }
+        if !ct.with_options_is_empty() {
+            return Err(SqlError::unsupported(
+                "CREATE TABLE … WITH (…) (connectors come with CREATE SOURCE)",
+            ));
+        }
+        let mut pipelines = self.pipelines.write().await;
+        if let Some(existing) = self.catalog.get(&name) {
+            return self.exists(&existing, ct.if_not_exists, "CREATE TABLE");
+        }
+        let schema = self.table_schema(sql).await?;
+        check_unique_columns(&schema)?;
+        let id = self.store.next_relation_id()?;
+        let rel = Relation {
+            id,
+            name: name.clone(),
+            kind: Kind::Table,
+            schema,
+            sql: sql.to_string(),
+            inputs: vec![],
+        };
+        let mut commit = Commit::new();
+        commit.reserve_relation_id(id);
+        commit.put_catalog(&name, encode_record(&rel)?);
+        self.store.commit(commit)?;
+        pipelines.table_seq.insert(id, 0);
+        self.catalog.insert(Arc::new(rel));
+        Ok(Outcome::command("CREATE TABLE"))
+    }
+
+    fn exists(&self, existing: &Relation, if_not_exists: bool, tag: &str) -> SqlResult<Outcome> {
+        if if_not_exists {
+            tracing::debug!("relation \"{}\" already exists, skipping", existing.name);
+            Ok(Outcome::command(tag))
+        } else {
+            Err(SqlError::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{}\" already exists", existing.name),
+            ))
+        }
+    }
+
+    /// Plans a view query into its dataflow (no side effects).
+    async fn plan_view(&self, query: &ast::Query) -> SqlResult<Dataflow> {
+        let plan = self.plan_sql(&Sql::Query(Box::new(query.clone())), None).await?;
+        let state = self.ctx.state();
+        let analyzed = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})?;
+        let dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref())?;
+        if dataflow.schema().fields().is_empty() {
+            return Err(SqlError::unsupported("a materialized view without columns"));
+        }
+        check_unique_columns(dataflow.schema())?;
+        Ok(dataflow)
+    }
+
+    async fn create_view(&self, sql: &Sql, cv: &ast::CreateView) -> SqlResult<Outcome> {
+        let name = object_name(&cv.name);
+        if cv.or_replace {
+            return Err(SqlError::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
+        }
+        if !cv.columns.is_empty() {
+            return Err(SqlError::unsupported(
+                "a column list after the view name (name the columns with AS in the query)",
+            ));
+        }
+        let mut pipelines = self.pipelines.write().await;
+        if let Some(existing) = self.catalog.get(&name) {
+            return self.exists(&existing, cv.if_not_exists, "CREATE MATERIALIZED VIEW");
+        }
+        let dataflow = self.plan_view(&cv.query).await?;
+        let id = self.store.next_relation_id()?;
+        let rel = Relation {
+            id,
+            name: name.clone(),
+            kind: Kind::MaterializedView,
+            schema: dataflow.schema().clone(),
+            sql: sql.to_string(),
+            inputs: dataflow.inputs().iter().cloned().collect(),
+        };
+        let mut pipe = ViewPipeline {
+            name: name.clone(),
+            id,
+            rows: row_converter(dataflow.schema())?,
+            dataflow,
+        };
+        // Backfill: the view starts from the current contents of its inputs.
+        let mut changes = Changes::new();
+        for input in &rel.inputs {
+            let input_rel = self.catalog.get(input).ok_or_else(|| {
+                SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("relation \"{input}\" does not exist"),
+                )
+            })?;
+            changes.insert(input.clone(), snapshot_delta(&input_rel, &self.store)?);
+        }
+        let mut commit = Commit::new();
+        commit.reserve_relation_id(id);
+        commit.put_catalog(&name, encode_record(&rel)?);
+        if let Some(out) = pipe.dataflow.push(&changes)? {
+            pipe.write_rows(&self.store, &out, &mut commit)?;
+        }
+        pipe.write_state(&mut commit)?;
+        self.store.commit(commit)?;
+        pipe.dataflow.committed();
+        self.catalog.insert(Arc::new(rel));
+        pipelines.views.insert(id, pipe);
+        Ok(Outcome::command("CREATE MATERIALIZED VIEW"))
+    }
+
+    async fn insert(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<Outcome> {
+        let Sql::Insert(ins) = sql else {
+            return Err(SqlError::internal("insert() on a non-INSERT"));
+        };
+        let name = match &ins.table {
+            ast::TableObject::TableName(n) => object_name(n),
+            ast::TableObject::TableFunction(_) => {
+                return Err(SqlError::unsupported("INSERT INTO a table function"))
+            }
+        };
+        let rel = self.catalog.get(&name).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            )
+        })?;
+        if rel.kind != Kind::Table {
+            return Err(SqlError::new(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!("cannot change materialized view \"{name}\""),
+            ));
+        }
+        if ins.returning.is_some() || ins.on.is_some() {
+            return Err(SqlError::unsupported("INSERT … ON CONFLICT / RETURNING"));
+        }
+        let plan = self.plan_sql(sql, params).await?;
+        let LogicalPlan::Dml(DmlStatement {
+            op: WriteOp::Insert(_),
+            input,
+            ..
+        }) = plan
+        else {
+            return Err(SqlError::internal("INSERT did not plan as an insert"));
+        };
+        check_assignment_types(&input, &rel.schema)?;
+        let df = self
+            .ctx
+            .execute_logical_plan(input.as_ref().clone())
+            .await?;
+        let physical = {
+            let _snapshot = self.pipelines.read().await;
+            df.create_physical_plan().await?
+        };
+        let batches = collect(physical, self.ctx.task_ctx()).await?;
+        let batches = batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| conform_insert(b, &rel.schema))
+            .collect::<SqlResult<Vec<_>>>()?;
+        let rows = self.append(&rel, batches).await?;
+        Ok(Outcome::Command {
+            tag: "INSERT".into(),
+            rows: Some(rows),
+            oid: true,
+        })
+    }
+
+    /// Appends rows to table `rel`, updates every dependent view and makes
+    /// it all durable in one commit. Returns the number of rows.
+    pub async fn append(&self, rel: &Relation, batches: Vec<RecordBatch>) -> SqlResult<usize> {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let mut pipelines = self.pipelines.write().await;
+        match self.catalog.get(&rel.name) {
+            Some(current) if current.id == rel.id => {}
+            _ => {
+                return Err(SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("relation \"{}\" was dropped", rel.name),
+                ))
+            }
+        }
+        let seq = match pipelines.table_seq.get(&rel.id) {
+            Some(s) => *s,
+            None => self.store.next_table_seq(rel.id)?,
+        };
+        let mut commit = Commit::new();
+        commit.append_table_rows(rel.id, seq, &batches)?;
+        let parts: Vec<Delta> = batches.into_iter().map(Delta::inserts).collect();
+        let delta = Delta::concat(&rel.schema, &parts)?;
+        let touched = pipelines.propagate(&self.store, &rel.name, delta, &mut commit)?;
+        if let Err(e) = self.store.commit(commit) {
+            pipelines.rollback(&touched);
+            return Err(e.into());
+        }
+        pipelines.committed(&touched);
+        pipelines.table_seq.insert(rel.id, seq + 1);
+        Ok(rows)
+    }
+
+    /// The relation called `name`.
+    pub fn relation(&self, name: &str) -> Option<Arc<Relation>> {
+        self.catalog.get(name)
+    }
+
+    async fn drop(
+        &self,
+        object_type: ObjectType,
+        if_exists: bool,
+        names: &[ast::ObjectName],
+        cascade: bool,
+    ) -> SqlResult<Outcome> {
+        let (kind, tag) = match object_type {
+            ObjectType::Table => (Kind::Table, "DROP TABLE"),
+            ObjectType::MaterializedView => (Kind::MaterializedView, "DROP MATERIALIZED VIEW"),
+            other => return Err(SqlError::unsupported(format!("DROP {other}"))),
+        };
+        let mut pipelines = self.pipelines.write().await;
+        let mut victims: Vec<Arc<Relation>> = Vec::new();
+        for n in names {
+            let name = object_name(n);
+            let Some(rel) = self.catalog.get(&name) else {
+                if if_exists {
+                    continue;
+                }
+                return Err(SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("{} \"{name}\" does not exist", kind.noun()),
+                ));
+            };
+            if rel.kind != kind {
+                let hint = match rel.kind {
+                    Kind::Table => "Use DROP TABLE to remove a table.",
+                    Kind::MaterializedView => {
+                        "Use DROP MATERIALIZED VIEW to remove a materialized view."
+                    }
+                };
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("\"{name}\" is not a {}", kind.noun()),
+                )
+                .with_hint(hint));
+            }
+            let dependents: Vec<Arc<Relation>> = self
+                .catalog
+                .dependents(&name)
+                .into_iter()
+                .filter(|d| !names.iter().any(|n| object_name(n) == d.name))
+                .collect();
+            if !dependents.is_empty() && !cascade {
+                let detail = dependents
+                    .iter()
+                    .map(|d| format!("materialized view {} depends on {} {name}", d.name, rel.kind.noun()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(SqlError::new(
+                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!(
+                        "cannot drop {} {name} because other objects depend on it",
+                        rel.kind.noun()
+                    ),
+                )
+                .with_detail(detail)
+                .with_hint("Use DROP … CASCADE to drop the dependent objects too."));
+            }
+            for d in dependents {
+                if !victims.iter().any(|v| v.id == d.id) {
+                    victims.push(d);
+                }
+            }
+            if !victims.iter().any(|v| v.id == rel.id) {
+                victims.push(rel);
+            }
+        }
+        let mut commit = Commit::new();
+        for v in &victims {
+            self.store.drop_relation(&mut commit, v.id, &v.name)?;
+        }
+        self.store.commit(commit)?;
+        for v in &victims {
+            self.catalog.remove(&v.name);
+            pipelines.views.remove(&v.id);
+            pipelines.table_seq.remove(&v.id);
+        }
+        Ok(Outcome::command(tag))
+    }
+
+    fn show_relations(&self, kind: RelationKind) -> Outcome {
+        let want = match kind {
+            RelationKind::Table => Kind::Table,
+            RelationKind::MaterializedView => Kind::MaterializedView,
+        };
+        let mut names: Vec<String> = self
+            .catalog
+            .all()
+            .into_iter()
+            .filter(|r| r.kind == want)
+            .map(|r| r.name.clone())
+            .collect();
+        names.sort();
+        text_rows("Name", names)
+    }
+
+    /// Groups held by every view's operators, by view name (for benchmarks
+    /// and diagnostics).
+    pub async fn state_sizes(&self) -> Vec<(String, usize)> {
+        let p = self.pipelines.read().await;
+        p.views
+            .values()
+            .map(|v| (v.name.clone(), v.dataflow.state_size()))
+            .collect()
+    }
+}
+
+fn encode_record(rel: &Relation) -> SqlResult<Vec<u8>> {
+    serde_json::to_vec(&CatalogRecord::of(rel))
+        .map_err(|e| SqlError::internal(format!("encoding catalog record: {e}")))
+}
+
+fn parse_one(sql: &str) -> SqlResult<Sql> {
+    let mut stmts = millrace_planner::statement::parse(sql)?;
+    match (stmts.pop(), stmts.is_empty()) {
+        (Some(Statement::Sql(s)), true) => Ok(*s),
+        _ => Err(SqlError::internal(format!("stored statement is not one statement: {sql}"))),
+    }
+}
+
+/// A relation name as DataFusion resolves it: the last part, lower-cased
+/// unless quoted.
+pub fn object_name(n: &ast::ObjectName) -> String {
+    n.0.last()
+        .and_then(|p| p.as_ident())
+        .map(|i| {
+            if i.quote_style.is_some() {
+                i.value.clone()
+            } else {
+                i.value.to_lowercase()
+            }
+        })
+        .unwrap_or_default()
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// A one-column text result.
+fn text_rows(column: &str, lines: Vec<String>) -> Outcome {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let array: ArrayRef = Arc::new(StringArray::from(lines));
+    match RecordBatch::try_new(schema.clone(), vec![array]) {
+        Ok(b) => Outcome::Rows {
+            schema,
+            batches: vec![b],
+        },
+        Err(_) => Outcome::Rows {
+            schema,
+            batches: vec![],
+        },
+    }
+}
+
+fn check_unique_columns(schema: &Schema) -> SqlResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for f in schema.fields() {
+        if !seen.insert(f.name()) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{}\" specified more than once", f.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Broad type categories for PostgreSQL-style assignment checks.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum TypeClass {
+    Numeric,
+    Text,
+    Bool,
+    Temporal,
+    Interval,
+    Binary,
+    Null,
+    Other,
+}
+
+fn type_class(t: &DataType) -> TypeClass {
+    match t {
+        t if t.is_numeric() => TypeClass::Numeric,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => TypeClass::Text,
+        DataType::Boolean => TypeClass::Bool,
+        DataType::Timestamp(_, _)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Time32(_)
+        | DataType::Time64(_) => TypeClass::Temporal,
+        DataType::Interval(_) | DataType::Duration(_) => TypeClass::Interval,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => TypeClass::Binary,
+        DataType::Null => TypeClass::Null,
+        _ => TypeClass::Other,
+    }
+}
+
+/// PostgreSQL's name for an Arrow type, for messages.
+pub fn pg_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Int8 | DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(_, _) => "numeric".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Interval(_) => "interval".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Refuses INSERTs whose values cannot be assigned to the columns under
+/// PostgreSQL's rules (text literals and NULL go anywhere, and anything
+/// goes to text; otherwise the type families must match).
+fn check_assignment_types(input: &LogicalPlan, table: &Schema) -> SqlResult<()> {
+    let LogicalPlan::Projection(p) = input else {
+        return Ok(());
+    };
+    for (expr, field) in p.expr.iter().zip(table.fields()) {
+        let inner = match expr {
+            Expr::Alias(a) => a.expr.as_ref(),
+            e => e,
+        };
+        let source = match inner {
+            Expr::Cast(c) => c.expr.as_ref(),
+            Expr::TryCast(c) => c.expr.as_ref(),
+            e => e,
+        };
+        let from = match datafusion::logical_expr::ExprSchemable::get_type(source, p.input.schema()) {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        let (fc, tc) = (type_class(&from), type_class(field.data_type()));
+        let ok = fc == tc
+            || matches!(fc, TypeClass::Text | TypeClass::Null)
+            || tc == TypeClass::Text;
+        if !ok {
+            return Err(SqlError::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "column \"{}\" is of type {} but expression is of type {}",
+                    field.name(),
+                    pg_type_name(field.data_type()),
+                    pg_type_name(&from)
+                ),
+            )
+            .with_hint("You will need to rewrite or cast the expression."));
+        }
+    }
+    Ok(())
+}
+
+/// An insert batch checked against NOT NULL and relabelled with the table's schema.
+fn conform_insert(batch: RecordBatch, schema: &SchemaRef) -> SqlResult<RecordBatch> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (c, f) in batch.columns().iter().zip(schema.fields()) {
+        if !f.is_nullable() && c.null_count() > 0 {
+            return Err(SqlError::new(
+                sqlstate::NOT_NULL_VIOLATION,
+                format!(
+                    "null value in column \"{}\" violates not-null constraint",
+                    f.name()
+                ),
+            ));
+        }
+        if c.data_type() == f.data_type() {
+            columns.push(c.clone());
+        } else {
+            columns.push(arrow::compute::cast(c, f.data_type())?);
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

@@ -1,0 +1,308 @@
+//! The PostgreSQL wire protocol front end (pgwire): simple and extended
+//! query protocol, session commands, result encoding and error reporting.
+
+mod params;
+mod session;
+
+use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use futures::{stream, FutureExt, Sink};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use millrace_planner::statement::{self, Statement};
+
+use crate::engine::{Engine, Outcome};
+use crate::error::{sqlstate, SqlError, SqlResult};
+
+/// Serves every connection; cheap to share.
+pub struct Frontend {
+    engine: Arc<Engine>,
+    parser: Arc<Parser>,
+}
+
+impl Frontend {
+    /// A front end for `engine`.
+    pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+        Arc::new(Self {
+            parser: Arc::new(Parser {
+                engine: engine.clone(),
+            }),
+            engine,
+        })
+    }
+
+    /// Runs one statement, turning panics into internal errors so that no
+    /// input can take the server down.
+    async fn run<C: ClientInfo + Send>(
+        &self,
+        client: &mut C,
+        stmt: &Statement,
+        params: Option<&ParamValues>,
+    ) -> SqlResult<SessionOutcome> {
+        if let Some(out) = session::handle(client, stmt)? {
+            return Ok(out);
+        }
+        let fut = self.engine.execute(stmt, params);
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r.map(SessionOutcome::Engine),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(statement = %stmt, "statement panicked: {what}");
+                Err(SqlError::internal(format!("the statement failed unexpectedly: {what}")))
+            }
+        }
+    }
+}
+
+/// What a statement produced, including session-level commands.
+pub(crate) enum SessionOutcome {
+    Engine(Outcome),
+    TransactionStart(&'static str),
+    TransactionEnd(&'static str),
+}
+
+/// Converts an error for the wire.
+pub(crate) fn error_info(e: &SqlError) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".to_owned(), e.code.to_owned(), e.message.clone());
+    info.detail = e.detail.clone();
+    info.hint = e.hint.clone();
+    info
+}
+
+fn user_error(e: SqlError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+fn fields_for(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+}
+
+fn into_response(out: SessionOutcome, format: &Format) -> PgWireResult<Response> {
+    match out {
+        SessionOutcome::TransactionStart(tag) => Ok(Response::TransactionStart(Tag::new(tag))),
+        SessionOutcome::TransactionEnd(tag) => Ok(Response::TransactionEnd(Tag::new(tag))),
+        SessionOutcome::Engine(Outcome::Command { tag, rows, oid }) => {
+            let mut t = Tag::new(&tag);
+            if oid {
+                t = t.with_oid(0);
+            }
+            if let Some(n) = rows {
+                t = t.with_rows(n);
+            }
+            Ok(Response::Execution(t))
+        }
+        SessionOutcome::Engine(Outcome::Rows { schema, batches }) => {
+            let fields = Arc::new(fields_for(&schema, format)?);
+            let rows: Vec<_> = batches
+                .into_iter()
+                .flat_map(|b| arrow_pg::encode_recordbatch(fields.clone(), b))
+                .collect();
+            Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Frontend {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmts = match statement::parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
+        };
+        let mut responses = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self.run(client, stmt, None).await {
+                Ok(out) => responses.push(into_response(out, &Format::UnifiedText)?),
+                Err(e) => {
+                    // Like PostgreSQL: the rest of a multi-statement query is skipped.
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement prepared with the extended protocol.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    stmt: Statement,
+    /// Arrow types inferred for `$1…$n` (None where nothing constrains one).
+    param_types: Vec<Option<DataType>>,
+    /// Result columns, empty for commands.
+    result: Option<SchemaRef>,
+}
+
+/// Parses and plans statements for the extended protocol.
+pub struct Parser {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut stmts = statement::parse(sql).map_err(|e| user_error(e.into()))?;
+        if stmts.len() > 1 {
+            return Err(user_error(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            )));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
+        let (param_types, result) = self.describe(&stmt).await.map_err(user_error)?;
+        Ok(Some(Prepared {
+            stmt,
+            param_types,
+            result,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        stmt.param_types
+            .iter()
+            .map(|t| match t {
+                Some(t) => arrow_pg::datatypes::into_pg_type(t),
+                None => Ok(Type::TEXT),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.result {
+            Some(schema) => fields_for(schema, column_format.unwrap_or(&Format::UnifiedText)),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+impl Parser {
+    /// Parameter types and result schema of `stmt`, without running it.
+    async fn describe(
+        &self,
+        stmt: &Statement,
+    ) -> SqlResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        use sqlparser::ast::Statement as Sql;
+        match stmt {
+            Statement::ShowRelations(_) => Ok((vec![], Some(session::name_column_schema("Name")))),
+            Statement::Flush => Ok((vec![], None)),
+            Statement::Sql(sql) => match sql.as_ref() {
+                Sql::Query(_) | Sql::Insert(_) => {
+                    let plan = self.engine.plan_sql(sql, None).await?;
+                    let types = plan.get_parameter_types()?;
+                    let mut ordered: Vec<(usize, Option<DataType>)> = types
+                        .into_iter()
+                        .filter_map(|(k, v)| {
+                            k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v))
+                        })
+                        .collect();
+                    ordered.sort_by_key(|(i, _)| *i);
+                    let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
+                    let mut params = vec![None; n];
+                    for (i, t) in ordered {
+                        params[i - 1] = t;
+                    }
+                    let result = match sql.as_ref() {
+                        Sql::Query(_) => Some(Arc::new(plan.schema().as_arrow().clone())),
+                        _ => None,
+                    };
+                    Ok((params, result))
+                }
+                Sql::Explain { .. } => Ok((vec![], Some(session::name_column_schema("QUERY PLAN")))),
+                Sql::ShowVariable { variable } => Ok((
+                    vec![],
+                    Some(session::name_column_schema(&session::show_column(variable))),
+                )),
+                _ => Ok((vec![], None)),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Frontend {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let params = params::decode(portal, &prepared.param_types).map_err(user_error)?;
+        let params = (!prepared.param_types.is_empty()).then_some(params);
+        match self.run(client, &prepared.stmt, params.as_ref()).await {
+            Ok(out) => into_response(out, &portal.result_column_format),
+            Err(e) => Err(user_error(e)),
+        }
+    }
+}
+
+impl NoopStartupHandler for Frontend {}
+
+/// Connects pgwire's handler slots to the front end.
+pub struct Handlers(pub Arc<Frontend>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.0.clone()
+    }
+}

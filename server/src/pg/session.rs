@@ -1,0 +1,176 @@
+//! Session-level commands answered by the front end itself: `SET`, `SHOW`
+//! of a setting, and transaction control.
+//!
+//! Every statement is its own transaction today (each `INSERT` commits and
+//! is durable when it returns), so `BEGIN`/`COMMIT`/`ROLLBACK` only track the
+//! protocol's transaction status for drivers that wrap work in them.
+
+use std::sync::Arc;
+
+use arrow::array::StringArray;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use millrace_planner::statement::Statement;
+use pgwire::api::ClientInfo;
+use sqlparser::ast::{Expr, Ident, Set, Statement as Sql, Value};
+
+use super::SessionOutcome;
+use crate::engine::Outcome;
+use crate::error::{sqlstate, SqlError, SqlResult};
+
+/// Settings every session starts with, as PostgreSQL 15 reports them.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("extra_float_digits", "1"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("is_superuser", "on"),
+    ("max_identifier_length", "63"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", "15.0"),
+    ("server_version_num", "150000"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+const SETTING_PREFIX: &str = "millrace.setting.";
+
+/// Handles `stmt` if it is a session command; `None` passes it on.
+pub(crate) fn handle<C: ClientInfo>(
+    client: &mut C,
+    stmt: &Statement,
+) -> SqlResult<Option<SessionOutcome>> {
+    let Statement::Sql(sql) = stmt else {
+        return Ok(None);
+    };
+    Ok(Some(match sql.as_ref() {
+        Sql::StartTransaction { .. } => SessionOutcome::TransactionStart("BEGIN"),
+        Sql::Commit { .. } => SessionOutcome::TransactionEnd("COMMIT"),
+        Sql::Rollback { .. } => SessionOutcome::TransactionEnd("ROLLBACK"),
+        Sql::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) => {
+            let name = variable.to_string().to_lowercase();
+            let value = values
+                .iter()
+                .map(setting_text)
+                .collect::<Vec<_>>()
+                .join(", ");
+            set(client, &name, value);
+            command("SET")
+        }
+        Sql::Set(Set::SetTimeZone { value, .. }) => {
+            set(client, "timezone", setting_text(value));
+            command("SET")
+        }
+        Sql::Set(Set::SetNames { charset_name, .. }) => {
+            set(client, "client_encoding", charset_name.to_string());
+            command("SET")
+        }
+        Sql::Set(_) => command("SET"),
+        Sql::ShowVariable { variable } => show(client, variable)?,
+        _ => return Ok(None),
+    }))
+}
+
+fn command(tag: &str) -> SessionOutcome {
+    SessionOutcome::Engine(Outcome::Command {
+        tag: tag.to_string(),
+        rows: None,
+        oid: false,
+    })
+}
+
+fn setting_text(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn set<C: ClientInfo>(client: &mut C, name: &str, value: String) {
+    let value = if value.eq_ignore_ascii_case("default") {
+        default_of(name).unwrap_or_default().to_string()
+    } else {
+        value
+    };
+    client
+        .metadata_mut()
+        .insert(format!("{SETTING_PREFIX}{name}"), value);
+}
+
+fn default_of(name: &str) -> Option<&'static str> {
+    DEFAULTS.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// The column name `SHOW x` reports.
+pub(crate) fn show_column(variable: &[Ident]) -> String {
+    variable
+        .iter()
+        .map(|i| i.value.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn show<C: ClientInfo>(client: &C, variable: &[Ident]) -> SqlResult<SessionOutcome> {
+    let name = show_column(variable);
+    let lookup = |n: &str| -> Option<String> {
+        client
+            .metadata()
+            .get(&format!("{SETTING_PREFIX}{n}"))
+            .cloned()
+            .or_else(|| default_of(n).map(str::to_string))
+    };
+    if name == "all" {
+        let mut names: Vec<&str> = DEFAULTS.iter().map(|(k, _)| *k).collect();
+        names.sort();
+        let values: Vec<String> = names.iter().map(|n| lookup(n).unwrap_or_default()).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(values)),
+            ],
+        )?;
+        return Ok(SessionOutcome::Engine(Outcome::Rows {
+            schema,
+            batches: vec![batch],
+        }));
+    }
+    let key = match name.as_str() {
+        "transaction isolation level" => "transaction_isolation",
+        other => other,
+    };
+    let value = lookup(key).ok_or_else(|| {
+        SqlError::new(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("unrecognized configuration parameter \"{name}\""),
+        )
+    })?;
+    let schema = name_column_schema(&name);
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])?;
+    Ok(SessionOutcome::Engine(Outcome::Rows {
+        schema,
+        batches: vec![batch],
+    }))
+}
+
+/// A single text column called `name`.
+pub(crate) fn name_column_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+}

@@ -1,0 +1,72 @@
+//! The key layout of the single sled tree: a one-byte space tag, then the
+//! relation id (big-endian, so a relation's records are contiguous), then
+//! what identifies the record within the relation.
+
+use crate::{RelationId, Result, StorageError};
+
+/// The key spaces. The tag values are part of the on-disk format.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(crate) enum Space {
+    Meta = 0,
+    Catalog = 1,
+    TableRows = 2,
+    OperatorState = 3,
+    ViewRows = 4,
+}
+
+pub(crate) fn meta(name: &str) -> Vec<u8> {
+    let mut k = vec![Space::Meta as u8];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn catalog(name: &str) -> Vec<u8> {
+    let mut k = vec![Space::Catalog as u8];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn prefix(space: Space, id: RelationId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.push(space as u8);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn table_rows(id: RelationId, seq: u64) -> Vec<u8> {
+    let mut k = prefix(Space::TableRows, id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn operator_state(id: RelationId, op: u32, group: &[u8]) -> Vec<u8> {
+    let mut k = prefix(Space::OperatorState, id);
+    k.extend_from_slice(&op.to_be_bytes());
+    k.extend_from_slice(group);
+    k
+}
+
+pub(crate) fn view_row(id: RelationId, row: &[u8]) -> Vec<u8> {
+    let mut k = prefix(Space::ViewRows, id);
+    k.extend_from_slice(row);
+    k
+}
+
+pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
+    b.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StorageError::Corrupt("expected an 8-byte integer".into()))
+}
+
+pub(crate) fn decode_i64(b: &[u8]) -> Result<i64> {
+    b.try_into()
+        .map(i64::from_be_bytes)
+        .map_err(|_| StorageError::Corrupt("expected an 8-byte integer".into()))
+}
+
+pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {
+    b.try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| StorageError::Corrupt("expected a 4-byte integer".into()))
+}
