@@ -13,7 +13,7 @@ pub mod aggregate;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::ExprSchemable;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -28,7 +28,8 @@ pub use aggregate::{AggCall, AggKind, AggregateOperator};
 
 use crate::delta::Delta;
 use crate::window::{assign_windows, RelationLookup, WindowSpec, WindowedRelation};
-use crate::{unsupported, PlanError, Result};
+use crate::error::unsupported;
+use crate::{PlanError, Result};
 
 /// The changes of one transaction, by relation name.
 pub type Changes = HashMap<String, Delta>;
@@ -114,6 +115,12 @@ impl Dataflow {
             schema,
             inputs: b.inputs,
         })
+    }
+
+    /// Renames the output columns (PostgreSQL's names for unaliased
+    /// expressions, see [`crate::naming`]).
+    pub fn rename_columns(&mut self, names: Option<Vec<String>>) {
+        self.schema = crate::naming::rename(&self.schema, names);
     }
 
     /// The view's output schema.
@@ -290,7 +297,11 @@ fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
                     PlanError::Internal("filter predicate is not boolean".into())
                 })?;
                 // NULL counts as false, as in WHERE.
-                let mask = arrow::compute::prep_null_mask_filter(mask);
+                let mask = if mask.null_count() > 0 {
+                    arrow::compute::prep_null_mask_filter(mask)
+                } else {
+                    mask.clone()
+                };
                 Some(d.filter(&mask)?)
             }
             None => None,
@@ -363,13 +374,13 @@ impl Builder<'_> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let provider = source_as_provider(&scan.source)?;
-                let node = if let Some(w) = provider.as_any().downcast_ref::<WindowedRelation>() {
+                let node = if let Some(w) = provider.downcast_ref::<WindowedRelation>() {
                     self.inputs.insert(w.input_name.clone());
                     let input = self.source(&w.input_name)?;
                     Node::Window {
                         input: Box::new(input),
                         spec: w.spec.clone(),
-                        schema: w.schema(),
+                        schema: datafusion::datasource::TableProvider::schema(w),
                     }
                 } else {
                     let name = scan.table_name.table().to_string();

@@ -65,11 +65,11 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         } else if parser.parse_keywords(&[Keyword::SHOW, Keyword::MATERIALIZED, Keyword::VIEWS]) {
             Statement::ShowRelations(RelationKind::MaterializedView)
         } else {
-            Statement::Sql(Box::new(
-                parser
-                    .parse_statement()
-                    .map_err(|e| PlanError::Syntax(syntax_message(e)))?,
-            ))
+            let mut stmt = parser
+                .parse_statement()
+                .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+            normalize_relation_names(&mut stmt);
+            Statement::Sql(Box::new(stmt))
         };
         out.push(statement);
         let next = parser.peek_token();
@@ -81,6 +81,22 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// Lower-cases unquoted relation names, as PostgreSQL folds identifiers.
+/// DataFusion folds column and table names itself, but looks table
+/// functions (`TUMBLE`, `HOP`) up by their name as written.
+fn normalize_relation_names(stmt: &mut SqlStatement) {
+    let _ = sqlparser::ast::visit_relations_mut(stmt, |name| {
+        for part in name.0.iter_mut() {
+            if let sqlparser::ast::ObjectNamePart::Identifier(ident) = part {
+                if ident.quote_style.is_none() {
+                    ident.value = ident.value.to_lowercase();
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 /// sqlparser prefixes its messages with "sql parser error: "; PostgreSQL

@@ -7,7 +7,6 @@
 //! directly; the incremental planner recognises it and turns it into a
 //! stateless window-assignment operator (see [`assign_windows`]).
 
-use std::any::Any;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -243,10 +242,6 @@ pub fn windowed_schema(input: &Schema, spec: &WindowSpec) -> SchemaRef {
 
 #[async_trait]
 impl TableProvider for WindowedRelation {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

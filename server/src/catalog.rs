@@ -2,7 +2,6 @@
 //! what DataFusion needs to read them and what the planner needs to know
 //! about their changes.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -168,10 +167,6 @@ pub struct CatalogSchema(pub Arc<Catalog>);
 
 #[async_trait]
 impl SchemaProvider for CatalogSchema {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn table_names(&self) -> Vec<String> {
         self.0.all().iter().map(|r| r.name.clone()).collect()
     }

@@ -25,6 +25,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use millrace_planner::dataflow::{Changes, Dataflow};
 use millrace_planner::delta::Delta;
+use millrace_planner::naming;
 use millrace_planner::statement::{RelationKind, Statement};
 use millrace_planner::window::{WindowFunction, WindowKind};
 use millrace_storage::{Commit, RelationId, Store};
@@ -363,7 +364,7 @@ impl Engine {
                 first_words(&sql.to_string())
             )));
         }
-        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let schema = result_schema(sql, &plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
         let physical = {
             let _snapshot = self.pipelines.read().await;
@@ -395,7 +396,7 @@ impl Engine {
         if ct.query.is_some() {
             return Err(SqlError::unsupported("CREATE TABLE … AS SELECT"));
         }
-        if !ct.with_options_is_empty() {
+        if !matches!(ct.table_options, ast::CreateTableOptions::None) {
             return Err(SqlError::unsupported(
                 "CREATE TABLE … WITH (…) (connectors come with CREATE SOURCE)",
             ));
@@ -443,7 +444,8 @@ impl Engine {
         let analyzed = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
-        let dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref())?;
+        let mut dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref())?;
+        dataflow.rename_columns(naming::column_names(query));
         if dataflow.schema().fields().is_empty() {
             return Err(SqlError::unsupported("a materialized view without columns"));
         }
@@ -512,9 +514,7 @@ impl Engine {
         };
         let name = match &ins.table {
             ast::TableObject::TableName(n) => object_name(n),
-            ast::TableObject::TableFunction(_) => {
-                return Err(SqlError::unsupported("INSERT INTO a table function"))
-            }
+            _ => return Err(SqlError::unsupported("INSERT INTO anything but a table name")),
         };
         let rel = self.catalog.get(&name).ok_or_else(|| {
             SqlError::new(
@@ -712,6 +712,15 @@ impl Engine {
     }
 }
 
+/// The columns a query returns, named as PostgreSQL names them.
+pub fn result_schema(sql: &Sql, plan: &LogicalPlan) -> SchemaRef {
+    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    match sql {
+        Sql::Query(q) => naming::rename(&schema, naming::column_names(q)),
+        _ => schema,
+    }
+}
+
 fn encode_record(rel: &Relation) -> SqlResult<Vec<u8>> {
     serde_json::to_vec(&CatalogRecord::of(rel))
         .map_err(|e| SqlError::internal(format!("encoding catalog record: {e}")))
@@ -829,38 +838,54 @@ fn check_assignment_types(input: &LogicalPlan, table: &Schema) -> SqlResult<()> 
     let LogicalPlan::Projection(p) = input else {
         return Ok(());
     };
-    for (expr, field) in p.expr.iter().zip(table.fields()) {
-        let inner = match expr {
+    let strip = |e: &Expr| -> Expr {
+        let inner = match e {
             Expr::Alias(a) => a.expr.as_ref(),
             e => e,
         };
-        let source = match inner {
-            Expr::Cast(c) => c.expr.as_ref(),
-            Expr::TryCast(c) => c.expr.as_ref(),
-            e => e,
-        };
-        let from = match datafusion::logical_expr::ExprSchemable::get_type(source, p.input.schema()) {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
-        let (fc, tc) = (type_class(&from), type_class(field.data_type()));
-        let ok = fc == tc
-            || matches!(fc, TypeClass::Text | TypeClass::Null)
-            || tc == TypeClass::Text;
-        if !ok {
-            return Err(SqlError::new(
-                sqlstate::DATATYPE_MISMATCH,
-                format!(
-                    "column \"{}\" is of type {} but expression is of type {}",
-                    field.name(),
-                    pg_type_name(field.data_type()),
-                    pg_type_name(&from)
-                ),
-            )
-            .with_hint("You will need to rewrite or cast the expression."));
+        match inner {
+            Expr::Cast(c) => c.expr.as_ref().clone(),
+            Expr::TryCast(c) => c.expr.as_ref().clone(),
+            e => e.clone(),
         }
+    };
+    for (expr, field) in p.expr.iter().zip(table.fields()) {
+        let source = strip(expr);
+        // VALUES lists carry their casts inside each row.
+        if let (Expr::Column(c), LogicalPlan::Values(v)) = (&source, p.input.as_ref()) {
+            if let Ok(idx) = v.schema.index_of_column(c) {
+                for row in &v.values {
+                    if let Some(value) = row.get(idx) {
+                        check_assignable(&strip(value), &v.schema, field)?;
+                    }
+                }
+                continue;
+            }
+        }
+        check_assignable(&source, p.input.schema(), field)?;
     }
     Ok(())
+}
+
+fn check_assignable(source: &Expr, schema: &datafusion::common::DFSchema, field: &Field) -> SqlResult<()> {
+    let Ok(from) = datafusion::logical_expr::ExprSchemable::get_type(source, schema) else {
+        return Ok(());
+    };
+    let (fc, tc) = (type_class(&from), type_class(field.data_type()));
+    let ok = fc == tc || matches!(fc, TypeClass::Text | TypeClass::Null) || tc == TypeClass::Text;
+    if ok {
+        return Ok(());
+    }
+    Err(SqlError::new(
+        sqlstate::DATATYPE_MISMATCH,
+        format!(
+            "column \"{}\" is of type {} but expression is of type {}",
+            field.name(),
+            pg_type_name(field.data_type()),
+            pg_type_name(&from)
+        ),
+    )
+    .with_hint("You will need to rewrite or cast the expression."))
 }
 
 /// An insert batch checked against NOT NULL and relabelled with the table's schema.

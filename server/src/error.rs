@@ -174,7 +174,6 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
             | SchemaError::DuplicateUnqualifiedField { .. } => {
                 SqlError::new(sqlstate::DUPLICATE_COLUMN, s.to_string())
             }
-            other => SqlError::new(sqlstate::SYNTAX_ERROR, other.to_string()),
         },
         DataFusionError::NotImplemented(m) => SqlError::unsupported(m),
         DataFusionError::Plan(m) => classify_plan_message(m),

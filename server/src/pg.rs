@@ -3,6 +3,7 @@
 
 mod params;
 mod session;
+mod text;
 
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
@@ -111,7 +112,7 @@ fn into_response(out: SessionOutcome, format: &Format) -> PgWireResult<Response>
             let fields = Arc::new(fields_for(&schema, format)?);
             let rows: Vec<_> = batches
                 .into_iter()
-                .flat_map(|b| arrow_pg::encode_recordbatch(fields.clone(), b))
+                .flat_map(|b| arrow_pg::encode_recordbatch(fields.clone(), text::render(b, &fields)))
                 .collect();
             Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
         }
@@ -241,7 +242,7 @@ impl Parser {
                         params[i - 1] = t;
                     }
                     let result = match sql.as_ref() {
-                        Sql::Query(_) => Some(Arc::new(plan.schema().as_arrow().clone())),
+                        Sql::Query(_) => Some(crate::engine::result_schema(sql, &plan)),
                         _ => None,
                     };
                     Ok((params, result))

@@ -4,7 +4,6 @@
 //! physical plan is built; the engine builds plans under its read lock, so a
 //! query sees every relation at one consistent point.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array};
@@ -43,10 +42,6 @@ impl StoredRelation {
 
 #[async_trait]
 impl TableProvider for StoredRelation {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.rel.schema.clone()
     }

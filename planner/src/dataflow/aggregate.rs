@@ -174,7 +174,8 @@ impl AggCall {
         let (Some(bytes), Some(conv)) = (bytes, &self.values) else {
             return Ok(ScalarValue::try_from(&self.input_type)?);
         };
-        let row = conv.parser().parse(bytes);
+        let parser = conv.parser();
+        let row = parser.parse(bytes);
         let arrays = conv.convert_rows([row])?;
         Ok(ScalarValue::try_from_array(&arrays[0], 0)?)
     }

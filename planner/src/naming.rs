@@ -1,0 +1,125 @@
+//! PostgreSQL's names for unaliased result columns.
+//!
+//! DataFusion names `SELECT count(*), 1 + 1` as `count(*)` and
+//! `Int64(1) + Int64(1)`; PostgreSQL (and so every client and BI tool) as
+//! `count` and `?column?`. This follows PostgreSQL's `FigureColname`.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use sqlparser::ast::{DataType, Expr, Query, SelectItem, SetExpr, Value};
+
+/// The PostgreSQL names of `query`'s result columns, when they can be told
+/// from the text alone (`None` when the select list has a wildcard or the
+/// query is not a plain `SELECT`).
+pub fn column_names(query: &Query) -> Option<Vec<String>> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) => Some(expr_name(e).unwrap_or_else(|| "?column?".into())),
+            SelectItem::ExprWithAlias { alias, .. } => Some(if alias.quote_style.is_some() {
+                alias.value.clone()
+            } else {
+                alias.value.to_lowercase()
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `schema` with its columns renamed to `names` (unchanged if the counts differ).
+pub fn rename(schema: &SchemaRef, names: Option<Vec<String>>) -> SchemaRef {
+    match names {
+        Some(names) if names.len() == schema.fields().len() => Arc::new(Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .zip(names)
+                .map(|(f, n)| f.as_ref().clone().with_name(n))
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        )),
+        _ => schema.clone(),
+    }
+}
+
+fn ident(i: &sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+fn expr_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(ident(i)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident),
+        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(ident),
+        Expr::Cast {
+            expr, data_type, ..
+        } => expr_name(expr).or_else(|| Some(type_name(data_type))),
+        Expr::Nested(inner) => expr_name(inner),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Array(_) => Some("array".into()),
+        Expr::Extract { .. } => Some("extract".into()),
+        Expr::Ceil { .. } => Some("ceil".into()),
+        Expr::Floor { .. } => Some("floor".into()),
+        Expr::Substring { .. } => Some("substring".into()),
+        Expr::Position { .. } => Some("position".into()),
+        Expr::Interval(_) => Some("interval".into()),
+        Expr::TypedString(t) => Some(type_name(&t.data_type)),
+        Expr::Value(v) => match &v.value {
+            Value::Boolean(_) => Some("bool".into()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// PostgreSQL's internal type name, which it uses for a cast's column.
+fn type_name(t: &DataType) -> String {
+    let s = t.to_string().to_lowercase();
+    let base = s.split('(').next().unwrap_or(&s).trim().to_string();
+    match base.as_str() {
+        "bigint" | "int8" => "int8",
+        "int" | "integer" | "int4" => "int4",
+        "smallint" | "int2" => "int2",
+        "real" | "float4" => "float4",
+        "double precision" | "float8" | "double" => "float8",
+        "boolean" | "bool" => "bool",
+        "decimal" | "numeric" => "numeric",
+        "varchar" | "character varying" => "varchar",
+        "char" | "character" => "bpchar",
+        "timestamp" | "timestamp without time zone" => "timestamp",
+        "timestamptz" | "timestamp with time zone" => "timestamptz",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statement::{parse, Statement};
+
+    fn names(sql: &str) -> Option<Vec<String>> {
+        let Statement::Sql(s) = parse(sql).unwrap().remove(0) else { panic!() };
+        let sqlparser::ast::Statement::Query(q) = *s else { panic!() };
+        column_names(&q)
+    }
+
+    #[test]
+    fn follows_postgres() {
+        assert_eq!(
+            names("SELECT a, t.b, count(*), 1 + 1, 1::bigint, true, x AS \"Y\", upper(c) FROM t").unwrap(),
+            vec!["a", "b", "count", "?column?", "int8", "bool", "Y", "upper"]
+        );
+        assert_eq!(names("SELECT * FROM t"), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! PostgreSQL's text output for the types whose Arrow rendering differs:
+//! timestamps print without trailing fractional zeros (`2026-01-01
+//! 00:00:01`), timestamptz with its offset (`…+00`), floats in the shortest
+//! exact form PostgreSQL 12+ uses (`110`, `0.1`, `1e+20`).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::DateTime;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+
+/// Replaces the text-format columns of `batch` that need PostgreSQL's
+/// rendering by pre-rendered strings (the wire type stays as described).
+pub(crate) fn render(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
+    let mut changed = false;
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    let mut schema_fields = Vec::with_capacity(batch.num_columns());
+    for (i, column) in batch.columns().iter().enumerate() {
+        let field = batch.schema().field(i).clone();
+        let text = fields.get(i).map(|f| f.format() == FieldFormat::Text).unwrap_or(true);
+        match text.then(|| render_column(column)).flatten() {
+            Some(rendered) => {
+                changed = true;
+                schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(rendered);
+            }
+            None => {
+                schema_fields.push(field);
+                columns.push(column.clone());
+            }
+        }
+    }
+    if !changed {
+        return batch;
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).unwrap_or(batch)
+}
+
+fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
+    let mut out = StringBuilder::with_capacity(column.len(), column.len() * 20);
+    match column.data_type() {
+        DataType::Timestamp(unit, tz) => {
+            let raw = arrow::compute::cast(column, &DataType::Int64).ok()?;
+            let raw = raw.as_primitive::<arrow::datatypes::Int64Type>();
+            let per_sec: i64 = match unit {
+                TimeUnit::Second => 1,
+                TimeUnit::Millisecond => 1_000,
+                TimeUnit::Microsecond => 1_000_000,
+                TimeUnit::Nanosecond => 1_000_000_000,
+            };
+            for i in 0..raw.len() {
+                if raw.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                out.append_value(timestamp_text(raw.value(i), per_sec, tz.is_some()));
+            }
+        }
+        DataType::Float64 => {
+            let a = column.as_primitive::<Float64Type>();
+            for i in 0..a.len() {
+                if a.is_null(i) {
+                    out.append_null();
+                } else {
+                    out.append_value(float_text(a.value(i), false));
+                }
+            }
+        }
+        DataType::Float32 => {
+            let a = column.as_primitive::<Float32Type>();
+            for i in 0..a.len() {
+                if a.is_null(i) {
+                    out.append_null();
+                } else {
+                    out.append_value(float_text(a.value(i) as f64, true));
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(Arc::new(out.finish()))
+}
+
+/// `2026-01-01 00:00:01[.5][+00]`, in UTC.
+pub(crate) fn timestamp_text(value: i64, per_sec: i64, with_zone: bool) -> String {
+    let secs = value.div_euclid(per_sec);
+    let frac = value.rem_euclid(per_sec);
+    let micros = (frac as i128 * 1_000_000 / per_sec as i128) as u32;
+    let Some(t) = DateTime::from_timestamp(secs, micros * 1000) else {
+        return value.to_string();
+    };
+    let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    if micros != 0 {
+        let f = format!("{micros:06}");
+        s.push('.');
+        s.push_str(f.trim_end_matches('0'));
+    }
+    if with_zone {
+        s.push_str("+00");
+    }
+    s
+}
+
+/// PostgreSQL's float output (extra_float_digits = 1): shortest exact
+/// digits, exponent form outside 1e-4 ..= 1e15 (1e6 for real).
+pub(crate) fn float_text(v: f64, single: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    let limit = if single { 1e6 } else { 1e15 };
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..limit).contains(&a) {
+        let e = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+        // Rust prints 1e20 / 1.5e-5; PostgreSQL 1e+20 / 1.5e-05.
+        if let Some((mantissa, exp)) = e.split_once('e') {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            return format!("{mantissa}e{sign}{digits:0>2}");
+        }
+        return e;
+    }
+    if single {
+        format!("{}", v as f32)
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_like_postgres() {
+        assert_eq!(timestamp_text(1_767_225_601, 1, false), "2026-01-01 00:00:01");
+        assert_eq!(
+            timestamp_text(1_767_225_601_500_000_000, 1_000_000_000, false),
+            "2026-01-01 00:00:01.5"
+        );
+        assert_eq!(timestamp_text(1_767_225_601_000, 1_000, true), "2026-01-01 00:00:01+00");
+    }
+
+    #[test]
+    fn floats_like_postgres() {
+        assert_eq!(float_text(110.0, false), "110");
+        assert_eq!(float_text(103.33333333333333, false), "103.33333333333333");
+        assert_eq!(float_text(0.1, false), "0.1");
+        assert_eq!(float_text(1e20, false), "1e+20");
+        assert_eq!(float_text(1.5e-5, false), "1.5e-05");
+        assert_eq!(float_text(-0.0, false), "-0");
+        assert_eq!(float_text(f64::NAN, false), "NaN");
+    }
+}
