@@ -228,7 +228,8 @@ impl Parser {
             Statement::Sql(sql) => match sql.as_ref() {
                 Sql::Query(_) | Sql::Insert(_) => {
                     let plan = self.engine.plan_sql(sql, None).await?;
-                    let types = plan.get_parameter_types()?;
+                    let mut types = plan.get_parameter_types()?;
+                    infer_from_casts(&plan, &mut types);
                     let mut ordered: Vec<(usize, Option<DataType>)> = types
                         .into_iter()
                         .filter_map(|(k, v)| {
@@ -256,6 +257,30 @@ impl Parser {
             },
         }
     }
+}
+
+/// `$1::bigint` tells the parameter's type as PostgreSQL infers it;
+/// DataFusion leaves such placeholders untyped.
+fn infer_from_casts(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    types: &mut std::collections::HashMap<String, Option<DataType>>,
+) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(c) = e {
+                    if let Expr::Placeholder(p) = c.expr.as_ref() {
+                        if let Some(slot @ None) = types.get_mut(&p.id) {
+                            *slot = Some(c.field.data_type().clone());
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
 }
 
 #[async_trait]

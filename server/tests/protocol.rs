@@ -1,0 +1,185 @@
+//! The wire protocol as drivers use it: extended query protocol with `$n`
+//! parameters, named statements, binary results for every supported type,
+//! portals read with row limits, errors with SQLSTATEs that leave the
+//! session usable, and psql and psycopg 3 as real clients.
+
+mod common;
+
+use std::process::Command;
+
+use common::{scratch_dir, TestServer};
+use tokio_postgres::types::Type;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_parameters_binary_results_and_portals() {
+    let dir = scratch_dir("protocol-extended");
+    let server = TestServer::start(&dir);
+    let mut client = server.connect().await;
+
+    client
+        .batch_execute(
+            "CREATE TABLE t (i2 SMALLINT, i4 INT, i8 BIGINT, f4 REAL, f8 DOUBLE PRECISION,
+                             n NUMERIC(10,2), b BOOLEAN, s VARCHAR, x TEXT, d DATE, ts TIMESTAMP);
+             CREATE MATERIALIZED VIEW totals AS SELECT b, count(*) AS c, sum(i8) AS s FROM t GROUP BY b;",
+        )
+        .await
+        .unwrap();
+
+    // A named, parameterized INSERT executed several times.
+    let insert = client
+        .prepare("INSERT INTO t (i2, i4, i8, f4, f8, b, s, x, d, ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .await
+        .unwrap();
+    assert_eq!(insert.params()[2], Type::INT8);
+    let ts = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 1)
+        .unwrap();
+    let d = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+    for i in 0..10i64 {
+        let n = client
+            .execute(
+                &insert,
+                &[
+                    &(i as i16),
+                    &(i as i32),
+                    &i,
+                    &(i as f32 * 0.5),
+                    &(i as f64 * 0.25),
+                    &(i % 2 == 0),
+                    &format!("s{i}"),
+                    &"text",
+                    &d,
+                    &ts,
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    // Binary results for every column type (tokio-postgres asks for binary).
+    let row = client
+        .query_one(
+            "SELECT i2, i4, i8, f4, f8, n, b, s, x, d, ts, ts AT TIME ZONE 'UTC' AS tz, INTERVAL '1 day 2 hours' AS iv
+             FROM t WHERE i8 = $1",
+            &[&3i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i16>(0), 3);
+    assert_eq!(row.get::<_, i32>(1), 3);
+    assert_eq!(row.get::<_, i64>(2), 3);
+    assert_eq!(row.get::<_, f32>(3), 1.5);
+    assert_eq!(row.get::<_, f64>(4), 0.75);
+    assert_eq!(row.get::<_, Option<rust_decimal::Decimal>>(5), None);
+    assert!(!row.get::<_, bool>(6));
+    assert_eq!(row.get::<_, String>(7), "s3");
+    assert_eq!(row.get::<_, String>(8), "text");
+    assert_eq!(row.get::<_, chrono::NaiveDate>(9), d);
+    assert_eq!(row.get::<_, chrono::NaiveDateTime>(10), ts);
+    assert_eq!(row.columns()[11].type_(), &Type::TIMESTAMPTZ);
+    assert_eq!(row.get::<_, chrono::DateTime<chrono::Utc>>(11), ts.and_utc());
+    assert_eq!(row.columns()[12].type_(), &Type::INTERVAL);
+
+    // numeric in and out, binary.
+    client
+        .execute("INSERT INTO t (i8, n) VALUES ($1, $2)", &[&100i64, &rust_decimal::Decimal::new(12345, 2)])
+        .await
+        .unwrap();
+    let n: rust_decimal::Decimal = client
+        .query_one("SELECT n FROM t WHERE i8 = 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n.to_string(), "123.45");
+
+    // The view saw every insert, read through a parameterized query.
+    let row = client
+        .query_one("SELECT c, s FROM totals WHERE b = $1", &[&true])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 5);
+    assert_eq!(row.get::<_, i64>(1), 2 + 4 + 6 + 8);
+
+    // A portal read 3 rows at a time (Execute with a row limit).
+    let tx = client.transaction().await.unwrap();
+    let stmt = tx.prepare("SELECT i8 FROM t WHERE i8 < $1 ORDER BY i8").await.unwrap();
+    let portal = tx.bind(&stmt, &[&10i64]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut fetches = 0;
+    loop {
+        let rows = tx.query_portal(&portal, 3).await.unwrap();
+        fetches += 1;
+        if rows.is_empty() {
+            break;
+        }
+        seen.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    assert_eq!(seen, (0..10).collect::<Vec<i64>>());
+    assert!(fetches >= 4, "expected the portal to be suspended between fetches");
+    tx.commit().await.unwrap();
+
+    // Errors carry SQLSTATEs and leave the session usable.
+    let err = client.query("SELECT * FROM missing WHERE a = $1", &[&1i64]).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
+    let err = client.query("SELECT 1 / $1::bigint", &[&0i64]).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22012"));
+    let err = client.prepare("SELEC 1").await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42601"));
+    let one: i64 = client.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[test]
+fn psql_runs_the_readme_example() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        panic!("psql is required for this test (apt-get install postgresql-client)");
+    }
+    let dir = scratch_dir("protocol-psql");
+    let server = TestServer::start(&dir);
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "me", "-d", "millrace"])
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg("-c")
+        .arg(
+            "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP);
+             CREATE MATERIALIZED VIEW per_auction AS
+               SELECT window_start, window_end, auction, count(*) AS n, sum(price) AS total,
+                      min(price) AS low, max(price) AS high, avg(price) AS mean
+               FROM TUMBLE(bids, date_time, INTERVAL '10 seconds')
+               GROUP BY window_start, window_end, auction;
+             INSERT INTO bids VALUES (1, 7, 100, '2026-01-01 00:00:01'), (1, 8, 120, '2026-01-01 00:00:04');
+             SELECT * FROM per_auction ORDER BY window_start, auction;",
+        )
+        .output()
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("2026-01-01 00:00:00|2026-01-01 00:00:10|1|2|220|100|120|110"),
+        "unexpected psql output:\n{stdout}"
+    );
+}
+
+#[test]
+fn psycopg3_client() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_client.py");
+    let probe = Command::new("python3").args(["-c", "import psycopg"]).output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        panic!("psycopg 3 is required for this test: python3 -m pip install 'psycopg[binary]'");
+    }
+    let dir = scratch_dir("protocol-psycopg");
+    let server = TestServer::start(&dir);
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(server.conninfo())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "psycopg client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
