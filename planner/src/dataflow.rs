@@ -367,7 +367,15 @@ impl Builder<'_> {
         if let Some(what) = unsupported_expr(e) {
             return unsupported(format!("{what} in a materialized view"));
         }
-        Ok(self.state.create_physical_expr(e.clone(), schema)?)
+        // DataFusion's physical planner expects simplified expressions
+        // (e.g. COALESCE rewritten to CASE), as its optimizer leaves them.
+        let context = datafusion::logical_expr::simplify::SimplifyContext::builder()
+            .with_config_options(std::sync::Arc::new(self.state.config_options().as_ref().clone()))
+            .with_schema(std::sync::Arc::new(schema.clone()))
+            .build();
+        let simplified = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
+            .simplify(e.clone())?;
+        Ok(self.state.create_physical_expr(simplified, schema)?)
     }
 
     fn build(&mut self, plan: &LogicalPlan) -> Result<Node> {

@@ -31,6 +31,27 @@ pub fn column_names(query: &Query) -> Option<Vec<String>> {
         .collect()
 }
 
+/// `query` with every unaliased, non-column item of its select list given
+/// a unique internal alias: PostgreSQL allows `SELECT 1::int, 1::bigint`,
+/// DataFusion refuses two items with the same derived name. The result's
+/// columns are renamed with [`column_names`] of the original query.
+pub fn with_unique_aliases(query: &Query) -> Query {
+    let mut q = query.clone();
+    if let SetExpr::Select(select) = q.body.as_mut() {
+        for (i, item) in select.projection.iter_mut().enumerate() {
+            if let SelectItem::UnnamedExpr(e) = item {
+                if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: sqlparser::ast::Ident::with_quote('"', format!("?column?{i}")),
+                    };
+                }
+            }
+        }
+    }
+    q
+}
+
 /// `schema` with its columns renamed to `names` (unchanged if the counts differ).
 pub fn rename(schema: &SchemaRef, names: Option<Vec<String>>) -> SchemaRef {
     match names {

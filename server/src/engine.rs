@@ -189,6 +189,8 @@ impl Engine {
             .with_default_catalog_and_schema("millrace", "public")
             .with_information_schema(true)
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+            // 1.005 is an exact numeric in PostgreSQL, not a double.
+            .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let ctx = SessionContext::new_with_config(config);
         let default_catalog = ctx
@@ -337,7 +339,7 @@ impl Engine {
     }
 
     async fn query(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<Outcome> {
-        let plan = self.plan_sql(sql, params).await?;
+        let plan = self.plan_sql(&aliased(sql), params).await?;
         if !matches!(
             plan,
             LogicalPlan::Projection(_)
@@ -439,7 +441,9 @@ impl Engine {
 
     /// Plans a view query into its dataflow (no side effects).
     async fn plan_view(&self, query: &ast::Query) -> SqlResult<Dataflow> {
-        let plan = self.plan_sql(&Sql::Query(Box::new(query.clone())), None).await?;
+        let plan = self
+            .plan_sql(&Sql::Query(Box::new(naming::with_unique_aliases(query))), None)
+            .await?;
         let state = self.ctx.state();
         let analyzed = state
             .analyzer()
@@ -709,6 +713,15 @@ impl Engine {
             .values()
             .map(|v| (v.name.clone(), v.dataflow.state_size()))
             .collect()
+    }
+}
+
+/// `sql` with internal aliases that keep DataFusion from refusing
+/// select lists PostgreSQL accepts (see [`naming::with_unique_aliases`]).
+pub fn aliased(sql: &Sql) -> Sql {
+    match sql {
+        Sql::Query(q) => Sql::Query(Box::new(naming::with_unique_aliases(q))),
+        other => other.clone(),
     }
 }
 

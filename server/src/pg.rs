@@ -227,7 +227,7 @@ impl Parser {
             Statement::Flush => Ok((vec![], None)),
             Statement::Sql(sql) => match sql.as_ref() {
                 Sql::Query(_) | Sql::Insert(_) => {
-                    let plan = self.engine.plan_sql(sql, None).await?;
+                    let plan = self.engine.plan_sql(&crate::engine::aliased(sql), None).await?;
                     let mut types = plan.get_parameter_types()?;
                     infer_from_casts(&plan, &mut types);
                     let mut ordered: Vec<(usize, Option<DataType>)> = types
