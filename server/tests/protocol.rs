@@ -183,3 +183,39 @@ fn psycopg3_client() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_socket_affects_no_other_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = scratch_dir("protocol-garbage");
+    let server = TestServer::start(&dir);
+    let healthy = server.connect().await;
+    let payloads: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0xff; 64],
+        // A startup packet announcing a huge length, then silence.
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0],
+        // A valid-looking startup followed by a query message with a lying length.
+        {
+            let mut v = Vec::new();
+            let body = b"\x00\x03\x00\x00user\x00x\x00\x00";
+            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            v.extend_from_slice(body);
+            v.extend_from_slice(b"Q\x00\x00\x00\x02garbage");
+            v
+        },
+        Vec::new(),
+    ];
+    for p in payloads {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+        let _ = s.write_all(&p).await;
+        let mut buf = [0u8; 256];
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf)).await;
+        drop(s); // disconnect mid-message
+    }
+    let v: i64 = healthy.query_one("SELECT 41::bigint + 1", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    let fresh = server.connect().await;
+    let v: i64 = fresh.query_one("SELECT 7::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+}
