@@ -119,7 +119,7 @@ impl Dataflow {
 
     /// Renames the output columns (PostgreSQL's names for unaliased
     /// expressions, see [`crate::naming`]).
-    pub fn rename_columns(&mut self, names: Option<Vec<String>>) {
+    pub fn rename_columns(&mut self, names: Option<Vec<Option<String>>>) {
         self.schema = crate::naming::rename(&self.schema, names);
     }
 

@@ -9,26 +9,26 @@ use std::sync::Arc;
 use arrow::datatypes::{Schema, SchemaRef};
 use sqlparser::ast::{DataType, Expr, Query, SelectItem, SetExpr, Value};
 
-/// The PostgreSQL names of `query`'s result columns, when they can be told
-/// from the text alone (`None` when the select list has a wildcard or the
-/// query is not a plain `SELECT`).
-pub fn column_names(query: &Query) -> Option<Vec<String>> {
+/// The PostgreSQL names of `query`'s select list, one per item; `None` for
+/// a wildcard (whose columns DataFusion already names right). `None` as a
+/// whole when the query is not a plain `SELECT`.
+pub fn column_names(query: &Query) -> Option<Vec<Option<String>>> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
-    select
-        .projection
-        .iter()
-        .map(|item| match item {
-            SelectItem::UnnamedExpr(e) => Some(expr_name(e).unwrap_or_else(|| "?column?".into())),
-            SelectItem::ExprWithAlias { alias, .. } => Some(if alias.quote_style.is_some() {
-                alias.value.clone()
-            } else {
-                alias.value.to_lowercase()
-            }),
-            _ => None,
-        })
-        .collect()
+    Some(
+        select
+            .projection
+            .iter()
+            .map(|item| match item {
+                SelectItem::UnnamedExpr(e) => {
+                    Some(expr_name(e).unwrap_or_else(|| "?column?".into()))
+                }
+                SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// `query` with every unaliased, non-column item of its select list given
@@ -52,20 +52,37 @@ pub fn with_unique_aliases(query: &Query) -> Query {
     q
 }
 
-/// `schema` with its columns renamed to `names` (unchanged if the counts differ).
-pub fn rename(schema: &SchemaRef, names: Option<Vec<String>>) -> SchemaRef {
-    match names {
-        Some(names) if names.len() == schema.fields().len() => Arc::new(Schema::new_with_metadata(
-            schema
-                .fields()
-                .iter()
-                .zip(names)
-                .map(|(f, n)| f.as_ref().clone().with_name(n))
-                .collect::<Vec<_>>(),
-            schema.metadata().clone(),
-        )),
-        _ => schema.clone(),
-    }
+/// `schema` with its columns renamed to `names` (see [`column_names`]). A
+/// single wildcard may stand for any number of columns; with more than one,
+/// or counts that do not fit, the schema is left as it is.
+pub fn rename(schema: &SchemaRef, names: Option<Vec<Option<String>>>) -> SchemaRef {
+    let Some(names) = names else {
+        return schema.clone();
+    };
+    let n = schema.fields().len();
+    let slots: Vec<Option<String>> = match names.iter().position(|x| x.is_none()) {
+        None if names.len() == n => names,
+        Some(w) if names.iter().filter(|x| x.is_none()).count() == 1 && names.len() - 1 <= n => {
+            let after = names.len() - 1 - w;
+            let mut slots = names[..w].to_vec();
+            slots.extend(std::iter::repeat_n(None, n - w - after));
+            slots.extend(names[w + 1..].iter().cloned());
+            slots
+        }
+        _ => return schema.clone(),
+    };
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .zip(slots)
+            .map(|(f, name)| match name {
+                Some(name) => f.as_ref().clone().with_name(name),
+                None => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
 }
 
 fn ident(i: &sqlparser::ast::Ident) -> String {
@@ -129,7 +146,7 @@ mod tests {
     use super::*;
     use crate::statement::{parse, Statement};
 
-    fn names(sql: &str) -> Option<Vec<String>> {
+    fn names(sql: &str) -> Option<Vec<Option<String>>> {
         let Statement::Sql(s) = parse(sql).unwrap().remove(0) else { panic!() };
         let sqlparser::ast::Statement::Query(q) = *s else { panic!() };
         column_names(&q)
@@ -137,10 +154,13 @@ mod tests {
 
     #[test]
     fn follows_postgres() {
-        assert_eq!(
-            names("SELECT a, t.b, count(*), 1 + 1, 1::bigint, true, x AS \"Y\", upper(c) FROM t").unwrap(),
-            vec!["a", "b", "count", "?column?", "int8", "bool", "Y", "upper"]
-        );
-        assert_eq!(names("SELECT * FROM t"), None);
+        let got: Vec<String> =
+            names("SELECT a, t.b, count(*), 1 + 1, 1::bigint, true, x AS \"Y\", upper(c) FROM t")
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .collect();
+        assert_eq!(got, vec!["a", "b", "count", "?column?", "int8", "bool", "Y", "upper"]);
+        assert_eq!(names("SELECT *, 1 + 1 FROM t"), Some(vec![None, Some("?column?".into())]));
     }
 }

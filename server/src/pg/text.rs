@@ -60,27 +60,24 @@ fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
         }
         DataType::Float64 => {
             let a = column.as_primitive::<Float64Type>();
-            for i in 0..a.len() {
-                if a.is_null(i) {
-                    out.append_null();
-                } else {
-                    out.append_value(float_text(a.value(i), false));
-                }
-            }
+            append_floats(&mut out, a.iter(), false);
         }
         DataType::Float32 => {
             let a = column.as_primitive::<Float32Type>();
-            for i in 0..a.len() {
-                if a.is_null(i) {
-                    out.append_null();
-                } else {
-                    out.append_value(float_text(a.value(i) as f64, true));
-                }
-            }
+            append_floats(&mut out, a.iter().map(|v| v.map(f64::from)), true);
         }
         _ => return None,
     }
     Some(Arc::new(out.finish()))
+}
+
+fn append_floats(out: &mut StringBuilder, values: impl Iterator<Item = Option<f64>>, single: bool) {
+    for v in values {
+        match v {
+            Some(v) => out.append_value(float_text(v, single)),
+            None => out.append_null(),
+        }
+    }
 }
 
 /// `2026-01-01 00:00:01[.5][+00]`, in UTC.
