@@ -191,7 +191,10 @@ impl Engine {
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
             // 1.005 is an exact numeric in PostgreSQL, not a double.
             .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
-            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+            // timestamptz values carry a zone, as in PostgreSQL (UTC until
+            // sessions can SET TimeZone).
+            .set_str("datafusion.execution.time_zone", "UTC");
         let ctx = SessionContext::new_with_config(config);
         let default_catalog = ctx
             .catalog("millrace")

@@ -29,6 +29,16 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
         got = cur.fetchall()
         assert got[0] == (1, decimal.Decimal("1.50"), True, t0), got
 
+    # interval and timestamptz, text and binary
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute("SELECT INTERVAL '1 day 2 hours', TIMESTAMPTZ '2026-01-01 00:00:01+00', DATE '2026-01-02', 1.5::real, 2.5::double precision")
+            iv, tz, d, f4, f8 = cur.fetchone()
+            assert iv == datetime.timedelta(days=1, hours=2), (binary, iv)
+            assert tz == datetime.datetime(2026, 1, 1, 0, 0, 1, tzinfo=datetime.timezone.utc), (binary, tz)
+            assert d == datetime.date(2026, 1, 2), (binary, d)
+            assert (f4, f8) == (1.5, 2.5), (binary, f4, f8)
+
     # prepared statement reused
     for _ in range(6):
         assert conn.execute("SELECT count(*) FROM bids WHERE ok = %s", [True], prepare=True).fetchone() == (1,)
