@@ -391,6 +391,14 @@ impl Builder<'_> {
                         schema: datafusion::datasource::TableProvider::schema(w),
                     }
                 } else {
+                    if let Some(schema) = scan.table_name.schema() {
+                        if schema != "public" {
+                            return unsupported(format!(
+                                "reading \"{}\" in a materialized view (only tables and materialized views can be maintained incrementally)",
+                                scan.table_name
+                            ));
+                        }
+                    }
                     let name = scan.table_name.table().to_string();
                     if self.lookup.relation(&name).is_none() {
                         return unsupported(format!(

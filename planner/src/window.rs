@@ -41,6 +41,10 @@ pub enum WindowKind {
     Hop,
 }
 
+/// At most this many hopping windows contain one row: a bound on the work
+/// and memory one input row can cause (RisingWave has the same kind of limit).
+pub const MAX_WINDOWS_PER_ROW: i64 = 1024;
+
 /// The parameters of a window assignment, in nanoseconds.
 #[derive(Clone, Debug)]
 pub struct WindowSpec {
@@ -169,6 +173,11 @@ impl TableFunctionImpl for WindowFunction {
         if slide_ns <= 0 || size_ns <= 0 {
             return plan_err!("{fname} window sizes must be positive intervals");
         }
+        if size_ns / slide_ns > MAX_WINDOWS_PER_ROW {
+            return not_impl_err!(
+                "HOP windows whose size is more than {MAX_WINDOWS_PER_ROW} times their slide"
+            );
+        }
         let offset_ns = durations_ns.get(durations).copied().unwrap_or(0);
         let spec = WindowSpec {
             kind: self.kind,
@@ -196,10 +205,16 @@ fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
             if v.months != 0 {
                 return not_impl_err!("{fname} windows measured in months or years");
             }
-            Ok(v.days as i64 * 86_400_000_000_000 + v.nanoseconds)
+            (v.days as i64)
+                .checked_mul(86_400_000_000_000)
+                .and_then(|d| d.checked_add(v.nanoseconds))
+                .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
         }
         ScalarValue::IntervalDayTime(Some(v)) => {
-            Ok(v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * 1_000_000)
+            (v.days as i64)
+                .checked_mul(86_400_000_000_000)
+                .and_then(|d| d.checked_add(v.milliseconds as i64 * 1_000_000))
+                .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
         }
         ScalarValue::IntervalYearMonth(Some(_)) => {
             not_impl_err!("{fname} windows measured in months or years")
@@ -294,6 +309,12 @@ pub fn assign_windows(
             )))
         }
     };
+    if spec.size_ns % per_ns != 0 || spec.slide_ns % per_ns != 0 || spec.offset_ns % per_ns != 0 {
+        return Err(crate::PlanError::Unsupported(format!(
+            "window sizes and offsets finer than the precision of column \"{}\"",
+            spec.time_column_name
+        )));
+    }
     let (size, slide, offset) = (
         spec.size_ns / per_ns,
         spec.slide_ns / per_ns,
@@ -310,23 +331,39 @@ pub fn assign_windows(
         .as_any()
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| crate::PlanError::Internal("timestamp cast".into()))?;
+    let out_of_range = || {
+        crate::PlanError::OutOfRange(format!(
+            "window of column \"{}\" out of the timestamp range",
+            spec.time_column_name
+        ))
+    };
     let mut indices: Vec<u32> = Vec::with_capacity(batch.num_rows());
     let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
+    let mut ends: Vec<i64> = Vec::with_capacity(batch.num_rows());
     for i in 0..raw.len() {
         if raw.is_null(i) {
             continue;
         }
         let ts = raw.value(i);
-        let last = ts - (ts - offset).rem_euclid(slide);
-        let mut first = last;
-        while first - slide > ts - size {
-            first -= slide;
-        }
-        let mut s = first;
-        while s <= last {
+        // The latest window start at or before ts, then every earlier start
+        // whose window still contains ts: starts last - j*slide with
+        // j*slide + d < size (none when a hop's slide leaves gaps).
+        let d = (ts as i128 - offset as i128).rem_euclid(slide as i128) as i64;
+        let last = ts.checked_sub(d).ok_or_else(out_of_range)?;
+        let count = if size > d {
+            ((size as i128 - d as i128 + slide as i128 - 1) / slide as i128) as i64
+        } else {
+            0
+        };
+        for j in (0..count).rev() {
+            let start = j
+                .checked_mul(slide)
+                .and_then(|back| last.checked_sub(back))
+                .ok_or_else(out_of_range)?;
+            let end = start.checked_add(size).ok_or_else(out_of_range)?;
             indices.push(i as u32);
-            starts.push(s);
-            s += slide;
+            starts.push(start);
+            ends.push(end);
         }
     }
     let idx = UInt32Array::from(indices);
@@ -334,7 +371,6 @@ pub fn assign_windows(
     for c in batch.columns() {
         columns.push(take(c.as_ref(), &idx, None)?);
     }
-    let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
     columns.push(cast(&Int64Array::from(starts), &time_type)?);
     columns.push(cast(&Int64Array::from(ends), &time_type)?);
     let out = RecordBatch::try_new(out_schema.clone(), columns)?;
@@ -408,5 +444,8 @@ mod tests {
         let s = spec(WindowKind::Hop, 3, 10);
         // windows starting at multiples of 3 that contain 5: -3, 0, 3
         assert_eq!(run(&s, &[Some(5)]), vec![(5, -3), (5, 0), (5, 3)]);
+        // A slide larger than the size leaves gaps: 5 is in no window of [10k, 10k+2).
+        let s = spec(WindowKind::Hop, 10, 2);
+        assert_eq!(run(&s, &[Some(5), Some(11)]), vec![(11, 10)]);
     }
 }

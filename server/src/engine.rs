@@ -130,7 +130,9 @@ impl Pipelines {
         let mut changes = Changes::new();
         changes.insert(source.to_string(), delta);
         let mut touched = Vec::new();
-        let result = (|| {
+        // A panic in an operator must not leave earlier views with state
+        // that no commit will match: catch it here and roll back.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for (id, pipe) in self.views.iter_mut() {
                 if !pipe.dataflow.inputs().iter().any(|i| changes.contains_key(i)) {
                     continue;
@@ -145,7 +147,8 @@ impl Pipelines {
                 pipe.write_state(commit)?;
             }
             Ok::<_, SqlError>(())
-        })();
+        }))
+        .unwrap_or_else(|panic| Err(SqlError::internal(panic_message(&*panic))));
         match result {
             Ok(()) => Ok(touched),
             Err(e) => {
@@ -178,6 +181,10 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     ctx: SessionContext,
     pipelines: RwLock<Pipelines>,
+    /// Set when a storage commit failed: sled may hold part of it, so what
+    /// is in memory can no longer be trusted to match the disk. Writes are
+    /// refused until a restart reloads everything from disk.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -210,6 +217,7 @@ impl Engine {
             catalog,
             ctx,
             pipelines: RwLock::new(Pipelines::default()),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
         });
         engine.restore().await?;
         Ok(engine)
@@ -277,6 +285,19 @@ impl Engine {
             "restored catalog from storage"
         );
         Ok(())
+    }
+
+    /// Commits to storage, poisoning the engine if that fails.
+    fn commit(&self, commit: Commit) -> SqlResult<()> {
+        use std::sync::atomic::Ordering;
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(poisoned_error());
+        }
+        self.store.commit(commit).map_err(|e| {
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!("storage commit failed, refusing further writes until restart: {e}");
+            SqlError::from(e)
+        })
     }
 
     /// The DataFusion session used for planning and ad-hoc queries.
@@ -424,7 +445,7 @@ impl Engine {
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
         commit.put_catalog(&name, encode_record(&rel)?);
-        self.store.commit(commit)?;
+        self.commit(commit)?;
         pipelines.table_seq.insert(id, 0);
         self.catalog.insert(Arc::new(rel));
         Ok(Outcome::command("CREATE TABLE"))
@@ -504,11 +525,17 @@ impl Engine {
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
         commit.put_catalog(&name, encode_record(&rel)?);
-        if let Some(out) = pipe.dataflow.push(&changes)? {
+        let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pipe.dataflow.push(&changes)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(millrace_planner::PlanError::Internal(panic_message(&*panic)))
+        })?;
+        if let Some(out) = pushed {
             pipe.write_rows(&self.store, &out, &mut commit)?;
         }
         pipe.write_state(&mut commit)?;
-        self.store.commit(commit)?;
+        self.commit(commit)?;
         pipe.dataflow.committed();
         self.catalog.insert(Arc::new(rel));
         pipelines.views.insert(id, pipe);
@@ -596,9 +623,9 @@ impl Engine {
         let parts: Vec<Delta> = batches.into_iter().map(Delta::inserts).collect();
         let delta = Delta::concat(&rel.schema, &parts)?;
         let touched = pipelines.propagate(&self.store, &rel.name, delta, &mut commit)?;
-        if let Err(e) = self.store.commit(commit) {
+        if let Err(e) = self.commit(commit) {
             pipelines.rollback(&touched);
-            return Err(e.into());
+            return Err(e);
         }
         pipelines.committed(&touched);
         pipelines.table_seq.insert(rel.id, seq + 1);
@@ -683,7 +710,7 @@ impl Engine {
         for v in &victims {
             self.store.drop_relation(&mut commit, v.id, &v.name)?;
         }
-        self.store.commit(commit)?;
+        self.commit(commit)?;
         for v in &victims {
             self.catalog.remove(&v.name);
             pipelines.views.remove(&v.id);
@@ -735,6 +762,22 @@ pub fn result_schema(sql: &Sql, plan: &LogicalPlan) -> SchemaRef {
         Sql::Query(q) => naming::rename(&schema, naming::column_names(q)),
         _ => schema,
     }
+}
+
+fn poisoned_error() -> SqlError {
+    SqlError::new(
+        sqlstate::IO_ERROR,
+        "a write to the data directory failed earlier; restart millrace to recover from the last durable state",
+    )
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn encode_record(rel: &Relation) -> SqlResult<Vec<u8>> {

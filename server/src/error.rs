@@ -9,6 +9,7 @@ use millrace_storage::StorageError;
 /// SQLSTATE codes Millrace reports (PostgreSQL appendix A).
 pub mod sqlstate {
     pub const SYNTAX_ERROR: &str = "42601";
+    pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
     pub const UNDEFINED_TABLE: &str = "42P01";
     pub const UNDEFINED_COLUMN: &str = "42703";
     pub const UNDEFINED_FUNCTION: &str = "42883";
@@ -25,6 +26,9 @@ pub mod sqlstate {
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const UNDEFINED_PARAMETER: &str = "42P02";
+    pub const GROUPING_ERROR: &str = "42803";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IO_ERROR: &str = "58030";
@@ -120,6 +124,9 @@ fn classify_arrow(e: &arrow::error::ArrowError) -> SqlError {
     use arrow::error::ArrowError as A;
     match e {
         A::DivideByZero => SqlError::new(sqlstate::DIVISION_BY_ZERO, "division by zero"),
+        A::CastError(m) if m.contains("Can't cast value") || m.contains("overflow") => {
+            SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
+        }
         A::CastError(m) | A::ParseError(m) => {
             SqlError::new(sqlstate::INVALID_TEXT_REPRESENTATION, clean(m))
         }
@@ -175,6 +182,10 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
                 SqlError::new(sqlstate::DUPLICATE_COLUMN, s.to_string())
             }
         },
+        DataFusionError::NotImplemented(m) if m.contains("Unsupported SQL type") => SqlError::new(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("type does not exist: {m}"),
+        ),
         DataFusionError::NotImplemented(m) => SqlError::unsupported(m),
         DataFusionError::Plan(m) => classify_plan_message(m),
         DataFusionError::Execution(m) => classify_execution_message(m),
@@ -189,6 +200,9 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
                     }
                     PlanError::Internal(m) => SqlError::internal(m),
                 };
+            }
+            if let Some(e) = inner.downcast_ref::<SqlError>() {
+                return e.clone();
             }
             if let Some(d) = inner.downcast_ref::<DataFusionError>() {
                 return classify_datafusion(d);
@@ -217,6 +231,12 @@ fn classify_plan_message(m: &str) -> SqlError {
     if lower.contains("invalid function") || lower.contains("no function matches") {
         return SqlError::new(sqlstate::UNDEFINED_FUNCTION, m.to_string());
     }
+    if lower.contains("group by") && (lower.contains("must") || lower.contains("aggregate")) {
+        return SqlError::new(sqlstate::GROUPING_ERROR, m.to_string());
+    }
+    if lower.contains("needs a timestamp column") || lower.contains("needs an interval") || lower.contains("needs constant intervals") {
+        return SqlError::new(sqlstate::DATATYPE_MISMATCH, m.to_string());
+    }
     if lower.contains("cannot coerce")
         || lower.contains("cannot infer common")
         || lower.contains("non-boolean")
@@ -235,7 +255,8 @@ fn classify_plan_message(m: &str) -> SqlError {
     if lower.contains("projections require unique expression names") {
         return SqlError::new(sqlstate::DUPLICATE_COLUMN, m.to_string());
     }
-    SqlError::new(sqlstate::SYNTAX_ERROR, m.to_string())
+    // Some other mistake in the statement: PostgreSQL's class 42 catch-all.
+    SqlError::new(sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m.to_string())
 }
 
 fn classify_execution_message(m: &str) -> SqlError {

@@ -27,6 +27,9 @@ use millrace_planner::statement::{self, Statement};
 use crate::engine::{Engine, Outcome};
 use crate::error::{sqlstate, SqlError, SqlResult};
 
+/// The most `$n` parameters a statement may have (the protocol's limit).
+const MAX_PARAMETERS: usize = 65_535;
+
 /// Serves every connection; cheap to share.
 pub struct Frontend {
     engine: Arc<Engine>,
@@ -59,11 +62,7 @@ impl Frontend {
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(r) => r.map(SessionOutcome::Engine),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = crate::engine::panic_message(&*panic);
                 tracing::error!(statement = %stmt, "statement panicked: {what}");
                 Err(SqlError::internal(format!("the statement failed unexpectedly: {what}")))
             }
@@ -238,6 +237,18 @@ impl Parser {
                         .collect();
                     ordered.sort_by_key(|(i, _)| *i);
                     let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
+                    if n > MAX_PARAMETERS {
+                        return Err(SqlError::new(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("statement uses ${n}: at most {MAX_PARAMETERS} parameters are allowed"),
+                        ));
+                    }
+                    if ordered.iter().any(|(i, _)| *i == 0) {
+                        return Err(SqlError::new(
+                            sqlstate::UNDEFINED_PARAMETER,
+                            "there is no parameter $0",
+                        ));
+                    }
                     let mut params = vec![None; n];
                     for (i, t) in ordered {
                         params[i - 1] = t;
