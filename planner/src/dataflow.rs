@@ -168,10 +168,16 @@ impl Dataflow {
     /// Restores state of operator `op` read back from storage.
     pub fn load_state(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
         let mut found = false;
+        let is_value = op & aggregate::VALUES_BIT != 0;
+        let id = op & !aggregate::VALUES_BIT;
         visit_aggregates(&mut self.root, &mut |a| {
-            if a.id == op {
+            if a.id == id {
                 found = true;
-                a.load_state(key, value)?;
+                if is_value {
+                    a.load_value(key, value)?;
+                } else {
+                    a.load_state(key, value)?;
+                }
             }
             Ok(())
         })?;

@@ -25,6 +25,11 @@ const VIEWS: &[(&str, &str)] = &[
          FROM TUMBLE(bids, ts, INTERVAL '10 seconds') GROUP BY window_start, auction) GROUP BY n",
     ),
     (
+        "CREATE MATERIALIZED VIEW ext AS SELECT auction, min(n) AS lo, max(n) AS hi, count(DISTINCT n) AS k FROM w GROUP BY auction",
+        "SELECT auction, min(n) AS lo, max(n) AS hi, count(DISTINCT n) AS k FROM (SELECT window_start, auction, count(*) AS n
+         FROM TUMBLE(bids, ts, INTERVAL '10 seconds') GROUP BY window_start, auction) GROUP BY auction",
+    ),
+    (
         "CREATE MATERIALIZED VIEW d AS SELECT auction, count(DISTINCT bidder) AS bidders, min(price) AS lo FROM bids WHERE price > 10 GROUP BY auction",
         "SELECT auction, count(DISTINCT bidder) AS bidders, min(price) AS lo FROM bids WHERE price > 10 GROUP BY auction",
     ),

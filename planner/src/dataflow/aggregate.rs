@@ -188,7 +188,9 @@ enum Acc {
     SumExact { sum: i128, n: i64 },
     SumFloat { sum: f64, n: i64 },
     /// Multiset of encoded values (retractable min/max, count distinct).
-    Values(BTreeMap<Vec<u8>, i64>),
+    /// Not stored with the group: each value is its own state record, so
+    /// that a change costs the values it touches, not the group's history.
+    Values(#[serde(skip)] BTreeMap<Vec<u8>, i64>),
     /// The extreme so far, for min/max over inputs that never retract.
     Extreme(Option<Vec<u8>>),
 }
@@ -200,6 +202,61 @@ struct GroupState {
     /// this is positive.
     rows: i64,
     accs: Vec<Acc>,
+}
+
+impl GroupState {
+    /// The group without its value multisets: what an undo entry keeps.
+    fn without_values(&self) -> GroupState {
+        GroupState {
+            rows: self.rows,
+            accs: self
+                .accs
+                .iter()
+                .map(|a| match a {
+                    Acc::Values(_) => Acc::Values(BTreeMap::new()),
+                    other => other.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Moves the value multisets of `from` into `self`.
+    fn take_values(&mut self, from: &mut GroupState) {
+        for (to, from) in self.accs.iter_mut().zip(from.accs.iter_mut()) {
+            if let (Acc::Values(to), Acc::Values(from)) = (to, from) {
+                std::mem::swap(to, from);
+            }
+        }
+    }
+}
+
+/// Operator ids with this bit set key the value records of an operator.
+pub const VALUES_BIT: u32 = 0x8000_0000;
+
+/// The state key of one value of aggregate call `call` in group `group`.
+fn value_key(group: &[u8], call: usize, value: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + group.len() + value.len());
+    k.extend_from_slice(&(group.len() as u32).to_be_bytes());
+    k.extend_from_slice(group);
+    k.extend_from_slice(&(call as u16).to_be_bytes());
+    k.extend_from_slice(value);
+    k
+}
+
+fn split_value_key(k: &[u8]) -> Option<(&[u8], usize, &[u8])> {
+    let len = u32::from_be_bytes(k.get(..4)?.try_into().ok()?) as usize;
+    let group = k.get(4..4 + len)?;
+    let call = u16::from_be_bytes(k.get(4 + len..6 + len)?.try_into().ok()?) as usize;
+    Some((group, call, k.get(6 + len..)?))
+}
+
+/// A change to one value multiset, kept to undo it and to persist it.
+#[derive(Debug)]
+struct ValueChange {
+    group: Vec<u8>,
+    call: usize,
+    value: Vec<u8>,
+    weight: i64,
 }
 
 /// The arguments of one aggregate call, evaluated over an input batch.
@@ -224,8 +281,11 @@ pub struct AggregateOperator {
     /// True when the input never retracts, so min/max keep one value.
     pub append_only: bool,
     groups: HashMap<Vec<u8>, GroupState>,
-    /// Pre-images of the groups changed since the last commit or rollback.
+    /// Pre-images (without value multisets) of the groups changed since the
+    /// last commit or rollback.
     undo: HashMap<Vec<u8>, Option<GroupState>>,
+    /// Value multiset changes since the last commit or rollback, in order.
+    value_log: Vec<ValueChange>,
 }
 
 impl AggregateOperator {
@@ -251,6 +311,7 @@ impl AggregateOperator {
             append_only,
             groups: HashMap::new(),
             undo: HashMap::new(),
+            value_log: Vec::new(),
         })
     }
 
@@ -267,6 +328,21 @@ impl AggregateOperator {
         GroupState {
             rows: 0,
             accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+        }
+    }
+
+    /// Restores one value of a group's multiset from storage (stored under
+    /// `id | VALUES_BIT`, after the group records).
+    pub fn load_value(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let corrupt = || PlanError::Internal("corrupt aggregate value state".into());
+        let (group, call, v) = split_value_key(key).ok_or_else(corrupt)?;
+        let count = i64::from_be_bytes(value.try_into().map_err(|_| corrupt())?);
+        match self.groups.get_mut(group).and_then(|g| g.accs.get_mut(call)) {
+            Some(Acc::Values(map)) => {
+                map.insert(v.to_vec(), count);
+                Ok(())
+            }
+            _ => Err(corrupt()),
         }
     }
 
@@ -341,12 +417,13 @@ impl AggregateOperator {
             };
             if !touched_index.contains_key(key) {
                 touched_index.insert(key.to_vec(), ());
-                let existing = self.groups.get(key).cloned();
-                let old = match &existing {
+                let existing = self.groups.get(key);
+                let old = match existing {
                     Some(s) => Some(self.outputs(s)?),
                     None => None,
                 };
-                self.undo.entry(key.to_vec()).or_insert(existing);
+                let image = existing.map(GroupState::without_values);
+                self.undo.entry(key.to_vec()).or_insert(image);
                 touched.push((key.to_vec(), old));
             }
             let empty = self.empty_group();
@@ -359,7 +436,14 @@ impl AggregateOperator {
                         continue;
                     }
                 }
-                update(call, &mut state.accs[j], ev, i, w)?;
+                if let Some(value) = update(call, &mut state.accs[j], ev, i, w)? {
+                    self.value_log.push(ValueChange {
+                        group: key.to_vec(),
+                        call: j,
+                        value,
+                        weight: w,
+                    });
+                }
             }
         }
         // A global aggregate exists from the start: emit its first row even
@@ -462,8 +546,8 @@ impl AggregateOperator {
         })
     }
 
-    /// Hands every group changed since the last commit to `persist`
-    /// (`None` when the group is gone). The changes stay pending until
+    /// Hands every group and value changed since the last commit to
+    /// `persist` (`None` when gone). The changes stay pending until
     /// [`AggregateOperator::committed`] or [`AggregateOperator::rollback`].
     pub fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
         for key in self.undo.keys() {
@@ -476,33 +560,73 @@ impl AggregateOperator {
                 None => persist(self.id, key, None),
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.value_log {
+            let key = value_key(&c.group, c.call, &c.value);
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let count = match self.groups.get(&c.group).and_then(|g| g.accs.get(c.call)) {
+                Some(Acc::Values(map)) => map.get(&c.value).copied().unwrap_or(0),
+                _ => 0,
+            };
+            let value = (count != 0).then(|| count.to_be_bytes().to_vec());
+            persist(self.id | VALUES_BIT, &key, value);
+        }
         Ok(())
     }
 
     /// The pending changes are durable: forget their pre-images.
     pub fn committed(&mut self) {
         self.undo.clear();
+        self.value_log.clear();
     }
 
     /// Restores the groups changed since the last commit.
     pub fn rollback(&mut self) {
+        let mut vanished = Vec::new();
         for (key, pre) in self.undo.drain() {
-            match pre {
-                Some(state) => {
-                    self.groups.insert(key, state);
-                }
+            let mut current = self.groups.remove(&key);
+            let mut restored = match pre {
+                Some(state) => state,
                 None => {
-                    self.groups.remove(&key);
+                    vanished.push(key.clone());
+                    GroupState {
+                        rows: 0,
+                        accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+                    }
+                }
+            };
+            if let Some(current) = current.as_mut() {
+                restored.take_values(current);
+            }
+            self.groups.insert(key, restored);
+        }
+        for c in self.value_log.drain(..).rev() {
+            if let Some(Acc::Values(map)) = self
+                .groups
+                .get_mut(&c.group)
+                .and_then(|g| g.accs.get_mut(c.call))
+            {
+                let n = map.entry(c.value.clone()).or_insert(0);
+                *n -= c.weight;
+                if *n == 0 {
+                    map.remove(&c.value);
                 }
             }
+        }
+        for key in vanished {
+            self.groups.remove(&key);
         }
     }
 }
 
-fn update(call: &AggCall, acc: &mut Acc, ev: &Evaluated, i: usize, w: i64) -> Result<()> {
+/// Applies row `i` with weight `w` to `acc`; returns the encoded value when
+/// it changed a value multiset.
+fn update(call: &AggCall, acc: &mut Acc, ev: &Evaluated, i: usize, w: i64) -> Result<Option<Vec<u8>>> {
     if let Some(v) = &ev.values {
         if v.is_null(i) {
-            return Ok(());
+            return Ok(None);
         }
     }
     match acc {
@@ -528,6 +652,7 @@ fn update(call: &AggCall, acc: &mut Acc, ev: &Evaluated, i: usize, w: i64) -> Re
             if *c == 0 {
                 map.remove(&key);
             }
+            return Ok(Some(key));
         }
         Acc::Extreme(current) => {
             if w < 0 {
@@ -550,7 +675,7 @@ fn update(call: &AggCall, acc: &mut Acc, ev: &Evaluated, i: usize, w: i64) -> Re
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn missing(call: &AggCall) -> PlanError {
@@ -593,4 +718,116 @@ fn float_value(v: &ArrayRef, i: usize) -> Result<f64> {
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    fn delta(rows: &[(i64, i64, i64)]) -> Delta {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        Delta {
+            batch,
+            weights: Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+        }
+    }
+
+    fn rows(d: &Delta) -> Vec<(i64, i64, i64)> {
+        let k = d.batch.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        let c = d.batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        let mut out: Vec<_> = (0..d.len()).map(|i| (k.value(i), c.value(i), d.weights.value(i))).collect();
+        out.sort();
+        out
+    }
+
+    fn distinct_counter() -> AggregateOperator {
+        let call = AggCall::new(
+            AggKind::CountDistinct,
+            Some(Arc::new(Column::new("v", 1))),
+            None,
+            DataType::Int64,
+            DataType::Int64,
+            "count(DISTINCT v)".into(),
+        )
+        .unwrap();
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        AggregateOperator::new(
+            0,
+            vec![Arc::new(Column::new("k", 0))],
+            vec!["k".into()],
+            vec![DataType::Int64],
+            vec![call],
+            out,
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn count_distinct_retracts_and_persists_values_one_by_one() {
+        let mut op = distinct_counter();
+        let out = op.push(&delta(&[(1, 10, 1), (1, 11, 1), (1, 11, 1)])).unwrap();
+        assert_eq!(rows(&out), vec![(1, 2, 1)]);
+        // What storage holds: the latest record per key.
+        let mut disk: std::collections::BTreeMap<(u32, Vec<u8>), Vec<u8>> = Default::default();
+        let mut records = Vec::new();
+        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v))).unwrap();
+        // One group record and one record per distinct value.
+        assert_eq!(records.iter().filter(|r| r.0 == 0).count(), 1);
+        assert_eq!(records.iter().filter(|r| r.0 == VALUES_BIT).count(), 2);
+        for (o, k, v) in records {
+            match v {
+                Some(v) => disk.insert((o, k), v),
+                None => disk.remove(&(o, k)),
+            };
+        }
+        op.committed();
+
+        // A change that is rolled back leaves no trace.
+        op.push(&delta(&[(1, 10, -1), (1, 12, 1), (2, 5, 1)])).unwrap();
+        op.rollback();
+        assert_eq!(op.group_count(), 1);
+        let out = op.push(&delta(&[(1, 11, -2)])).unwrap();
+        assert_eq!(rows(&out), vec![(1, 1, 1), (1, 2, -1)]);
+
+        // Restoring from the persisted records gives the same state.
+        let mut records = Vec::new();
+        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v))).unwrap();
+        for (o, k, v) in records {
+            match v {
+                Some(v) => disk.insert((o, k), v),
+                None => disk.remove(&(o, k)),
+            };
+        }
+        op.committed();
+        let mut restored = distinct_counter();
+        for ((o, k), v) in disk {
+            if o & VALUES_BIT != 0 {
+                restored.load_value(&k, &v).unwrap();
+            } else {
+                restored.load_state(&k, &v).unwrap();
+            }
+        }
+        // 11 is gone: the group holds only 10.
+        let out = restored.push(&delta(&[(1, 10, 1)])).unwrap();
+        assert_eq!(rows(&out), Vec::<(i64, i64, i64)>::new());
+        let out = restored.push(&delta(&[(1, 13, 1)])).unwrap();
+        assert_eq!(rows(&out), vec![(1, 1, -1), (1, 2, 1)]);
+    }
 }
