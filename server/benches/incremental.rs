@@ -132,7 +132,8 @@ fn main() {
         println!("incremental insert cost: table -> TUMBLE(10 s) GROUP BY window, auction ({AUCTIONS} auctions), durable commit per batch");
         let d = load(&engine, &mut gen, 10_000).await;
         println!("loaded 10000 rows in {:.2} s", d.as_secs_f64());
-        probe(&engine, &mut gen, "small", gen.next as u64).await;
+        let history = gen.next as u64;
+        probe(&engine, &mut gen, "small", history).await;
         let target = big.saturating_sub(gen.next as usize);
         let d = load(&engine, &mut gen, target).await;
         println!(
@@ -140,7 +141,8 @@ fn main() {
             d.as_secs_f64(),
             target as f64 / d.as_secs_f64()
         );
-        probe(&engine, &mut gen, "large", gen.next as u64).await;
+        let history = gen.next as u64;
+        probe(&engine, &mut gen, "large", history).await;
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
