@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
-use futures::{stream, FutureExt, Sink};
+use futures::{stream, FutureExt, Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -67,6 +67,53 @@ impl Frontend {
                 Err(SqlError::internal(format!("the statement failed unexpectedly: {what}")))
             }
         }
+    }
+}
+
+/// Session metadata key counting the writes made inside `BEGIN … `.
+const TX_WRITES: &str = "millrace.transaction_writes";
+
+/// Every statement commits when it returns, even inside `BEGIN`. Counts
+/// the writes made in a transaction block so that `ROLLBACK` can say, with
+/// a WARNING, that it did not undo them (rather than silently pretend).
+fn track_transaction<C: ClientInfo>(client: &mut C, stmt: &Statement) -> Option<ErrorInfo> {
+    use pgwire::messages::response::TransactionStatus;
+    use sqlparser::ast::Statement as Sql;
+    let Statement::Sql(sql) = stmt else {
+        return None;
+    };
+    match sql.as_ref() {
+        Sql::Commit { .. } | Sql::Rollback { .. } => {
+            let n: usize = client
+                .metadata_mut()
+                .remove(TX_WRITES)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            (n > 0 && matches!(sql.as_ref(), Sql::Rollback { .. })).then(|| {
+                let mut w = ErrorInfo::new(
+                    "WARNING".to_owned(),
+                    "25000".to_owned(),
+                    format!("ROLLBACK did not undo {n} statement(s) of this transaction block"),
+                );
+                w.detail = Some(
+                    "Millrace commits every statement when it returns; multi-statement transactions are not supported yet."
+                        .to_owned(),
+                );
+                w
+            })
+        }
+        Sql::Insert(_) | Sql::CreateTable(_) | Sql::CreateView(_) | Sql::Drop { .. }
+            if client.transaction_status() != TransactionStatus::Idle =>
+        {
+            let n: usize = client
+                .metadata()
+                .get(TX_WRITES)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            client.metadata_mut().insert(TX_WRITES.to_owned(), (n + 1).to_string());
+            None
+        }
+        _ => None,
     }
 }
 
@@ -134,7 +181,14 @@ impl SimpleQueryHandler for Frontend {
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             match self.run(client, stmt, None).await {
-                Ok(out) => responses.push(into_response(out, &Format::UnifiedText)?),
+                Ok(out) => {
+                    if let Some(warning) = track_transaction(client, stmt) {
+                        client
+                            .send(PgWireBackendMessage::NoticeResponse(warning.into()))
+                            .await?;
+                    }
+                    responses.push(into_response(out, &Format::UnifiedText)?)
+                }
                 Err(e) => {
                     // Like PostgreSQL: the rest of a multi-statement query is skipped.
                     responses.push(Response::Error(Box::new(error_info(&e))));
@@ -319,7 +373,14 @@ impl ExtendedQueryHandler for Frontend {
         let params = params::decode(portal, &prepared.param_types).map_err(user_error)?;
         let params = (!prepared.param_types.is_empty()).then_some(params);
         match self.run(client, &prepared.stmt, params.as_ref()).await {
-            Ok(out) => into_response(out, &portal.result_column_format),
+            Ok(out) => {
+                if let Some(warning) = track_transaction(client, &prepared.stmt) {
+                    client
+                        .send(PgWireBackendMessage::NoticeResponse(warning.into()))
+                        .await?;
+                }
+                into_response(out, &portal.result_column_format)
+            }
             Err(e) => Err(user_error(e)),
         }
     }

@@ -160,6 +160,30 @@ fn psql_runs_the_readme_example() {
         stdout.contains("2026-01-01 00:00:00|2026-01-01 00:00:10|1|2|220|100|120|110"),
         "unexpected psql output:\n{stdout}"
     );
+
+    // Statements commit when they return: ROLLBACK says it undid nothing.
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "me", "-d", "millrace"])
+        .args(["-X", "-A", "-t"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"BEGIN;\nINSERT INTO bids VALUES (2, 1, 1, '2026-01-01 00:00:02');\nROLLBACK;\nSELECT count(*) FROM bids;\n")
+        .expect("write script");
+    let out = child.wait_with_output().expect("psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARNING:  ROLLBACK did not undo 1 statement(s)"),
+        "expected a warning from ROLLBACK, got:\n{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains('3'));
 }
 
 #[test]
