@@ -293,7 +293,16 @@ impl Engine {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(poisoned_error());
         }
-        self.store.commit(commit).map_err(|e| {
+        // The flush blocks on the disk: let tokio move other tasks off this
+        // worker meanwhile (block_in_place needs the multi-threaded runtime).
+        let store = &self.store;
+        let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| store.commit(commit))
+            }
+            _ => store.commit(commit),
+        };
+        result.map_err(|e| {
             self.poisoned.store(true, Ordering::SeqCst);
             tracing::error!("storage commit failed, refusing further writes until restart: {e}");
             SqlError::from(e)

@@ -313,7 +313,15 @@ impl Parser {
                     };
                     Ok((params, result))
                 }
-                Sql::Explain { .. } => Ok((vec![], Some(session::name_column_schema("QUERY PLAN")))),
+                Sql::Explain { statement, .. }
+                    if matches!(statement.as_ref(), Sql::CreateView(cv) if cv.materialized) =>
+                {
+                    Ok((vec![], Some(session::name_column_schema("QUERY PLAN"))))
+                }
+                Sql::Explain { .. } => {
+                    let plan = self.engine.plan_sql(sql, None).await?;
+                    Ok((vec![], Some(Arc::new(plan.schema().as_arrow().clone()))))
+                }
                 Sql::ShowVariable { variable } => Ok((
                     vec![],
                     Some(session::name_column_schema(&session::show_column(variable))),

@@ -127,6 +127,14 @@ async fn extended_protocol_parameters_binary_results_and_portals() {
     assert_eq!(err.code().map(|c| c.code()), Some("22012"));
     let err = client.prepare("SELEC 1").await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42601"));
+    // EXPLAIN describes its own columns in the extended protocol.
+    let plan = client.query("EXPLAIN SELECT i8 FROM t", &[]).await.unwrap();
+    assert!(!plan.is_empty());
+    let dataflow = client
+        .query("EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT b, count(*) FROM t GROUP BY b", &[])
+        .await
+        .unwrap();
+    assert!(dataflow.iter().any(|r| r.get::<_, String>(0).contains("Aggregate")));
     let one: i64 = client.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
 }
