@@ -12,6 +12,7 @@ pub mod dataflow;
 pub mod delta;
 pub mod error;
 pub mod naming;
+pub mod source;
 pub mod statement;
 pub mod window;
 

@@ -11,6 +11,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
+use crate::source::{parse_create_source, parse_drop_source, peek_word, DropSource, SourceDef};
 use crate::{PlanError, Result};
 
 /// Which kind of relation a `SHOW` lists.
@@ -20,6 +21,8 @@ pub enum RelationKind {
     Table,
     /// Materialized views.
     MaterializedView,
+    /// Sources (`CREATE SOURCE`).
+    Source,
 }
 
 /// One statement of the Millrace dialect.
@@ -29,8 +32,12 @@ pub enum Statement {
     Sql(Box<SqlStatement>),
     /// `FLUSH`: wait until every view reflects everything ingested so far.
     Flush,
-    /// `SHOW TABLES` / `SHOW MATERIALIZED VIEWS`.
+    /// `SHOW TABLES` / `SHOW MATERIALIZED VIEWS` / `SHOW SOURCES`.
     ShowRelations(RelationKind),
+    /// `CREATE SOURCE` (or `CREATE TABLE … WITH (connector = …)`).
+    CreateSource(Box<SourceDef>),
+    /// `DROP SOURCE`.
+    DropSource(DropSource),
 }
 
 impl std::fmt::Display for Statement {
@@ -42,6 +49,9 @@ impl std::fmt::Display for Statement {
             Statement::ShowRelations(RelationKind::MaterializedView) => {
                 write!(f, "SHOW MATERIALIZED VIEWS")
             }
+            Statement::ShowRelations(RelationKind::Source) => write!(f, "SHOW SOURCES"),
+            Statement::CreateSource(def) => write!(f, "CREATE SOURCE {}", def.name),
+            Statement::DropSource(d) => write!(f, "DROP SOURCE {}", d.names.join(", ")),
         }
     }
 }
@@ -64,6 +74,19 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             Statement::ShowRelations(RelationKind::Table)
         } else if parser.parse_keywords(&[Keyword::SHOW, Keyword::MATERIALIZED, Keyword::VIEWS]) {
             Statement::ShowRelations(RelationKind::MaterializedView)
+        } else if parser.peek_keyword(Keyword::SHOW) && peek_word(&parser, 1, "SOURCES") {
+            parser.next_token();
+            parser.next_token();
+            Statement::ShowRelations(RelationKind::Source)
+        } else if parser.peek_keyword(Keyword::CREATE) && peek_word(&parser, 1, "SOURCE") {
+            let def = parse_create_source(&mut parser)
+                .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+            Statement::CreateSource(Box::new(def))
+        } else if parser.peek_keyword(Keyword::DROP) && peek_word(&parser, 1, "SOURCE") {
+            let d = parse_drop_source(&mut parser).map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+            Statement::DropSource(d)
+        } else if let Some(def) = table_with_connector(&mut parser)? {
+            Statement::CreateSource(Box::new(def))
         } else {
             let mut stmt = parser
                 .parse_statement()
@@ -81,6 +104,16 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// `CREATE TABLE … WITH (connector = …)`: a source spelled as a table.
+fn table_with_connector(parser: &mut Parser) -> Result<Option<SourceDef>> {
+    if !(parser.peek_keyword(Keyword::CREATE) && peek_word(parser, 1, "TABLE")) {
+        return Ok(None);
+    }
+    parser
+        .maybe_parse(parse_create_source)
+        .map_err(|e| PlanError::Syntax(syntax_message(e)))
 }
 
 /// Lower-cases unquoted relation names, as PostgreSQL folds identifiers.

@@ -24,6 +24,8 @@ pub enum Kind {
     Table,
     /// `CREATE MATERIALIZED VIEW`: rows are maintained by a dataflow.
     MaterializedView,
+    /// `CREATE SOURCE`: rows come from a Kafka topic.
+    Source,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
         match self {
             Kind::Table => "table",
             Kind::MaterializedView => "materialized view",
+            Kind::Source => "source",
         }
     }
 }
@@ -157,7 +160,7 @@ impl RelationLookup for Catalog {
     }
 
     fn is_append_only(&self, name: &str) -> bool {
-        matches!(self.get(name).map(|r| r.kind), Some(Kind::Table))
+        matches!(self.get(name).map(|r| r.kind), Some(Kind::Table | Kind::Source))
     }
 }
 

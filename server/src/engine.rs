@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -35,6 +36,15 @@ use tokio::sync::RwLock;
 use crate::catalog::{Catalog, CatalogRecord, CatalogSchema, Kind, Relation};
 use crate::error::{sqlstate, SqlError, SqlResult};
 use crate::providers::{row_converter, snapshot_delta};
+use crate::source::ingest::SourceRunner;
+use crate::source::status::{self, Registry, SystemSchema};
+use crate::source::SourceConfig;
+use sources::parse_source;
+
+mod sources;
+
+/// How long `FLUSH` waits for sources to catch up before giving up.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a statement returns.
 #[derive(Debug)]
@@ -185,6 +195,12 @@ pub struct Engine {
     /// is in memory can no longer be trusted to match the disk. Writes are
     /// refused until a restart reloads everything from disk.
     poisoned: std::sync::atomic::AtomicBool,
+    /// The ingest threads of sources, by relation id.
+    sources: std::sync::Mutex<HashMap<RelationId, SourceRunner>>,
+    /// The sources' live status (the system tables read it).
+    registry: Arc<Registry>,
+    /// This engine, for the ingest threads it starts.
+    me: Weak<Engine>,
 }
 
 impl Engine {
@@ -209,23 +225,34 @@ impl Engine {
         default_catalog
             .register_schema("public", Arc::new(CatalogSchema(catalog.clone())))
             .map_err(SqlError::from)?;
+        let registry = Arc::new(Registry::default());
+        default_catalog
+            .register_schema(status::SYSTEM_SCHEMA, Arc::new(SystemSchema(registry.clone())))
+            .map_err(SqlError::from)?;
         for (name, kind) in [("tumble", WindowKind::Tumble), ("hop", WindowKind::Hop)] {
             ctx.register_udtf(name, Arc::new(WindowFunction::new(kind, catalog.clone())));
         }
-        let engine = Arc::new(Self {
+        let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog,
             ctx,
             pipelines: RwLock::new(Pipelines::default()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
+            sources: std::sync::Mutex::new(HashMap::new()),
+            registry,
+            me: me.clone(),
         });
-        engine.restore().await?;
+        let sources = engine.restore().await?;
+        for (rel, config) in sources {
+            engine.start_source(rel, config)?;
+        }
         Ok(engine)
     }
 
     /// Replays the catalog: tables first get their schema back, views their
-    /// dataflow and operator state.
-    async fn restore(&self) -> SqlResult<()> {
+    /// dataflow and operator state. Returns the sources to start.
+    async fn restore(&self) -> SqlResult<Vec<(Arc<Relation>, SourceConfig)>> {
+        let mut sources = Vec::new();
         let mut records = Vec::new();
         for (name, bytes) in self.store.catalog_records()? {
             let record: CatalogRecord = serde_json::from_slice(&bytes).map_err(|e| {
@@ -236,6 +263,23 @@ impl Engine {
         records.sort_by_key(|r| r.id);
         let mut pipelines = self.pipelines.write().await;
         for r in records {
+            if r.kind == Kind::Source {
+                let def = parse_source(&r.sql)?;
+                let config = self.source_config(&def).await?;
+                let seq = self.store.next_table_seq(r.id)?;
+                pipelines.table_seq.insert(r.id, seq);
+                let rel = Arc::new(Relation {
+                    id: r.id,
+                    name: r.name,
+                    kind: r.kind,
+                    schema: config.schema.clone(),
+                    sql: r.sql,
+                    inputs: vec![],
+                });
+                self.catalog.insert(rel.clone());
+                sources.push((rel, config));
+                continue;
+            }
             let stmt = parse_one(&r.sql)?;
             match (r.kind, stmt) {
                 (Kind::Table, Sql::CreateTable(_)) => {
@@ -284,7 +328,7 @@ impl Engine {
             relations = self.catalog.all().len(),
             "restored catalog from storage"
         );
-        Ok(())
+        Ok(sources)
     }
 
     /// Commits to storage, poisoning the engine if that fails.
@@ -317,8 +361,12 @@ impl Engine {
     /// Executes one statement. `params` bind `$n` placeholders.
     pub async fn execute(&self, stmt: &Statement, params: Option<&ParamValues>) -> SqlResult<Outcome> {
         match stmt {
-            Statement::Flush => Ok(Outcome::command("FLUSH")),
+            Statement::Flush => self.flush().await,
             Statement::ShowRelations(kind) => Ok(self.show_relations(*kind)),
+            Statement::CreateSource(def) => self.create_source(def).await,
+            Statement::DropSource(d) => {
+                self.drop(Kind::Source, d.if_exists, &d.names, d.cascade).await
+            }
             Statement::Sql(sql) => self.execute_sql(sql, params).await,
         }
     }
@@ -337,7 +385,15 @@ impl Engine {
                 names,
                 cascade,
                 ..
-            } => self.drop(*object_type, *if_exists, names, *cascade).await,
+            } => {
+                let kind = match object_type {
+                    ObjectType::Table => Kind::Table,
+                    ObjectType::MaterializedView => Kind::MaterializedView,
+                    other => return Err(SqlError::unsupported(format!("DROP {other}"))),
+                };
+                let names: Vec<String> = names.iter().map(object_name).collect();
+                self.drop(kind, *if_exists, &names, *cascade).await
+            }
             Sql::Explain { statement, .. } => match statement.as_ref() {
                 Sql::CreateView(cv) if cv.materialized => {
                     let dataflow = self.plan_view(&cv.query).await?;
@@ -565,11 +621,21 @@ impl Engine {
                 format!("relation \"{name}\" does not exist"),
             )
         })?;
-        if rel.kind != Kind::Table {
-            return Err(SqlError::new(
-                sqlstate::WRONG_OBJECT_TYPE,
-                format!("cannot change materialized view \"{name}\""),
-            ));
+        match rel.kind {
+            Kind::Table => {}
+            Kind::MaterializedView => {
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("cannot change materialized view \"{name}\""),
+                ))
+            }
+            Kind::Source => {
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("cannot insert into source \"{name}\""),
+                )
+                .with_hint("A source's rows come from its Kafka topic: produce to the topic instead."))
+            }
         }
         if ins.returning.is_some() || ins.on.is_some() {
             return Err(SqlError::unsupported("INSERT … ON CONFLICT / RETURNING"));
@@ -609,8 +675,31 @@ impl Engine {
     /// Appends rows to table `rel`, updates every dependent view and makes
     /// it all durable in one commit. Returns the number of rows.
     pub async fn append(&self, rel: &Relation, batches: Vec<RecordBatch>) -> SqlResult<usize> {
+        self.append_with_offsets(rel, batches, &BTreeMap::new()).await
+    }
+
+    /// Appends a batch consumed by source `rel` and records its partitions'
+    /// next offsets in the same commit: after a crash, consumption resumes
+    /// exactly after the last message whose effects are durable.
+    pub async fn ingest(
+        &self,
+        rel: &Relation,
+        batch: Option<RecordBatch>,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> SqlResult<()> {
+        self.append_with_offsets(rel, batch.into_iter().collect(), offsets)
+            .await
+            .map(|_| ())
+    }
+
+    async fn append_with_offsets(
+        &self,
+        rel: &Relation,
+        batches: Vec<RecordBatch>,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> SqlResult<usize> {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows == 0 {
+        if rows == 0 && offsets.is_empty() {
             return Ok(0);
         }
         let mut pipelines = self.pipelines.write().await;
@@ -628,6 +717,13 @@ impl Engine {
             None => self.store.next_table_seq(rel.id)?,
         };
         let mut commit = Commit::new();
+        for (p, o) in offsets {
+            commit.set_source_offset(rel.id, *p, *o);
+        }
+        if rows == 0 {
+            self.commit(commit)?;
+            return Ok(0);
+        }
         commit.append_table_rows(rel.id, seq, &batches)?;
         let parts: Vec<Delta> = batches.into_iter().map(Delta::inserts).collect();
         let delta = Delta::concat(&rel.schema, &parts)?;
@@ -648,20 +744,20 @@ impl Engine {
 
     async fn drop(
         &self,
-        object_type: ObjectType,
+        kind: Kind,
         if_exists: bool,
-        names: &[ast::ObjectName],
+        names: &[String],
         cascade: bool,
     ) -> SqlResult<Outcome> {
-        let (kind, tag) = match object_type {
-            ObjectType::Table => (Kind::Table, "DROP TABLE"),
-            ObjectType::MaterializedView => (Kind::MaterializedView, "DROP MATERIALIZED VIEW"),
-            other => return Err(SqlError::unsupported(format!("DROP {other}"))),
+        let tag = match kind {
+            Kind::Table => "DROP TABLE",
+            Kind::MaterializedView => "DROP MATERIALIZED VIEW",
+            Kind::Source => "DROP SOURCE",
         };
         let mut pipelines = self.pipelines.write().await;
         let mut victims: Vec<Arc<Relation>> = Vec::new();
-        for n in names {
-            let name = object_name(n);
+        for name in names {
+            let name = name.clone();
             let Some(rel) = self.catalog.get(&name) else {
                 if if_exists {
                     continue;
@@ -677,6 +773,7 @@ impl Engine {
                     Kind::MaterializedView => {
                         "Use DROP MATERIALIZED VIEW to remove a materialized view."
                     }
+                    Kind::Source => "Use DROP SOURCE to remove a source.",
                 };
                 return Err(SqlError::new(
                     sqlstate::WRONG_OBJECT_TYPE,
@@ -688,7 +785,7 @@ impl Engine {
                 .catalog
                 .dependents(&name)
                 .into_iter()
-                .filter(|d| !names.iter().any(|n| object_name(n) == d.name))
+                .filter(|d| !names.contains(&d.name))
                 .collect();
             if !dependents.is_empty() && !cascade {
                 let detail = dependents
@@ -724,6 +821,10 @@ impl Engine {
             self.catalog.remove(&v.name);
             pipelines.views.remove(&v.id);
             pipelines.table_seq.remove(&v.id);
+            if v.kind == Kind::Source {
+                self.registry.remove(&v.name);
+                self.lock_sources().remove(&v.id);
+            }
         }
         Ok(Outcome::command(tag))
     }
@@ -732,6 +833,7 @@ impl Engine {
         let want = match kind {
             RelationKind::Table => Kind::Table,
             RelationKind::MaterializedView => Kind::MaterializedView,
+            RelationKind::Source => Kind::Source,
         };
         let mut names: Vec<String> = self
             .catalog

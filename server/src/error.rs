@@ -32,6 +32,9 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IO_ERROR: &str = "58030";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const UNABLE_TO_CONNECT: &str = "08001";
+    pub const QUERY_CANCELED: &str = "57014";
 }
 
 /// An error as the client sees it.

@@ -14,3 +14,4 @@ pub mod error;
 pub mod pg;
 pub mod providers;
 pub mod server;
+pub mod source;

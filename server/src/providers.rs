@@ -48,7 +48,7 @@ impl TableProvider for StoredRelation {
 
     fn table_type(&self) -> TableType {
         match self.rel.kind {
-            Kind::Table => TableType::Base,
+            Kind::Table | Kind::Source => TableType::Base,
             Kind::MaterializedView => TableType::View,
         }
     }
@@ -79,7 +79,7 @@ impl TableProvider for StoredRelation {
 /// `None` (every row counts once).
 fn contents(rel: &Relation, store: &Store) -> SqlResult<Vec<(RecordBatch, Option<Int64Array>)>> {
     match rel.kind {
-        Kind::Table => Ok(store
+        Kind::Table | Kind::Source => Ok(store
             .table_batches(rel.id)?
             .into_iter()
             .map(|b| conform(b, &rel.schema).map(|b| (b, None)))
@@ -134,7 +134,7 @@ pub fn decode_view_rows(
 /// from the existing contents of the relations it reads.
 pub fn snapshot_delta(rel: &Relation, store: &Store) -> SqlResult<Delta> {
     let parts: Vec<Delta> = match rel.kind {
-        Kind::Table => contents(rel, store)?
+        Kind::Table | Kind::Source => contents(rel, store)?
             .into_iter()
             .map(|(b, _)| Delta::inserts(b))
             .collect(),

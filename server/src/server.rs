@@ -28,7 +28,7 @@ pub async fn run(
         local.ip(),
         local.port()
     );
-    let handlers = Arc::new(Handlers(Frontend::new(engine)));
+    let handlers = Arc::new(Handlers(Frontend::new(engine.clone())));
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -60,6 +60,7 @@ pub async fn run(
             next = connections.join_next() => if next.is_none() { break },
         }
     }
+    engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

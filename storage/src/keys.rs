@@ -13,6 +13,7 @@ pub(crate) enum Space {
     TableRows = 2,
     OperatorState = 3,
     ViewRows = 4,
+    SourceOffsets = 5,
 }
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {
@@ -51,6 +52,18 @@ pub(crate) fn view_row(id: RelationId, row: &[u8]) -> Vec<u8> {
     let mut k = prefix(Space::ViewRows, id);
     k.extend_from_slice(row);
     k
+}
+
+pub(crate) fn source_offset(id: RelationId, partition: i32) -> Vec<u8> {
+    let mut k = prefix(Space::SourceOffsets, id);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub(crate) fn decode_i32(b: &[u8]) -> Result<i32> {
+    b.try_into()
+        .map(i32::from_be_bytes)
+        .map_err(|_| StorageError::Corrupt("expected a 4-byte integer".into()))
 }
 
 pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {

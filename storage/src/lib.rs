@@ -127,6 +127,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The committed position of every partition of source `id`: the offset
+    /// of the next message to consume, by partition.
+    pub fn source_offsets(&self, id: RelationId) -> Result<Vec<(i32, i64)>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::prefix(Space::SourceOffsets, id)) {
+            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading source offsets"))?;
+            out.push((keys::decode_i32(&k[9..13])?, keys::decode_i64(&v)?));
+        }
+        Ok(out)
+    }
+
     /// The multiplicity of one row of view `id` (0 when absent).
     pub fn view_row_count(&self, id: RelationId, row: &[u8]) -> Result<i64> {
         match self.get(&keys::view_row(id, row))? {
@@ -152,7 +163,12 @@ impl Store {
     /// Starts a commit that removes every record of relation `id` (its rows,
     /// operator state and view contents) and its catalog record `name`.
     pub fn drop_relation(&self, commit: &mut Commit, id: RelationId, name: &str) -> Result<()> {
-        for space in [Space::TableRows, Space::OperatorState, Space::ViewRows] {
+        for space in [
+            Space::TableRows,
+            Space::OperatorState,
+            Space::ViewRows,
+            Space::SourceOffsets,
+        ] {
             for item in self.tree.scan_prefix(keys::prefix(space, id)) {
                 let (k, _) = item.map_err(|e| StorageError::from_sled(e, "dropping a relation"))?;
                 commit.batch.remove(k);
@@ -247,6 +263,16 @@ impl Commit {
         } else {
             self.put(key, count.to_be_bytes().to_vec());
         }
+    }
+
+    /// Records that source `id` has consumed `partition` up to (not
+    /// including) `next_offset`. Committed with the rows and view changes
+    /// those messages caused, this is what makes source views exactly-once.
+    pub fn set_source_offset(&mut self, id: RelationId, partition: i32, next_offset: i64) {
+        self.put(
+            keys::source_offset(id, partition),
+            next_offset.to_be_bytes().to_vec(),
+        );
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

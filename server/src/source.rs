@@ -1,0 +1,235 @@
+//! Sources: relations fed by a Kafka topic.
+//!
+//! A source is declared with `CREATE SOURCE … WITH (connector = 'kafka', …)
+//! FORMAT PLAIN ENCODE JSON|CSV|BYTES`. Each source has one ingest thread
+//! ([`ingest`]) that reads every partition of its topic, decodes messages
+//! into rows ([`decode`]) and hands each batch to the engine, which appends
+//! the rows, updates every view and records the partitions' next offsets in
+//! one atomic storage commit. Millrace's own committed offsets are where a
+//! restart resumes, which is what makes views exactly-once. What each
+//! partition is doing is visible in `millrace_catalog.source_partitions`
+//! ([`status`]).
+
+pub mod decode;
+pub mod ingest;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use millrace_planner::source::{Metadata, SourceDef};
+
+use crate::error::{sqlstate, SqlError, SqlResult};
+use decode::Encoding;
+
+/// Where a new source starts reading (`scan.startup.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartupMode {
+    /// The oldest message still in each partition.
+    Earliest,
+    /// Only messages produced after the source is created.
+    Latest,
+    /// The first message at or after this time (epoch milliseconds).
+    Timestamp(i64),
+}
+
+/// A source's settings, validated from its `CREATE SOURCE` statement.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// The topic read.
+    pub topic: String,
+    /// librdkafka settings: `properties.*` with the prefix removed, and
+    /// `bootstrap.servers`.
+    pub kafka: BTreeMap<String, String>,
+    /// Where a new source starts.
+    pub startup: StartupMode,
+    /// How payloads are encoded.
+    pub encoding: Encoding,
+    /// The relation's columns: payload columns, then metadata columns.
+    pub schema: SchemaRef,
+    /// The metadata columns, in order, after the payload columns.
+    pub metadata: Vec<Metadata>,
+    /// How long CREATE SOURCE waits for the broker to answer.
+    pub connect_timeout: Duration,
+    /// Messages larger than this are skipped and counted.
+    pub max_message_bytes: usize,
+    /// The longest a consumed message waits before its batch is committed.
+    pub checkpoint_interval: Duration,
+    /// The most rows in one committed batch (bounds memory).
+    pub max_batch_rows: usize,
+}
+
+/// Option keys of the `WITH (…)` clause other than `properties.*`.
+const KNOWN_OPTIONS: &[&str] = &[
+    "connector",
+    "topic",
+    "scan.startup.mode",
+    "scan.startup.timestamp.millis",
+    "scan.startup.timestamp_millis",
+    "connect.timeout.ms",
+    "max.message.bytes",
+    "checkpoint.interval.ms",
+    "max.batch.rows",
+];
+
+impl SourceConfig {
+    /// Validates `def`; `schema` holds the columns as planned (payload
+    /// columns, then the metadata columns).
+    pub fn new(def: &SourceDef, schema: SchemaRef) -> SqlResult<Self> {
+        let opts = &def.options;
+        let connector = opts.get("connector").map(String::as_str).unwrap_or("");
+        if !connector.eq_ignore_ascii_case("kafka") {
+            return Err(invalid(format!(
+                "connector \"{connector}\" is not supported; the only connector is 'kafka'"
+            )));
+        }
+        for key in opts.keys() {
+            if !key.starts_with("properties.") && !KNOWN_OPTIONS.contains(&key.as_str()) {
+                return Err(invalid(format!("unknown source option \"{key}\""))
+                    .with_hint(format!("Known options: {}, and properties.* for the Kafka client.", KNOWN_OPTIONS.join(", "))));
+            }
+        }
+        let topic = opts
+            .get("topic")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid("a Kafka source needs the option topic = '…'"))?
+            .clone();
+        let mut kafka = BTreeMap::new();
+        for (key, value) in opts {
+            if let Some(property) = key.strip_prefix("properties.") {
+                let property = match property {
+                    "bootstrap.server" => "bootstrap.servers",
+                    p => p,
+                };
+                kafka.insert(property.to_string(), value.clone());
+            }
+        }
+        if !kafka.contains_key("bootstrap.servers") {
+            return Err(invalid(
+                "a Kafka source needs the option properties.bootstrap.server = 'host:port'",
+            ));
+        }
+        let startup = match opts
+            .get("scan.startup.mode")
+            .map(|m| m.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("earliest") => StartupMode::Earliest,
+            Some("latest") => StartupMode::Latest,
+            Some("timestamp") => {
+                let millis = opts
+                    .get("scan.startup.timestamp.millis")
+                    .or_else(|| opts.get("scan.startup.timestamp_millis"))
+                    .ok_or_else(|| {
+                        invalid("scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis")
+                    })?;
+                StartupMode::Timestamp(parse_number(millis, "scan.startup.timestamp.millis")?)
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "scan.startup.mode must be 'earliest', 'latest' or 'timestamp', not '{other}'"
+                )))
+            }
+        };
+        if def.format != "PLAIN" {
+            return Err(SqlError::unsupported(format!(
+                "FORMAT {} (only FORMAT PLAIN)",
+                def.format
+            )));
+        }
+        let payload = schema.fields().len() - def.includes.len();
+        let encoding = match def.encode.as_str() {
+            "JSON" => Encoding::Json,
+            "CSV" => {
+                let delimiter = match def.encode_options.get("delimiter").map(String::as_bytes) {
+                    None => b',',
+                    Some([d]) => *d,
+                    Some(_) => return Err(invalid("the CSV delimiter must be one character")),
+                };
+                Encoding::Csv { delimiter }
+            }
+            "BYTES" => {
+                let ok = payload == 1
+                    && schema.field(0).data_type() == &arrow::datatypes::DataType::Binary;
+                if !ok {
+                    return Err(invalid(
+                        "ENCODE BYTES needs exactly one payload column, of type BYTEA",
+                    ));
+                }
+                Encoding::Bytes
+            }
+            other => {
+                return Err(SqlError::unsupported(format!(
+                    "ENCODE {other} (supported: JSON, CSV, BYTES)"
+                )))
+            }
+        };
+        for f in schema.fields().iter().take(payload) {
+            if !decode::decodable(f.data_type()) {
+                return Err(SqlError::unsupported(format!(
+                    "source column \"{}\" of type {}",
+                    f.name(),
+                    crate::engine::pg_type_name(f.data_type())
+                )));
+            }
+        }
+        let millis = |key: &str, default: u64| -> SqlResult<Duration> {
+            match opts.get(key) {
+                Some(v) => Ok(Duration::from_millis(parse_number::<u64>(v, key)?.max(1))),
+                None => Ok(Duration::from_millis(default)),
+            }
+        };
+        let max_message_bytes = match opts.get("max.message.bytes") {
+            Some(v) => parse_number(v, "max.message.bytes")?,
+            None => 1 << 20,
+        };
+        let max_batch_rows = match opts.get("max.batch.rows") {
+            Some(v) => parse_number::<usize>(v, "max.batch.rows")?.max(1),
+            None => 100_000,
+        };
+        Ok(Self {
+            topic,
+            kafka,
+            startup,
+            encoding,
+            metadata: def.includes.iter().map(|i| i.metadata).collect(),
+            schema,
+            connect_timeout: millis("connect.timeout.ms", 10_000)?,
+            max_message_bytes,
+            checkpoint_interval: millis("checkpoint.interval.ms", 1_000)?,
+            max_batch_rows,
+        })
+    }
+
+    /// The payload columns (the ones decoded from messages).
+    pub fn payload_fields(&self) -> Vec<arrow::datatypes::FieldRef> {
+        let n = self.schema.fields().len() - self.metadata.len();
+        self.schema.fields().iter().take(n).cloned().collect()
+    }
+
+    /// The bootstrap servers, for messages.
+    pub fn brokers(&self) -> &str {
+        self.kafka.get("bootstrap.servers").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// The SQL type of a metadata column.
+pub fn metadata_sql_type(m: Metadata) -> &'static str {
+    match m {
+        Metadata::Partition => "INTEGER",
+        Metadata::Offset => "BIGINT",
+        Metadata::Timestamp => "TIMESTAMPTZ",
+        Metadata::Key => "BYTEA",
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(v: &str, key: &str) -> SqlResult<T> {
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(format!("option {key} must be a non-negative whole number, not '{v}'")))
+}
+
+fn invalid(message: impl Into<String>) -> SqlError {
+    SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, message)
+}

@@ -1,0 +1,395 @@
+//! Message payloads to typed rows: `ENCODE JSON`, `CSV` and `BYTES`.
+//!
+//! A message decodes completely or not at all: it is first turned into one
+//! [`Cell`] per column, and only a message whose every column converted is
+//! appended to the column builders. A message that does not decode is the
+//! producer's fault; the caller counts and skips it.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder, TimestampMillisecondBuilder, TimestampNanosecondBuilder,
+    TimestampSecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// How payloads are encoded (`ENCODE …`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// One JSON object per message; fields map to columns by name.
+    Json,
+    /// One CSV record per message; fields map to columns by position.
+    Csv { delimiter: u8 },
+    /// The payload as is, in the one `bytea` column.
+    Bytes,
+}
+
+/// One decoded value, before it is appended to its column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Decimal(i128),
+    Bool(bool),
+    Text(String),
+    /// Nanoseconds since the epoch.
+    Timestamp(i64),
+    /// Days since the epoch.
+    Date(i32),
+    Bytes(Vec<u8>),
+}
+
+/// Why one message could not be decoded (shown in `last_error`).
+pub type DecodeError = String;
+
+/// Decodes payloads of one source into batches of its payload columns.
+pub struct Decoder {
+    encoding: Encoding,
+    fields: Vec<Arc<Field>>,
+    /// Column names lower-cased, to match JSON keys case-insensitively
+    /// when the exact key is absent.
+    cells: Vec<Vec<Cell>>,
+}
+
+impl Decoder {
+    /// A decoder for the payload columns `fields`.
+    pub fn new(encoding: Encoding, fields: Vec<Arc<Field>>) -> Self {
+        let cells = vec![Vec::new(); fields.len()];
+        Self {
+            encoding,
+            fields,
+            cells,
+        }
+    }
+
+    /// Rows decoded since the last [`Decoder::finish`].
+    pub fn rows(&self) -> usize {
+        self.cells.first().map_or(0, Vec::len)
+    }
+
+    /// Decodes one payload and keeps its row, or keeps nothing and says why.
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
+        if payload.is_empty() {
+            return Err("empty message".into());
+        }
+        let row = match &self.encoding {
+            Encoding::Json => self.json_row(payload)?,
+            Encoding::Csv { delimiter } => self.csv_row(payload, *delimiter)?,
+            Encoding::Bytes => vec![Cell::Bytes(payload.to_vec())],
+        };
+        for (column, cell) in self.cells.iter_mut().zip(row) {
+            column.push(cell);
+        }
+        Ok(())
+    }
+
+    /// The decoded rows as arrays, one per payload column; starts afresh.
+    pub fn finish(&mut self) -> Result<Vec<ArrayRef>, DecodeError> {
+        let mut out = Vec::with_capacity(self.fields.len());
+        for (field, cells) in self.fields.iter().zip(self.cells.iter_mut()) {
+            out.push(build(field.data_type(), std::mem::take(cells))?);
+        }
+        Ok(out)
+    }
+
+    fn json_row(&self, payload: &[u8]) -> Result<Vec<Cell>, DecodeError> {
+        let value: Value =
+            serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
+        let Value::Object(object) = value else {
+            return Err("the JSON message is not an object".into());
+        };
+        let mut row = Vec::with_capacity(self.fields.len());
+        for field in &self.fields {
+            let v = object.get(field.name()).or_else(|| {
+                object
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(field.name()))
+                    .map(|(_, v)| v)
+            });
+            let cell = match v {
+                None | Some(Value::Null) => Cell::Null,
+                Some(v) => from_json(v, field.data_type())
+                    .map_err(|e| format!("field \"{}\": {e}", field.name()))?,
+            };
+            row.push(cell);
+        }
+        Ok(row)
+    }
+
+    fn csv_row(&self, payload: &[u8], delimiter: u8) -> Result<Vec<Cell>, DecodeError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(delimiter)
+            .from_reader(payload);
+        let mut record = csv::StringRecord::new();
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => return Err("empty CSV record".into()),
+            Err(e) => return Err(format!("invalid CSV: {e}")),
+        }
+        if record.len() != self.fields.len() {
+            return Err(format!(
+                "the CSV record has {} fields, the source has {} columns",
+                record.len(),
+                self.fields.len()
+            ));
+        }
+        let mut row = Vec::with_capacity(self.fields.len());
+        for (field, text) in self.fields.iter().zip(record.iter()) {
+            let cell = if text.is_empty() {
+                Cell::Null
+            } else {
+                from_text(text, field.data_type())
+                    .map_err(|e| format!("field \"{}\": {e}", field.name()))?
+            };
+            row.push(cell);
+        }
+        Ok(row)
+    }
+}
+
+fn from_json(v: &Value, t: &DataType) -> Result<Cell, String> {
+    match (v, t) {
+        (Value::String(s), DataType::Utf8) => Ok(Cell::Text(s.clone())),
+        // Nested values land in a text column as their JSON text.
+        (v, DataType::Utf8) => Ok(Cell::Text(v.to_string())),
+        (Value::Bool(b), DataType::Boolean) => Ok(Cell::Bool(*b)),
+        (Value::Number(n), t) if is_integer(t) => n
+            .as_i64()
+            .map(Cell::Int)
+            .ok_or_else(|| format!("{n} is not an integer"))
+            .and_then(|c| check_int_range(c, t)),
+        (Value::Number(n), DataType::Float32 | DataType::Float64) => n
+            .as_f64()
+            .map(Cell::Float)
+            .ok_or_else(|| format!("{n} is not a number")),
+        (Value::Number(n), DataType::Decimal128(_, _)) => from_text(&n.to_string(), t),
+        // Epoch milliseconds.
+        (Value::Number(n), DataType::Timestamp(_, _)) => {
+            let ms = n
+                .as_i64()
+                .ok_or_else(|| format!("{n} is not a whole number of epoch milliseconds"))?;
+            ms.checked_mul(1_000_000)
+                .map(Cell::Timestamp)
+                .ok_or_else(|| format!("{n} ms is out of the timestamp range"))
+        }
+        (Value::String(s), t) => from_text(s, t),
+        (v, t) => Err(format!("{} cannot be read as {}", json_kind(v), crate::engine::pg_type_name(t))),
+    }
+}
+
+fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
+    let bad = || format!("invalid input syntax for type {}: \"{s}\"", crate::engine::pg_type_name(t));
+    let s_trim = s.trim();
+    match t {
+        DataType::Utf8 => Ok(Cell::Text(s.to_string())),
+        t if is_integer(t) => s_trim
+            .parse::<i64>()
+            .map(Cell::Int)
+            .map_err(|_| bad())
+            .and_then(|c| check_int_range(c, t)),
+        DataType::Float32 | DataType::Float64 => {
+            s_trim.parse::<f64>().map(Cell::Float).map_err(|_| bad())
+        }
+        DataType::Decimal128(precision, scale) => {
+            let mut d = Decimal::from_str_exact(s_trim)
+                .or_else(|_| Decimal::from_scientific(s_trim))
+                .map_err(|_| bad())?;
+            d = d.round_dp(*scale as u32);
+            d.rescale(*scale as u32);
+            let m = d.mantissa();
+            if m.unsigned_abs() >= 10u128.pow(*precision as u32) {
+                return Err(format!("numeric field overflow: {s}"));
+            }
+            Ok(Cell::Decimal(m))
+        }
+        DataType::Boolean => match s_trim.to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "yes" | "on" => Ok(Cell::Bool(true)),
+            "f" | "false" | "0" | "no" | "off" => Ok(Cell::Bool(false)),
+            _ => Err(bad()),
+        },
+        DataType::Timestamp(_, _) => parse_timestamp(s_trim).map(Cell::Timestamp).ok_or_else(bad),
+        DataType::Date32 => NaiveDate::parse_from_str(s_trim, "%Y-%m-%d")
+            .map(|d| Cell::Date((d - NaiveDate::default()).num_days() as i32))
+            .map_err(|_| bad()),
+        DataType::Binary => Ok(Cell::Bytes(s.as_bytes().to_vec())),
+        other => Err(format!(
+            "columns of type {} cannot be decoded from messages yet",
+            crate::engine::pg_type_name(other)
+        )),
+    }
+}
+
+/// ISO-8601 / PostgreSQL timestamp text, with or without a zone, as
+/// nanoseconds since the epoch (UTC).
+fn parse_timestamp(s: &str) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return t.timestamp_nanos_opt();
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return t.timestamp_nanos_opt();
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return t.and_utc().timestamp_nanos_opt();
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|t| t.and_utc().timestamp_nanos_opt())
+}
+
+fn is_integer(t: &DataType) -> bool {
+    matches!(t, DataType::Int16 | DataType::Int32 | DataType::Int64)
+}
+
+fn check_int_range(c: Cell, t: &DataType) -> Result<Cell, String> {
+    let Cell::Int(v) = c else { return Ok(c) };
+    let ok = match t {
+        DataType::Int16 => i16::try_from(v).is_ok(),
+        DataType::Int32 => i32::try_from(v).is_ok(),
+        _ => true,
+    };
+    if ok {
+        Ok(c)
+    } else {
+        Err(format!("value {v} is out of range for type {}", crate::engine::pg_type_name(t)))
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+macro_rules! build_with {
+    ($builder:expr, $cells:expr, $pat:pat => $val:expr) => {{
+        let mut b = $builder;
+        for cell in $cells {
+            match cell {
+                Cell::Null => b.append_null(),
+                $pat => b.append_value($val),
+                other => return Err(format!("internal: {other:?} in a column of another type")),
+            }
+        }
+        Ok(Arc::new(b.finish()) as ArrayRef)
+    }};
+}
+
+fn build(t: &DataType, cells: Vec<Cell>) -> Result<ArrayRef, DecodeError> {
+    let n = cells.len();
+    match t {
+        DataType::Int16 => build_with!(Int16Builder::with_capacity(n), cells, Cell::Int(v) => v as i16),
+        DataType::Int32 => build_with!(Int32Builder::with_capacity(n), cells, Cell::Int(v) => v as i32),
+        DataType::Int64 => build_with!(Int64Builder::with_capacity(n), cells, Cell::Int(v) => v),
+        DataType::Float32 => build_with!(Float32Builder::with_capacity(n), cells, Cell::Float(v) => v as f32),
+        DataType::Float64 => build_with!(Float64Builder::with_capacity(n), cells, Cell::Float(v) => v),
+        DataType::Boolean => build_with!(BooleanBuilder::with_capacity(n), cells, Cell::Bool(v) => v),
+        DataType::Utf8 => build_with!(StringBuilder::with_capacity(n, n * 16), cells, Cell::Text(v) => v),
+        DataType::Binary => build_with!(BinaryBuilder::with_capacity(n, n * 16), cells, Cell::Bytes(v) => v),
+        DataType::Date32 => build_with!(Date32Builder::with_capacity(n), cells, Cell::Date(v) => v),
+        DataType::Decimal128(p, s) => {
+            let b = Decimal128Builder::with_capacity(n)
+                .with_precision_and_scale(*p, *s)
+                .map_err(|e| e.to_string())?;
+            build_with!(b, cells, Cell::Decimal(v) => v)
+        }
+        DataType::Timestamp(unit, tz) => {
+            let tz = tz.clone();
+            match unit {
+                TimeUnit::Second => build_with!(TimestampSecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000_000)),
+                TimeUnit::Millisecond => build_with!(TimestampMillisecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000)),
+                TimeUnit::Microsecond => build_with!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000)),
+                TimeUnit::Nanosecond => build_with!(TimestampNanosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v),
+            }
+        }
+        other => Err(format!(
+            "columns of type {} cannot be decoded from messages yet",
+            crate::engine::pg_type_name(other)
+        )),
+    }
+}
+
+/// Whether a column of type `t` can be decoded from messages.
+pub fn decodable(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Boolean
+            | DataType::Utf8
+            | DataType::Binary
+            | DataType::Date32
+            | DataType::Decimal128(_, _)
+            | DataType::Timestamp(_, _)
+    )
+}
+
+/// A batch of `schema` from payload columns plus metadata columns.
+pub fn batch(schema: &SchemaRef, mut columns: Vec<ArrayRef>, metadata: Vec<ArrayRef>) -> Result<RecordBatch, DecodeError> {
+    columns.extend(metadata);
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| format!("internal: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+
+    fn fields() -> Vec<Arc<Field>> {
+        vec![
+            Arc::new(Field::new("id", DataType::Int64, true)),
+            Arc::new(Field::new("name", DataType::Utf8, true)),
+            Arc::new(Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true)),
+            Arc::new(Field::new("price", DataType::Decimal128(10, 2), true)),
+        ]
+    }
+
+    #[test]
+    fn json_rows_decode_whole_or_not_at_all() {
+        let mut d = Decoder::new(Encoding::Json, fields());
+        d.push(br#"{"id": 1, "name": "a", "ts": "2026-01-01 00:00:01", "price": 1.5}"#).unwrap();
+        d.push(br#"{"id": 2, "ts": 1767225602000, "extra": true}"#).unwrap();
+        assert!(d.push(br#"{"id": "x"}"#).is_err());
+        assert!(d.push(br#"{"id": 3, "ts": "not a time"}"#).is_err());
+        assert!(d.push(b"{not json").is_err());
+        assert!(d.push(b"").is_err());
+        assert!(d.push(b"[1]").is_err());
+        assert_eq!(d.rows(), 2);
+        let cols = d.finish().unwrap();
+        assert_eq!(cols[0].as_primitive::<Int64Type>().values(), &[1, 2]);
+        assert!(cols[1].is_null(1));
+        let ts = cols[2].as_primitive::<TimestampNanosecondType>();
+        assert_eq!(ts.value(1) - ts.value(0), 1_000_000_000);
+        assert_eq!(d.rows(), 0);
+    }
+
+    #[test]
+    fn csv_rows_decode_by_position() {
+        let mut d = Decoder::new(Encoding::Csv { delimiter: b',' }, fields());
+        d.push(b"1,\"a, b\",2026-01-01T00:00:00Z,2.25").unwrap();
+        d.push(b"2,,,").unwrap();
+        assert!(d.push(b"1,2").is_err());
+        assert_eq!(d.rows(), 2);
+    }
+}

@@ -1,0 +1,605 @@
+//! The ingest thread of one source: Kafka messages in, committed batches out.
+//!
+//! The thread assigns itself every partition of the topic at the offsets
+//! committed in Millrace's storage (never Kafka's consumer-group offsets),
+//! polls messages, decodes them and, when the batch is full, the consumer
+//! has momentarily nothing more, or the checkpoint interval has passed,
+//! hands the batch and the partitions' next offsets to the engine, which
+//! commits rows, view changes and offsets atomically. Only then does it
+//! poll again: consumption is paced by processing, and librdkafka's
+//! prefetch queue is capped, so memory stays bounded however far behind
+//! the source is.
+//!
+//! Anything that goes wrong (broker unreachable, topic gone, a batch the
+//! engine refused) drops the consumer, shows the error in the status table,
+//! waits with exponential backoff and starts over from the committed
+//! offsets: nothing is lost or counted twice, and the server keeps serving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+use super::decode::{self, Decoder};
+use super::status::{SourceStatus, State};
+use super::{SourceConfig, StartupMode};
+use crate::catalog::Relation;
+use crate::engine::Engine;
+use millrace_planner::source::Metadata;
+
+/// The longest the thread waits between two looks at its stop flag.
+const TICK: Duration = Duration::from_millis(100);
+/// A batch closes when no message arrived for this long.
+const QUIET: Duration = Duration::from_millis(10);
+/// Timeout of one watermark request.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff bounds after a failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What other threads ask of an ingest thread.
+enum Request {
+    /// The current high watermark of every partition (for `FLUSH`).
+    HighWatermarks(oneshot::Sender<Result<BTreeMap<i32, i64>, String>>),
+}
+
+/// A running source: its thread, its status and how to reach it.
+pub struct SourceRunner {
+    /// The live status (shared with the system table).
+    pub status: Arc<SourceStatus>,
+    stop: Arc<AtomicBool>,
+    requests: mpsc::Sender<Request>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SourceRunner {
+    /// Starts the ingest thread of `rel`, resuming from `committed`.
+    pub fn start(
+        engine: Weak<Engine>,
+        rel: Arc<Relation>,
+        config: SourceConfig,
+        status: Arc<SourceStatus>,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let ingest = Ingest {
+            engine,
+            rel,
+            config,
+            status: status.clone(),
+            stop: stop.clone(),
+            requests: rx,
+            runtime,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("source-{}", ingest.rel.name))
+            .spawn(move || ingest.run())?;
+        Ok(Self {
+            status,
+            stop,
+            requests: tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop; it does within [`TICK`] or after the batch
+    /// it is committing.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A handle to ask the running source questions without holding it.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            status: self.status.clone(),
+            requests: self.requests.clone(),
+        }
+    }
+
+    /// Stops the thread and waits for it to end.
+    pub fn join(mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Asks a running source's thread for what only it can read.
+pub struct Probe {
+    /// The source's live status.
+    pub status: Arc<SourceStatus>,
+    requests: mpsc::Sender<Request>,
+}
+
+impl Probe {
+    /// The partitions' current high watermarks, read from the broker.
+    pub async fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::HighWatermarks(tx))
+            .map_err(|_| "the source has stopped".to_string())?;
+        rx.await.map_err(|_| "the source has stopped".to_string())?
+    }
+}
+
+impl Drop for SourceRunner {
+    fn drop(&mut self) {
+        self.stop();
+        // Not joined: the thread may be waiting for the engine's write lock,
+        // which whoever drops the runner may hold. It exits on its own.
+        drop(self.thread.take());
+    }
+}
+
+/// Creates a consumer for `config` that never commits to Kafka.
+pub fn consumer(config: &SourceConfig) -> Result<BaseConsumer, KafkaError> {
+    let mut cc = ClientConfig::new();
+    // Bounded prefetch: at most 16 MiB queued per partition.
+    cc.set("queued.max.messages.kbytes", "16384");
+    cc.set("socket.connection.setup.timeout.ms", "10000");
+    for (k, v) in &config.kafka {
+        cc.set(k, v);
+    }
+    // Millrace's checkpoint is the truth: Kafka's group offsets are not used.
+    cc.set("enable.auto.commit", "false");
+    cc.set("enable.auto.offset.store", "false");
+    cc.set("enable.partition.eof", "true");
+    cc.set("allow.auto.create.topics", "false");
+    cc.create()
+}
+
+/// Why a topic's partitions could not be read.
+#[derive(Debug)]
+pub enum TopicError {
+    /// The broker answered: there is no such topic.
+    Unknown(String),
+    /// The broker did not answer, or answered with an error.
+    Broker(String),
+}
+
+impl std::fmt::Display for TopicError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicError::Unknown(m) | TopicError::Broker(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The partitions of `config.topic`, or why they cannot be listed.
+pub fn partitions(
+    c: &BaseConsumer,
+    config: &SourceConfig,
+    timeout: Duration,
+) -> Result<Vec<i32>, TopicError> {
+    let unknown = || TopicError::Unknown(format!("Kafka topic \"{}\" does not exist", config.topic));
+    let md = c.fetch_metadata(Some(&config.topic), timeout).map_err(|e| {
+        TopicError::Broker(format!(
+            "could not reach the Kafka broker at {} within {} ms: {e}",
+            config.brokers(),
+            timeout.as_millis()
+        ))
+    })?;
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == config.topic)
+        .ok_or_else(unknown)?;
+    if let Some(err) = topic.error() {
+        return Err(match rdkafka::types::RDKafkaErrorCode::from(err) {
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition => unknown(),
+            other => TopicError::Broker(format!("Kafka topic \"{}\": {other}", config.topic)),
+        });
+    }
+    let mut ps: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    ps.sort_unstable();
+    if ps.is_empty() {
+        return Err(unknown());
+    }
+    Ok(ps)
+}
+
+/// Where a new source starts in each partition, as concrete offsets (so a
+/// crash before its first commit restarts at the same place).
+pub fn start_offsets(
+    c: &BaseConsumer,
+    config: &SourceConfig,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>, String> {
+    let mut out = Vec::new();
+    let by_time = match config.startup {
+        StartupMode::Timestamp(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                tpl.add_partition_offset(&config.topic, *p, Offset::Offset(ms))
+                    .map_err(|e| e.to_string())?;
+            }
+            Some(
+                c.offsets_for_times(tpl, timeout)
+                    .map_err(|e| format!("looking up offsets for scan.startup.timestamp.millis: {e}"))?,
+            )
+        }
+        _ => None,
+    };
+    for p in partitions {
+        let (low, high) = c
+            .fetch_watermarks(&config.topic, *p, timeout)
+            .map_err(|e| format!("reading the offsets of partition {p}: {e}"))?;
+        let offset = match config.startup {
+            StartupMode::Earliest => low,
+            StartupMode::Latest => high,
+            StartupMode::Timestamp(_) => match by_time
+                .as_ref()
+                .and_then(|t| t.find_partition(&config.topic, *p))
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                // No message at or after that time yet.
+                _ => high,
+            },
+        };
+        out.push((*p, offset));
+    }
+    Ok(out)
+}
+
+struct Ingest {
+    engine: Weak<Engine>,
+    rel: Arc<Relation>,
+    config: SourceConfig,
+    status: Arc<SourceStatus>,
+    stop: Arc<AtomicBool>,
+    requests: mpsc::Receiver<Request>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Why a consuming session ended.
+enum End {
+    /// Stop was asked for, or the source was dropped.
+    Stopped,
+    /// Something failed; start over after a backoff.
+    Failed(String),
+}
+
+impl Ingest {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.engine.strong_count() == 0
+    }
+
+    fn run(self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let started = Instant::now();
+            match self.session() {
+                End::Stopped => break,
+                End::Failed(e) => {
+                    tracing::warn!(source = %self.rel.name, "source retrying in {backoff:?}: {e}");
+                    self.status.set_state(State::Retrying, Some(e.clone()));
+                    if started.elapsed() > BACKOFF_MAX {
+                        backoff = BACKOFF_MIN;
+                    }
+                    if !self.wait(backoff, &e) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.status.set_state(State::Stopped, None);
+        tracing::info!(source = %self.rel.name, "source stopped");
+    }
+
+    /// Sleeps `d`, answering requests with `error`; false when stopped.
+    fn wait(&self, d: Duration, error: &str) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopped() {
+                return false;
+            }
+            match self.requests.recv_timeout(TICK.min(until - Instant::now())) {
+                Ok(Request::HighWatermarks(reply)) => {
+                    let _ = reply.send(Err(format!("source \"{}\" is retrying: {error}", self.rel.name)));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        !self.stopped()
+    }
+
+    /// Consumes from the committed offsets until stopped or failed.
+    fn session(&self) -> End {
+        let Some(engine) = self.engine.upgrade() else {
+            return End::Stopped;
+        };
+        let committed: BTreeMap<i32, i64> = match engine.source_offsets(self.rel.id) {
+            Ok(o) => o.into_iter().collect(),
+            Err(e) => return End::Failed(e.to_string()),
+        };
+        drop(engine);
+        let c = match consumer(&self.config) {
+            Ok(c) => c,
+            Err(e) => return End::Failed(format!("creating the Kafka client: {e}")),
+        };
+        let parts = match partitions(&c, &self.config, WATERMARK_TIMEOUT) {
+            Ok(p) => p,
+            Err(e) => return End::Failed(e.to_string()),
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            // A partition added after the source was created starts at its beginning.
+            let offset = committed.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            if let Err(e) = tpl.add_partition_offset(&self.config.topic, *p, offset) {
+                return End::Failed(e.to_string());
+            }
+        }
+        if let Err(e) = c.assign(&tpl) {
+            return End::Failed(format!("assigning partitions: {e}"));
+        }
+        self.status.set_state(State::Running, None);
+        let mut hw_refreshed = Instant::now() - Duration::from_secs(60);
+        let mut batch = Batch::new(&self.config);
+        loop {
+            match self.fill(&c, &parts, &mut batch, &mut hw_refreshed) {
+                Ok(true) => {}
+                Ok(false) => return End::Stopped,
+                Err(e) => return End::Failed(e),
+            }
+            match self.commit(&c, &mut batch) {
+                Ok(true) => {}
+                Ok(false) => return End::Stopped,
+                Err(e) => return End::Failed(e),
+            }
+        }
+    }
+
+    /// Polls until the batch should be committed. False when stopped.
+    fn fill(
+        &self,
+        c: &BaseConsumer,
+        parts: &[i32],
+        batch: &mut Batch,
+        hw_refreshed: &mut Instant,
+    ) -> Result<bool, String> {
+        let mut opened: Option<Instant> = None;
+        loop {
+            if self.stopped() {
+                return Ok(false);
+            }
+            while let Ok(Request::HighWatermarks(reply)) = self.requests.try_recv() {
+                let _ = reply.send(self.high_watermarks(c, parts));
+            }
+            if hw_refreshed.elapsed() >= Duration::from_secs(1) {
+                *hw_refreshed = Instant::now();
+                if let Ok(hw) = self.high_watermarks(c, parts) {
+                    for (p, h) in hw {
+                        self.status.update(p, |s| s.high_watermark = h);
+                    }
+                }
+            }
+            let timeout = match opened {
+                None => TICK,
+                Some(at) => {
+                    let left = self.config.checkpoint_interval.saturating_sub(at.elapsed());
+                    if left.is_zero() {
+                        return Ok(true);
+                    }
+                    QUIET.min(left)
+                }
+            };
+            match c.poll(timeout) {
+                None => {
+                    if opened.is_some() || !batch.eof.is_empty() {
+                        return Ok(true);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    batch.eof.insert(p);
+                }
+                Some(Err(e)) => {
+                    // librdkafka retries by itself; show what it reports.
+                    self.status.set_state(State::Retrying, Some(e.to_string()));
+                }
+                Some(Ok(m)) => {
+                    if opened.is_none() {
+                        opened = Some(Instant::now());
+                        self.status.set_state(State::Running, None);
+                    }
+                    batch.add(&self.config, &m);
+                    if batch.decoder.rows() >= self.config.max_batch_rows {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    fn high_watermarks(&self, c: &BaseConsumer, parts: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
+        let mut out = BTreeMap::new();
+        for p in parts {
+            let (_, high) = c
+                .fetch_watermarks(&self.config.topic, *p, WATERMARK_TIMEOUT)
+                .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
+            out.insert(*p, high);
+        }
+        Ok(out)
+    }
+
+    /// Commits the batch through the engine. False when the source is gone.
+    fn commit(&self, c: &BaseConsumer, batch: &mut Batch) -> Result<bool, String> {
+        let Some(engine) = self.engine.upgrade() else {
+            return Ok(false);
+        };
+        let progress = std::mem::take(&mut batch.next);
+        if !progress.is_empty() {
+            let rows = batch.finish(&self.config)?;
+            let result = self
+                .runtime
+                .block_on(engine.ingest(&self.rel, rows, &progress));
+            if let Err(e) = result {
+                if engine.relation(&self.rel.name).map(|r| r.id) != Some(self.rel.id) {
+                    return Ok(false);
+                }
+                batch.discard();
+                return Err(format!("a batch could not be applied: {}", e.message));
+            }
+        }
+        let now = Instant::now();
+        for (p, counts) in std::mem::take(&mut batch.counts) {
+            self.status.update(p, |s| {
+                s.messages += counts.messages;
+                s.bytes += counts.bytes;
+                s.decode_errors += counts.errors;
+                if counts.last_error.is_some() {
+                    s.last_error = counts.last_error;
+                }
+                s.tick_rate(now);
+            });
+        }
+        for (p, o) in &progress {
+            self.status.update(*p, |s| s.committed = *o);
+        }
+        // A partition at its end is consumed through its position, which
+        // also covers transaction markers no message stands for.
+        let mut caught_up = progress;
+        let eof = std::mem::take(&mut batch.eof);
+        if !eof.is_empty() {
+            if let Ok(positions) = c.position() {
+                for e in positions.elements_for_topic(&self.config.topic) {
+                    if let (true, Offset::Offset(o)) = (eof.contains(&e.partition()), e.offset()) {
+                        let entry = caught_up.entry(e.partition()).or_insert(o);
+                        *entry = (*entry).max(o);
+                    }
+                }
+            }
+        }
+        self.status.publish_caught_up(&caught_up);
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    messages: u64,
+    bytes: u64,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+/// Messages consumed since the last commit.
+struct Batch {
+    decoder: Decoder,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    timestamp: Vec<Option<i64>>,
+    key: Vec<Option<Vec<u8>>>,
+    /// The next offset of every partition a message came from.
+    next: BTreeMap<i32, i64>,
+    /// Partitions that reached their end since the last commit.
+    eof: BTreeSet<i32>,
+    counts: BTreeMap<i32, Counts>,
+}
+
+impl Batch {
+    fn new(config: &SourceConfig) -> Self {
+        Self {
+            decoder: Decoder::new(config.encoding.clone(), config.payload_fields()),
+            partition: Vec::new(),
+            offset: Vec::new(),
+            timestamp: Vec::new(),
+            key: Vec::new(),
+            next: BTreeMap::new(),
+            eof: BTreeSet::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, config: &SourceConfig, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let p = m.partition();
+        self.eof.remove(&p);
+        self.next.insert(p, m.offset() + 1);
+        let payload = m.payload().unwrap_or(&[]);
+        let counts = self.counts.entry(p).or_default();
+        counts.messages += 1;
+        counts.bytes += payload.len() as u64;
+        let result = if payload.len() > config.max_message_bytes {
+            Err(format!(
+                "a message of {} bytes is larger than max.message.bytes ({})",
+                payload.len(),
+                config.max_message_bytes
+            ))
+        } else {
+            self.decoder.push(payload)
+        };
+        match result {
+            Ok(()) => {
+                self.partition.push(p);
+                self.offset.push(m.offset());
+                self.timestamp.push(m.timestamp().to_millis().map(|ms| ms.saturating_mul(1_000_000)));
+                self.key.push(m.key().map(<[u8]>::to_vec));
+            }
+            Err(e) => {
+                counts.errors += 1;
+                counts.last_error = Some(format!("offset {}: {e}", m.offset()));
+            }
+        }
+    }
+
+    /// The decoded rows, if any, as a batch of the source's schema.
+    fn finish(&mut self, config: &SourceConfig) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
+        if self.decoder.rows() == 0 {
+            self.discard();
+            return Ok(None);
+        }
+        let payload = self.decoder.finish()?;
+        let mut metadata: Vec<ArrayRef> = Vec::new();
+        for (i, m) in config.metadata.iter().enumerate() {
+            let field = config.schema.field(payload.len() + i);
+            let array: ArrayRef = match m {
+                Metadata::Partition => Arc::new(Int32Array::from(std::mem::take(&mut self.partition))),
+                Metadata::Offset => Arc::new(Int64Array::from(std::mem::take(&mut self.offset))),
+                Metadata::Timestamp => {
+                    let a = TimestampNanosecondArray::from(self.timestamp.clone());
+                    let a: ArrayRef = Arc::new(match field.data_type() {
+                        DataType::Timestamp(TimeUnit::Nanosecond, tz) => a.with_timezone_opt(tz.clone()),
+                        _ => a,
+                    });
+                    arrow::compute::cast(&a, field.data_type()).map_err(|e| e.to_string())?
+                }
+                Metadata::Key => {
+                    let mut b = BinaryBuilder::new();
+                    for k in &self.key {
+                        b.append_option(k.as_deref());
+                    }
+                    Arc::new(b.finish())
+                }
+            };
+            metadata.push(array);
+        }
+        self.discard();
+        decode::batch(&config.schema, payload, metadata).map(Some)
+    }
+
+    fn discard(&mut self) {
+        let _ = self.decoder.finish();
+        self.partition.clear();
+        self.offset.clear();
+        self.timestamp.clear();
+        self.key.clear();
+        self.next.clear();
+        self.counts.clear();
+    }
+}

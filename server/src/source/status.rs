@@ -1,0 +1,329 @@
+//! What every source partition is doing, for people and for `FLUSH`:
+//! the table `millrace_catalog.source_partitions`.
+//!
+//! The ingest thread of a source updates its [`SourceStatus`] after every
+//! poll and every commit; a `SELECT` on the system table copies the current
+//! figures of all sources.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use tokio::sync::watch;
+
+/// The name of the system schema.
+pub const SYSTEM_SCHEMA: &str = "millrace_catalog";
+
+/// What a source's ingest thread is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Connecting for the first time.
+    Starting,
+    /// Consuming.
+    Running,
+    /// The broker is unreachable or a batch failed; retrying with backoff.
+    Retrying,
+    /// Dropped or shut down.
+    Stopped,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Retrying => "retrying",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// Figures of one partition.
+#[derive(Clone, Debug, Default)]
+pub struct PartitionStatus {
+    /// The next offset to consume, as committed in storage.
+    pub committed: i64,
+    /// The partition's high watermark (next offset to be written), as last
+    /// seen by the consumer; -1 when not yet known.
+    pub high_watermark: i64,
+    /// Messages consumed (including skipped ones) since the server started.
+    pub messages: u64,
+    /// Payload bytes consumed since the server started.
+    pub bytes: u64,
+    /// Messages skipped because they did not decode.
+    pub decode_errors: u64,
+    /// The last decode error of this partition.
+    pub last_error: Option<String>,
+    /// Messages per second over the last rate interval.
+    pub rate: f64,
+    rate_mark: Option<(Instant, u64)>,
+}
+
+impl PartitionStatus {
+    /// Recomputes the message rate when a second has passed since the last.
+    pub fn tick_rate(&mut self, now: Instant) {
+        match self.rate_mark {
+            Some((at, n)) if now.duration_since(at).as_secs_f64() >= 1.0 => {
+                self.rate = (self.messages - n) as f64 / now.duration_since(at).as_secs_f64();
+                self.rate_mark = Some((now, self.messages));
+            }
+            Some(_) => {}
+            None => self.rate_mark = Some((now, self.messages)),
+        }
+    }
+}
+
+/// The live status of one source.
+#[derive(Debug)]
+pub struct SourceStatus {
+    /// The source's name.
+    pub name: String,
+    /// The topic it reads.
+    pub topic: String,
+    inner: Mutex<Inner>,
+    /// Positions every partition is known to be consumed through (its
+    /// committed offset, or its end when the consumer reached it with
+    /// nothing left uncommitted): what `FLUSH` waits on.
+    caught_up: watch::Sender<BTreeMap<i32, i64>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    last_error: Option<String>,
+    partitions: BTreeMap<i32, PartitionStatus>,
+}
+
+impl SourceStatus {
+    /// A new status, in state starting, with the committed offsets.
+    pub fn new(name: &str, topic: &str, committed: &[(i32, i64)]) -> Arc<Self> {
+        let partitions = committed
+            .iter()
+            .map(|(p, o)| {
+                (
+                    *p,
+                    PartitionStatus {
+                        committed: *o,
+                        high_watermark: -1,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let (caught_up, _) = watch::channel(committed.iter().copied().collect());
+        Arc::new(Self {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            inner: Mutex::new(Inner {
+                state: State::Starting,
+                last_error: None,
+                partitions,
+            }),
+            caught_up,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Only plain figures live behind this lock; a panic elsewhere
+        // cannot leave them inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the state, and the error that caused it (`None` keeps the last).
+    pub fn set_state(&self, state: State, error: Option<String>) {
+        let mut inner = self.lock();
+        inner.state = state;
+        if error.is_some() {
+            inner.last_error = error;
+        }
+    }
+
+    /// The current state and last error.
+    pub fn state(&self) -> (State, Option<String>) {
+        let inner = self.lock();
+        (inner.state, inner.last_error.clone())
+    }
+
+    /// Changes the figures of `partition` (creating it if new).
+    pub fn update<R>(&self, partition: i32, f: impl FnOnce(&mut PartitionStatus) -> R) -> R {
+        let mut inner = self.lock();
+        f(inner.partitions.entry(partition).or_insert_with(|| PartitionStatus {
+            high_watermark: -1,
+            ..Default::default()
+        }))
+    }
+
+    /// A copy of every partition's figures.
+    pub fn partitions(&self) -> BTreeMap<i32, PartitionStatus> {
+        self.lock().partitions.clone()
+    }
+
+    /// Publishes the positions partitions are consumed through.
+    pub fn publish_caught_up(&self, positions: &BTreeMap<i32, i64>) {
+        self.caught_up.send_modify(|current| {
+            for (p, o) in positions {
+                let e = current.entry(*p).or_insert(*o);
+                *e = (*e).max(*o);
+            }
+        });
+    }
+
+    /// Watches the positions partitions are consumed through.
+    pub fn watch_caught_up(&self) -> watch::Receiver<BTreeMap<i32, i64>> {
+        self.caught_up.subscribe()
+    }
+}
+
+/// All running sources' statuses, by source name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sources: Mutex<HashMap<String, Arc<SourceStatus>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<SourceStatus>>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds (or replaces) the status of a source.
+    pub fn insert(&self, status: Arc<SourceStatus>) {
+        self.lock().insert(status.name.clone(), status);
+    }
+
+    /// Removes the status of source `name`.
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Every source's status, by name.
+    pub fn all(&self) -> Vec<Arc<SourceStatus>> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The current rows of `source_partitions`.
+    fn partitions_batch(&self) -> DfResult<RecordBatch> {
+        let mut source = Vec::new();
+        let mut partition = Vec::new();
+        let mut committed = Vec::new();
+        let mut high = Vec::new();
+        let mut lag = Vec::new();
+        let mut messages = Vec::new();
+        let mut bytes = Vec::new();
+        let mut rate = Vec::new();
+        let mut errors = Vec::new();
+        let mut last_error = Vec::new();
+        let mut state = Vec::new();
+        for s in self.all() {
+            let (st, source_error) = s.state();
+            for (p, f) in s.partitions() {
+                source.push(s.name.clone());
+                partition.push(p);
+                committed.push(f.committed);
+                let hw = (f.high_watermark >= 0).then_some(f.high_watermark);
+                high.push(hw);
+                lag.push(hw.map(|h| (h - f.committed).max(0)));
+                messages.push(f.messages as i64);
+                bytes.push(f.bytes as i64);
+                rate.push(f.rate);
+                errors.push(f.decode_errors as i64);
+                last_error.push(match st {
+                    State::Running => f.last_error.clone(),
+                    _ => source_error.clone().or_else(|| f.last_error.clone()),
+                });
+                state.push(st.as_str());
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(source)),
+            Arc::new(Int32Array::from(partition)),
+            Arc::new(Int64Array::from(committed)),
+            Arc::new(Int64Array::from(high)),
+            Arc::new(Int64Array::from(lag)),
+            Arc::new(Int64Array::from(messages)),
+            Arc::new(Int64Array::from(bytes)),
+            Arc::new(Float64Array::from(rate)),
+            Arc::new(Int64Array::from(errors)),
+            Arc::new(StringArray::from(last_error)),
+            Arc::new(StringArray::from(state)),
+        ];
+        Ok(RecordBatch::try_new(partitions_schema(), columns)?)
+    }
+}
+
+fn partitions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("committed_offset", DataType::Int64, false),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("lag", DataType::Int64, true),
+        Field::new("messages", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("messages_per_second", DataType::Float64, false),
+        Field::new("decode_errors", DataType::Int64, false),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, false),
+    ]))
+}
+
+/// `millrace_catalog.source_partitions`.
+#[derive(Debug)]
+struct SourcePartitionsTable(Arc<Registry>);
+
+#[async_trait]
+impl TableProvider for SourcePartitionsTable {
+    fn schema(&self) -> SchemaRef {
+        partitions_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.0.partitions_batch()?;
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], partitions_schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// The `millrace_catalog` schema as DataFusion sees it.
+#[derive(Debug)]
+pub struct SystemSchema(pub Arc<Registry>);
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        vec!["source_partitions".into()]
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(match name {
+            "source_partitions" => Some(Arc::new(SourcePartitionsTable(self.0.clone()))),
+            _ => None,
+        })
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == "source_partitions"
+    }
+}
