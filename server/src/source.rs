@@ -105,6 +105,11 @@ impl SourceConfig {
                 kafka.insert(property.to_string(), value.clone());
             }
         }
+        // librdkafka needs a group to assign partitions; Millrace never
+        // commits to it, so it only names the consumer in broker tools.
+        kafka
+            .entry("group.id".to_string())
+            .or_insert_with(|| format!("millrace-{}", def.name));
         if !kafka.contains_key("bootstrap.servers") {
             return Err(invalid(
                 "a Kafka source needs the option properties.bootstrap.server = 'host:port'",

@@ -8,7 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{run_slt, scratch_dir, TestServer};
+use common::kafka::TestBroker;
+use common::{run_slt, run_slt_with_vars, scratch_dir, TestServer};
 
 fn sql_tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests")
@@ -56,6 +57,48 @@ async fn sql_logic_tests() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(failures.is_empty(), "{} .slt file(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// `sql-tests/kafka/*.slt`: sources over a real broker (tansu) started
+/// here. Files produce their messages with `system ok` and
+/// `$PRODUCE topic < messages` (sql-tests/kafka/produce.py, a real
+/// librdkafka client) and name the broker `${BROKER}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sql_logic_tests() {
+    let dir = sql_tests_dir().join("kafka");
+    let files: Vec<PathBuf> = slt_files(&dir).into_iter().filter(|p| filter_matches(p)).collect();
+    if files.is_empty() {
+        return;
+    }
+    let broker_dir = scratch_dir("slt-kafka-broker");
+    let broker = TestBroker::start(&broker_dir);
+    let produce = format!(
+        "python3 {} {}",
+        dir.join("produce.py").display(),
+        broker.addr
+    );
+    let vars = vec![
+        ("BROKER".to_string(), broker.addr.clone()),
+        ("PRODUCE".to_string(), produce),
+    ];
+    let mut failures = Vec::new();
+    for file in &files {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let data = scratch_dir(&format!("slt-kafka-{name}"));
+        let server = TestServer::start(&data);
+        match run_slt_with_vars(&server, file, &vars).await {
+            Ok(()) => eprintln!("ok   {}", file.display()),
+            Err(e) => {
+                eprintln!("FAIL {}\n{e}", file.display());
+                failures.push(format!("{}: {e}", file.display()));
+            }
+        }
+        drop(server);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&broker_dir);
+    assert!(failures.is_empty(), "{} Kafka .slt file(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,8 +53,7 @@ pub type DecodeError = String;
 pub struct Decoder {
     encoding: Encoding,
     fields: Vec<Arc<Field>>,
-    /// Column names lower-cased, to match JSON keys case-insensitively
-    /// when the exact key is absent.
+    /// The decoded values, column by column.
     cells: Vec<Vec<Cell>>,
 }
 
@@ -202,7 +201,7 @@ fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
             let mut d = Decimal::from_str_exact(s_trim)
                 .or_else(|_| Decimal::from_scientific(s_trim))
                 .map_err(|_| bad())?;
-            d = d.round_dp(*scale as u32);
+            d = d.round_dp_with_strategy(*scale as u32, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
             d.rescale(*scale as u32);
             let m = d.mantissa();
             if m.unsigned_abs() >= 10u128.pow(*precision as u32) {

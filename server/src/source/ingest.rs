@@ -384,11 +384,7 @@ impl Ingest {
             }
             if hw_refreshed.elapsed() >= Duration::from_secs(1) {
                 *hw_refreshed = Instant::now();
-                if let Ok(hw) = self.high_watermarks(c, parts) {
-                    for (p, h) in hw {
-                        self.status.update(p, |s| s.high_watermark = h);
-                    }
-                }
+                let _ = self.high_watermarks(c, parts);
             }
             let timeout = match opened {
                 None => TICK,
@@ -427,12 +423,14 @@ impl Ingest {
         }
     }
 
+    /// Reads the partitions' ends from the broker (and shows them).
     fn high_watermarks(&self, c: &BaseConsumer, parts: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
         let mut out = BTreeMap::new();
         for p in parts {
             let (_, high) = c
                 .fetch_watermarks(&self.config.topic, *p, WATERMARK_TIMEOUT)
                 .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
+            self.status.update(*p, |s| s.high_watermark = high);
             out.insert(*p, high);
         }
         Ok(out)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -197,6 +199,15 @@ impl sqllogictest::AsyncDB for PgSimple {
 
 /// Runs one `.slt` file against `server`; returns the failure, if any.
 pub async fn run_slt(server: &TestServer, file: &Path) -> Result<(), String> {
+    run_slt_with_vars(server, file, &[]).await
+}
+
+/// Runs one `.slt` file with variables for `control substitution on`.
+pub async fn run_slt_with_vars(
+    server: &TestServer,
+    file: &Path,
+    vars: &[(String, String)],
+) -> Result<(), String> {
     let conninfo = server.conninfo();
     let mut runner = sqllogictest::Runner::new(move || {
         let conninfo = conninfo.clone();
@@ -208,6 +219,9 @@ pub async fn run_slt(server: &TestServer, file: &Path) -> Result<(), String> {
             Ok::<_, SqlStateError>(PgSimple { client })
         }
     });
+    for (k, v) in vars {
+        runner.set_var(k.clone(), v.clone());
+    }
     runner
         .run_file_async(file)
         .await
