@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -144,8 +146,40 @@ impl Drop for SourceRunner {
     }
 }
 
+/// Routes librdkafka's own reports into Millrace's log: a source's
+/// connection trouble is expected and retried, so it is a warning (and is
+/// shown in the status table), and reaching a partition's end is no error.
+pub struct SourceContext {
+    source: String,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::warn!(source = %self.source, "librdkafka {facility}: {message}")
+            }
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                tracing::info!(source = %self.source, "librdkafka {facility}: {message}")
+            }
+            _ => tracing::debug!(source = %self.source, "librdkafka {facility}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(source = %self.source, "Kafka client: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// A consumer of one source.
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+
 /// Creates a consumer for `config` that never commits to Kafka.
-pub fn consumer(config: &SourceConfig) -> Result<BaseConsumer, KafkaError> {
+pub fn consumer(config: &SourceConfig) -> Result<SourceConsumer, KafkaError> {
     let mut cc = ClientConfig::new();
     // Bounded prefetch: at most 16 MiB queued per partition.
     cc.set("queued.max.messages.kbytes", "16384");
@@ -158,7 +192,8 @@ pub fn consumer(config: &SourceConfig) -> Result<BaseConsumer, KafkaError> {
     cc.set("enable.auto.offset.store", "false");
     cc.set("enable.partition.eof", "true");
     cc.set("allow.auto.create.topics", "false");
-    cc.create()
+    let source = config.kafka.get("group.id").cloned().unwrap_or_default();
+    cc.create_with_context(SourceContext { source })
 }
 
 /// Why a topic's partitions could not be read.
@@ -180,7 +215,7 @@ impl std::fmt::Display for TopicError {
 
 /// The partitions of `config.topic`, or why they cannot be listed.
 pub fn partitions(
-    c: &BaseConsumer,
+    c: &SourceConsumer,
     config: &SourceConfig,
     timeout: Duration,
 ) -> Result<Vec<i32>, TopicError> {
@@ -214,7 +249,7 @@ pub fn partitions(
 /// Where a new source starts in each partition, as concrete offsets (so a
 /// crash before its first commit restarts at the same place).
 pub fn start_offsets(
-    c: &BaseConsumer,
+    c: &SourceConsumer,
     config: &SourceConfig,
     partitions: &[i32],
     timeout: Duration,
@@ -369,7 +404,7 @@ impl Ingest {
     /// Polls until the batch should be committed. False when stopped.
     fn fill(
         &self,
-        c: &BaseConsumer,
+        c: &SourceConsumer,
         parts: &[i32],
         batch: &mut Batch,
         hw_refreshed: &mut Instant,
@@ -424,7 +459,7 @@ impl Ingest {
     }
 
     /// Reads the partitions' ends from the broker (and shows them).
-    fn high_watermarks(&self, c: &BaseConsumer, parts: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
+    fn high_watermarks(&self, c: &SourceConsumer, parts: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
         let mut out = BTreeMap::new();
         for p in parts {
             let (_, high) = c
@@ -437,7 +472,7 @@ impl Ingest {
     }
 
     /// Commits the batch through the engine. False when the source is gone.
-    fn commit(&self, c: &BaseConsumer, batch: &mut Batch) -> Result<bool, String> {
+    fn commit(&self, c: &SourceConsumer, batch: &mut Batch) -> Result<bool, String> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(false);
         };
@@ -559,7 +594,7 @@ impl Batch {
     /// The decoded rows, if any, as a batch of the source's schema.
     fn finish(&mut self, config: &SourceConfig) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
         if self.decoder.rows() == 0 {
-            self.discard();
+            self.clear_rows();
             return Ok(None);
         }
         let payload = self.decoder.finish()?;
@@ -587,17 +622,24 @@ impl Batch {
             };
             metadata.push(array);
         }
-        self.discard();
+        self.clear_rows();
         decode::batch(&config.schema, payload, metadata).map(Some)
     }
 
-    fn discard(&mut self) {
+    /// Forgets the decoded rows (kept: offsets and counts until committed).
+    fn clear_rows(&mut self) {
         let _ = self.decoder.finish();
         self.partition.clear();
         self.offset.clear();
         self.timestamp.clear();
         self.key.clear();
+    }
+
+    /// Forgets everything since the last commit: it will be consumed again.
+    fn discard(&mut self) {
+        self.clear_rows();
         self.next.clear();
+        self.eof.clear();
         self.counts.clear();
     }
 }
