@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,7 +30,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::oneshot;
 
 use super::decode::{self, Decoder};
 use super::status::{SourceStatus, State};
@@ -50,10 +48,44 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// What other threads ask of an ingest thread.
-enum Request {
-    /// The current high watermark of every partition (for `FLUSH`).
-    HighWatermarks(oneshot::Sender<Result<BTreeMap<i32, i64>, String>>),
+/// A second Kafka client of a source for questions about its partitions
+/// (`FLUSH` asks for their ends). Separate from the ingest consumer so a
+/// question never waits behind that consumer's fetches, and never stalls
+/// ingestion.
+struct QueryClient {
+    config: SourceConfig,
+    status: Arc<SourceStatus>,
+    client: std::sync::Mutex<Option<SourceConsumer>>,
+}
+
+impl QueryClient {
+    /// The partitions' current high watermarks, read from the broker.
+    fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, String> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(consumer(&self.config).map_err(|e| e.to_string())?);
+        }
+        let Some(c) = guard.as_ref() else {
+            return Err("no Kafka client".into());
+        };
+        let result = (|| {
+            let parts = partitions(c, &self.config, WATERMARK_TIMEOUT).map_err(|e| e.to_string())?;
+            let mut out = BTreeMap::new();
+            for p in parts {
+                let (_, high) = c
+                    .fetch_watermarks(&self.config.topic, p, WATERMARK_TIMEOUT)
+                    .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
+                self.status.update(p, |s| s.high_watermark = high);
+                out.insert(p, high);
+            }
+            Ok(out)
+        })();
+        if result.is_err() {
+            // Start afresh next time.
+            *guard = None;
+        }
+        result
+    }
 }
 
 /// A running source: its thread, its status and how to reach it.
@@ -61,7 +93,7 @@ pub struct SourceRunner {
     /// The live status (shared with the system table).
     pub status: Arc<SourceStatus>,
     stop: Arc<AtomicBool>,
-    requests: mpsc::Sender<Request>,
+    query: Arc<QueryClient>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -75,14 +107,17 @@ impl SourceRunner {
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel();
+        let query = Arc::new(QueryClient {
+            config: config.clone(),
+            status: status.clone(),
+            client: std::sync::Mutex::new(None),
+        });
         let ingest = Ingest {
             engine,
             rel,
             config,
             status: status.clone(),
             stop: stop.clone(),
-            requests: rx,
             runtime,
         };
         let thread = std::thread::Builder::new()
@@ -91,7 +126,7 @@ impl SourceRunner {
         Ok(Self {
             status,
             stop,
-            requests: tx,
+            query,
             thread: Some(thread),
         })
     }
@@ -106,7 +141,7 @@ impl SourceRunner {
     pub fn probe(&self) -> Probe {
         Probe {
             status: self.status.clone(),
-            requests: self.requests.clone(),
+            query: self.query.clone(),
         }
     }
 
@@ -123,17 +158,16 @@ impl SourceRunner {
 pub struct Probe {
     /// The source's live status.
     pub status: Arc<SourceStatus>,
-    requests: mpsc::Sender<Request>,
+    query: Arc<QueryClient>,
 }
 
 impl Probe {
     /// The partitions' current high watermarks, read from the broker.
     pub async fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, String> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(Request::HighWatermarks(tx))
-            .map_err(|_| "the source has stopped".to_string())?;
-        rx.await.map_err(|_| "the source has stopped".to_string())?
+        let query = self.query.clone();
+        tokio::task::spawn_blocking(move || query.high_watermarks())
+            .await
+            .map_err(|e| format!("the watermark query did not finish: {e}"))?
     }
 }
 
@@ -291,13 +325,32 @@ pub fn start_offsets(
     Ok(out)
 }
 
+/// A partition's high watermark as the consumer last saw it in a fetch
+/// response: no request to the broker, so it can be read in the poll loop.
+fn cached_high_watermark(c: &SourceConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `c` lives, `topic` is a
+    // NUL-terminated string that outlives the call, and librdkafka only
+    // writes the two integers it is given.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            c.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
 struct Ingest {
     engine: Weak<Engine>,
     rel: Arc<Relation>,
     config: SourceConfig,
     status: Arc<SourceStatus>,
     stop: Arc<AtomicBool>,
-    requests: mpsc::Receiver<Request>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -326,7 +379,7 @@ impl Ingest {
                     if started.elapsed() > BACKOFF_MAX {
                         backoff = BACKOFF_MIN;
                     }
-                    if !self.wait(backoff, &e) {
+                    if !self.wait(backoff) {
                         break;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -337,20 +390,14 @@ impl Ingest {
         tracing::info!(source = %self.rel.name, "source stopped");
     }
 
-    /// Sleeps `d`, answering requests with `error`; false when stopped.
-    fn wait(&self, d: Duration, error: &str) -> bool {
+    /// Sleeps `d`, looking at the stop flag; false when stopped.
+    fn wait(&self, d: Duration) -> bool {
         let until = Instant::now() + d;
         while Instant::now() < until {
             if self.stopped() {
                 return false;
             }
-            match self.requests.recv_timeout(TICK.min(until - Instant::now())) {
-                Ok(Request::HighWatermarks(reply)) => {
-                    let _ = reply.send(Err(format!("source \"{}\" is retrying: {error}", self.rel.name)));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
+            std::thread::sleep(TICK.min(until - Instant::now()));
         }
         !self.stopped()
     }
@@ -414,12 +461,18 @@ impl Ingest {
             if self.stopped() {
                 return Ok(false);
             }
-            while let Ok(Request::HighWatermarks(reply)) = self.requests.try_recv() {
-                let _ = reply.send(self.high_watermarks(c, parts));
-            }
             if hw_refreshed.elapsed() >= Duration::from_secs(1) {
                 *hw_refreshed = Instant::now();
-                let _ = self.high_watermarks(c, parts);
+                let now = Instant::now();
+                for p in parts {
+                    let high = cached_high_watermark(c, &self.config.topic, *p);
+                    self.status.update(*p, |s| {
+                        if let Some(h) = high {
+                            s.high_watermark = h;
+                        }
+                        s.tick_rate(now);
+                    });
+                }
             }
             let timeout = match opened {
                 None => TICK,
@@ -458,18 +511,6 @@ impl Ingest {
         }
     }
 
-    /// Reads the partitions' ends from the broker (and shows them).
-    fn high_watermarks(&self, c: &SourceConsumer, parts: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
-        let mut out = BTreeMap::new();
-        for p in parts {
-            let (_, high) = c
-                .fetch_watermarks(&self.config.topic, *p, WATERMARK_TIMEOUT)
-                .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
-            self.status.update(*p, |s| s.high_watermark = high);
-            out.insert(*p, high);
-        }
-        Ok(out)
-    }
 
     /// Commits the batch through the engine. False when the source is gone.
     fn commit(&self, c: &SourceConsumer, batch: &mut Batch) -> Result<bool, String> {
