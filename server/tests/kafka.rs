@@ -198,6 +198,19 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Produces bids `range` over two partitions, remembering them in `bids`.
+fn produce_numbered_bids(producer: &TestProducer, topic: &str, range: std::ops::Range<u64>, bids: &mut Vec<Bid>) {
+    for i in range {
+        let b = Bid {
+            auction: (i % 7) as i64,
+            price: i as i64,
+        };
+        producer.send(topic, (i % 2) as i32, None, bid_json(i, b).as_bytes());
+        bids.push(b);
+    }
+    producer.flush();
+}
+
 /// A broker outage while running: queries keep being served, the source
 /// shows that it is retrying, and when the broker returns ingestion
 /// resumes without loss or duplication.
@@ -207,17 +220,8 @@ async fn broker_outage_is_retried_and_resumes_exactly() {
     let bootstrap = cluster.bootstrap_servers();
     let topic = "outage_bids";
     cluster.create_topic(topic, 2, 1).expect("mock topic");
-    let producer = TestProducer::new(&bootstrap);
     let mut bids = Vec::new();
-    for i in 0..200u64 {
-        let b = Bid {
-            auction: (i % 7) as i64,
-            price: i as i64,
-        };
-        producer.send(topic, (i % 2) as i32, None, bid_json(i, b).as_bytes());
-        bids.push(b);
-    }
-    producer.flush();
+    produce_numbered_bids(&TestProducer::new(&bootstrap), topic, 0..200, &mut bids);
 
     let dir = scratch_dir("kafka-outage");
     let server = TestServer::start(&dir);
@@ -256,16 +260,8 @@ async fn broker_outage_is_retried_and_resumes_exactly() {
     client.query_one("SELECT 1", &[]).await.expect("session usable after FLUSH failed");
 
     cluster.broker_up(1).expect("broker up");
-    let producer = TestProducer::new(&bootstrap);
-    for i in 200..400u64 {
-        let b = Bid {
-            auction: (i % 7) as i64,
-            price: i as i64,
-        };
-        producer.send(topic, (i % 2) as i32, None, bid_json(i, b).as_bytes());
-        bids.push(b);
-    }
-    producer.flush();
+    // A new producer: the mock cluster does not let the old one reconnect.
+    produce_numbered_bids(&TestProducer::new(&bootstrap), topic, 200..400, &mut bids);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         match client.batch_execute("FLUSH").await {
