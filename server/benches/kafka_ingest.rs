@@ -95,10 +95,12 @@ fn main() {
     for i in 0..messages {
         let payload = format!(
             r#"{{"auction": {}, "bidder": {}, "price": {}, "channel": "web", "date_time": {}}}"#,
-            i % 1000,
+            i % 100,
             i % 7919,
             i % 10_000,
-            1_767_225_600_000u64 + i * 10
+            // 1 ms apart: 10 M bids span 1000 windows of 10 s, so the view
+            // holds 100,000 groups (windows do not close yet).
+            1_767_225_600_000u64 + i
         );
         let mut record = BaseRecord::<[u8], [u8]>::to("bench_bids")
             .partition((i % PARTITIONS as u64) as i32)

@@ -55,7 +55,12 @@ def main() -> int:
             payload = b"x" * int(line[len("<bytes "):-1])
         else:
             payload = line.encode()
-        producer.produce(args.topic, value=payload, key=key, partition=partition, on_delivery=delivered)
+        while True:
+            try:
+                producer.produce(args.topic, value=payload, key=key, partition=partition, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
     remaining = producer.flush(30)
     if remaining or failures:
         print(f"produce failed: {remaining} undelivered, errors: {failures}", file=sys.stderr)
