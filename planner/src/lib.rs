@@ -11,6 +11,7 @@
 pub mod dataflow;
 pub mod delta;
 pub mod error;
+pub mod json;
 pub mod naming;
 pub mod source;
 pub mod statement;

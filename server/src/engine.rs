@@ -218,7 +218,7 @@ impl Engine {
             // timestamptz values carry a zone, as in PostgreSQL (UTC until
             // sessions can SET TimeZone).
             .set_str("datafusion.execution.time_zone", "UTC");
-        let ctx = SessionContext::new_with_config(config);
+        let mut ctx = SessionContext::new_with_config(config);
         let default_catalog = ctx
             .catalog("millrace")
             .ok_or_else(|| SqlError::internal("default catalog missing"))?;
@@ -229,6 +229,14 @@ impl Engine {
         default_catalog
             .register_schema(status::SYSTEM_SCHEMA, Arc::new(SystemSchema(registry.clone())))
             .map_err(SqlError::from)?;
+        for as_text in [false, true] {
+            ctx.register_udf(millrace_planner::json::ExtractPath::udf(as_text).as_ref().clone());
+        }
+        datafusion::execution::FunctionRegistry::register_expr_planner(
+            &mut ctx,
+            Arc::new(millrace_planner::json::JsonOperators),
+        )
+        .map_err(SqlError::from)?;
         for (name, kind) in [("tumble", WindowKind::Tumble), ("hop", WindowKind::Hop)] {
             ctx.register_udtf(name, Arc::new(WindowFunction::new(kind, catalog.clone())));
         }

@@ -50,6 +50,8 @@ pub struct SourceConfig {
     pub schema: SchemaRef,
     /// The metadata columns, in order, after the payload columns.
     pub metadata: Vec<Metadata>,
+    /// Which payload columns are JSONB (they hold any JSON value as text).
+    pub json_columns: Vec<bool>,
     /// How long CREATE SOURCE waits for the broker to answer.
     pub connect_timeout: Duration,
     /// Messages larger than this are skipped and counted.
@@ -76,7 +78,7 @@ const KNOWN_OPTIONS: &[&str] = &[
 impl SourceConfig {
     /// Validates `def`; `schema` holds the columns as planned (payload
     /// columns, then the metadata columns).
-    pub fn new(def: &SourceDef, schema: SchemaRef) -> SqlResult<Self> {
+    pub fn new(def: &SourceDef, schema: SchemaRef, json_columns: Vec<bool>) -> SqlResult<Self> {
         let opts = &def.options;
         let connector = opts.get("connector").map(String::as_str).unwrap_or("");
         if !connector.eq_ignore_ascii_case("kafka") {
@@ -199,6 +201,7 @@ impl SourceConfig {
             startup,
             encoding,
             metadata: def.includes.iter().map(|i| i.metadata).collect(),
+            json_columns,
             schema,
             connect_timeout: millis("connect.timeout.ms", 10_000)?,
             max_message_bytes,

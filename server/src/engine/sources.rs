@@ -35,7 +35,22 @@ impl Engine {
                 "WATERMARK FOR (event time and closing windows are not implemented yet)",
             ));
         }
-        let mut columns: Vec<String> = def.columns.iter().map(|c| c.to_string()).collect();
+        // DataFusion has no JSON type: a JSONB column holds JSON text, and
+        // `->`, `->>` and jsonb_extract_path reach into it.
+        let mut json_columns = Vec::with_capacity(def.columns.len());
+        let mut columns = Vec::with_capacity(def.columns.len() + def.includes.len());
+        for c in &def.columns {
+            let mut c = c.clone();
+            let is_json = matches!(
+                c.data_type,
+                sqlparser::ast::DataType::JSON | sqlparser::ast::DataType::JSONB
+            );
+            if is_json {
+                c.data_type = sqlparser::ast::DataType::Text;
+            }
+            json_columns.push(is_json);
+            columns.push(c.to_string());
+        }
         for i in &def.includes {
             columns.push(format!(
                 "\"{}\" {}",
@@ -50,7 +65,7 @@ impl Engine {
         );
         let schema = self.table_schema(&parse_one(&sql)?).await?;
         check_unique_columns(&schema)?;
-        SourceConfig::new(def, schema)
+        SourceConfig::new(def, schema, json_columns)
     }
 
     /// `CREATE SOURCE`: checks that the topic exists, fixes where each

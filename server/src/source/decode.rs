@@ -53,17 +53,22 @@ pub type DecodeError = String;
 pub struct Decoder {
     encoding: Encoding,
     fields: Vec<Arc<Field>>,
+    /// Which columns are JSONB: they take any JSON value, as its text.
+    json: Vec<bool>,
     /// The decoded values, column by column.
     cells: Vec<Vec<Cell>>,
 }
 
 impl Decoder {
-    /// A decoder for the payload columns `fields`.
-    pub fn new(encoding: Encoding, fields: Vec<Arc<Field>>) -> Self {
+    /// A decoder for the payload columns `fields`; `json` marks the JSONB
+    /// ones (missing entries count as not JSONB).
+    pub fn new(encoding: Encoding, fields: Vec<Arc<Field>>, mut json: Vec<bool>) -> Self {
         let cells = vec![Vec::new(); fields.len()];
+        json.resize(fields.len(), false);
         Self {
             encoding,
             fields,
+            json,
             cells,
         }
     }
@@ -105,7 +110,7 @@ impl Decoder {
             return Err("the JSON message is not an object".into());
         };
         let mut row = Vec::with_capacity(self.fields.len());
-        for field in &self.fields {
+        for (field, is_json) in self.fields.iter().zip(&self.json) {
             let v = object.get(field.name()).or_else(|| {
                 object
                     .iter()
@@ -114,6 +119,7 @@ impl Decoder {
             });
             let cell = match v {
                 None | Some(Value::Null) => Cell::Null,
+                Some(v) if *is_json => Cell::Text(v.to_string()),
                 Some(v) => from_json(v, field.data_type())
                     .map_err(|e| format!("field \"{}\": {e}", field.name()))?,
             };
@@ -366,7 +372,7 @@ mod tests {
 
     #[test]
     fn json_rows_decode_whole_or_not_at_all() {
-        let mut d = Decoder::new(Encoding::Json, fields());
+        let mut d = Decoder::new(Encoding::Json, fields(), vec![]);
         d.push(br#"{"id": 1, "name": "a", "ts": "2026-01-01 00:00:01", "price": 1.5}"#).unwrap();
         d.push(br#"{"id": 2, "ts": 1767225602000, "extra": true}"#).unwrap();
         assert!(d.push(br#"{"id": "x"}"#).is_err());
@@ -385,7 +391,7 @@ mod tests {
 
     #[test]
     fn csv_rows_decode_by_position() {
-        let mut d = Decoder::new(Encoding::Csv { delimiter: b',' }, fields());
+        let mut d = Decoder::new(Encoding::Csv { delimiter: b',' }, fields(), vec![]);
         d.push(b"1,\"a, b\",2026-01-01T00:00:00Z,2.25").unwrap();
         d.push(b"2,,,").unwrap();
         assert!(d.push(b"1,2").is_err());

@@ -75,7 +75,7 @@ impl QueryClient {
                 let (_, high) = c
                     .fetch_watermarks(&self.config.topic, p, WATERMARK_TIMEOUT)
                     .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
-                self.status.update(p, |s| s.high_watermark = high);
+                self.status.update(p, |s| s.high_watermark = s.high_watermark.max(high));
                 out.insert(p, high);
             }
             Ok(out)
@@ -468,7 +468,7 @@ impl Ingest {
                     let high = cached_high_watermark(c, &self.config.topic, *p);
                     self.status.update(*p, |s| {
                         if let Some(h) = high {
-                            s.high_watermark = h;
+                            s.high_watermark = s.high_watermark.max(h);
                         }
                         s.tick_rate(now);
                     });
@@ -590,7 +590,11 @@ struct Batch {
 impl Batch {
     fn new(config: &SourceConfig) -> Self {
         Self {
-            decoder: Decoder::new(config.encoding.clone(), config.payload_fields()),
+            decoder: Decoder::new(
+                config.encoding.clone(),
+                config.payload_fields(),
+                config.json_columns.clone(),
+            ),
             partition: Vec::new(),
             offset: Vec::new(),
             timestamp: Vec::new(),
