@@ -60,6 +60,8 @@ pub struct SourceConfig {
     pub checkpoint_interval: Duration,
     /// The most rows in one committed batch (bounds memory).
     pub max_batch_rows: usize,
+    /// Where messages that do not decode are copied, if anywhere.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Option keys of the `WITH (…)` clause other than `properties.*`.
@@ -73,6 +75,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "max.message.bytes",
     "checkpoint.interval.ms",
     "max.batch.rows",
+    "dead_letter.topic",
 ];
 
 impl SourceConfig {
@@ -207,6 +210,7 @@ impl SourceConfig {
             max_message_bytes,
             checkpoint_interval: millis("checkpoint.interval.ms", 1_000)?,
             max_batch_rows,
+            dead_letter_topic: opts.get("dead_letter.topic").filter(|t| !t.is_empty()).cloned(),
         })
     }
 

@@ -28,7 +28,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::decode::{self, Decoder};
@@ -119,6 +120,7 @@ impl SourceRunner {
             status: status.clone(),
             stop: stop.clone(),
             runtime,
+            dead_letters: std::cell::RefCell::new(None),
         };
         let thread = std::thread::Builder::new()
             .name(format!("source-{}", ingest.rel.name))
@@ -352,6 +354,8 @@ struct Ingest {
     status: Arc<SourceStatus>,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
+    /// The dead-letter producer, created at the first dead letter.
+    dead_letters: std::cell::RefCell<Option<BaseProducer>>,
 }
 
 /// Why a consuming session ended.
@@ -512,12 +516,62 @@ impl Ingest {
     }
 
 
+    /// Copies the batch's undecodable messages to the dead-letter topic and
+    /// waits until the broker has them, before the batch's offsets are
+    /// committed: a dead letter is never lost (after a crash it may be
+    /// sent twice).
+    fn send_dead_letters(&self, batch: &mut Batch) -> Result<(), String> {
+        let letters = std::mem::take(&mut batch.dead_letters);
+        let Some(topic) = &self.config.dead_letter_topic else {
+            return Ok(());
+        };
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut slot = self.dead_letters.borrow_mut();
+        if slot.is_none() {
+            let mut cc = ClientConfig::new();
+            for (k, v) in &self.config.kafka {
+                if k != "group.id" && !k.starts_with("enable.") && !k.starts_with("auto.") {
+                    cc.set(k, v);
+                }
+            }
+            cc.set("message.max.bytes", "104857600");
+            *slot = Some(cc.create().map_err(|e| format!("creating the dead-letter producer: {e}"))?);
+        }
+        let Some(producer) = slot.as_ref() else {
+            return Err("no dead-letter producer".into());
+        };
+        for l in &letters {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "millrace.source", value: Some(self.rel.name.as_str()) })
+                .insert(Header { key: "millrace.error", value: Some(l.error.as_str()) })
+                .insert(Header { key: "millrace.topic", value: Some(self.config.topic.as_str()) })
+                .insert(Header { key: "millrace.partition", value: Some(&l.partition.to_string()) })
+                .insert(Header { key: "millrace.offset", value: Some(&l.offset.to_string()) });
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&l.payload).headers(headers);
+            if let Some(k) = &l.key {
+                record = record.key(k);
+            }
+            producer
+                .send(record)
+                .map_err(|(e, _)| format!("sending to dead-letter topic \"{topic}\": {e}"))?;
+        }
+        producer
+            .flush(WATERMARK_TIMEOUT)
+            .map_err(|e| format!("sending to dead-letter topic \"{topic}\": {e}"))
+    }
+
     /// Commits the batch through the engine. False when the source is gone.
     fn commit(&self, c: &SourceConsumer, batch: &mut Batch) -> Result<bool, String> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(false);
         };
         let progress = std::mem::take(&mut batch.next);
+        if let Err(e) = self.send_dead_letters(batch) {
+            batch.discard();
+            return Err(e);
+        }
         if !progress.is_empty() {
             let rows = batch.finish(&self.config)?;
             let result = self
@@ -585,6 +639,17 @@ struct Batch {
     /// Partitions that reached their end since the last commit.
     eof: BTreeSet<i32>,
     counts: BTreeMap<i32, Counts>,
+    /// Undecodable messages, for the dead-letter topic.
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// A message that did not decode, and why.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    error: String,
+    partition: i32,
+    offset: i64,
 }
 
 impl Batch {
@@ -602,6 +667,7 @@ impl Batch {
             next: BTreeMap::new(),
             eof: BTreeSet::new(),
             counts: BTreeMap::new(),
+            dead_letters: Vec::new(),
         }
     }
 
@@ -631,6 +697,15 @@ impl Batch {
             }
             Err(e) => {
                 counts.errors += 1;
+                if config.dead_letter_topic.is_some() {
+                    self.dead_letters.push(DeadLetter {
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: payload.to_vec(),
+                        error: e.clone(),
+                        partition: p,
+                        offset: m.offset(),
+                    });
+                }
                 counts.last_error = Some(format!("offset {}: {e}", m.offset()));
             }
         }
@@ -686,5 +761,6 @@ impl Batch {
         self.next.clear();
         self.eof.clear();
         self.counts.clear();
+        self.dead_letters.clear();
     }
 }
