@@ -41,6 +41,19 @@ fn rss_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// User + system CPU time of process `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+            let utime: f64 = after.get(11)?.parse().ok()?;
+            let stime: f64 = after.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn main() {
     let messages: u64 = std::env::var("MESSAGES")
         .ok()
@@ -63,6 +76,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start tansu (cargo install tansu --version 0.6.0 --locked --features libsql)");
+    let broker_pid = broker.id();
     std::thread::sleep(Duration::from_secs(2));
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -207,7 +221,14 @@ fn main() {
                 }
             })
         };
-        client.batch_execute("FLUSH").await.expect("FLUSH");
+        // FLUSH gives up after 120 s; a 10 M backlog takes longer: repeat.
+        loop {
+            match client.batch_execute("FLUSH").await {
+                Ok(()) => break,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => continue,
+                Err(e) => panic!("FLUSH: {e}"),
+            }
+        }
         let secs = t0.elapsed().as_secs_f64();
         progress.abort();
         sampler_stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -222,6 +243,11 @@ fn main() {
             "ingested {messages} messages through a windowed view in {secs:.1} s: {:.0} msg/s; peak RSS {peak:.0} MiB (VmHWM {:.0} MiB)",
             messages as f64 / secs,
             rss_mib(pid, "VmHWM:")
+        );
+        println!(
+            "CPU seconds over the run: millrace {:.1}, tansu {:.1}",
+            cpu_seconds(pid),
+            cpu_seconds(broker_pid)
         );
     });
     let _ = server.kill();
