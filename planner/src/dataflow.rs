@@ -24,7 +24,7 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 
-pub use aggregate::{AggCall, AggKind, AggregateOperator};
+pub use aggregate::{AggCall, AggKind, AggregateOperator, GroupClosing};
 
 use crate::delta::Delta;
 use crate::window::{assign_windows, RelationLookup, WindowSpec, WindowedRelation};
@@ -34,6 +34,44 @@ use crate::{PlanError, Result};
 /// The changes of one transaction, by relation name.
 pub type Changes = HashMap<String, Delta>;
 
+/// The watermarks of relations with event time, by relation name
+/// (nanoseconds since the epoch): rows behind them are no longer accepted.
+pub type Watermarks = HashMap<String, i64>;
+
+/// What a view's definition says beyond its query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ViewOptions {
+    /// When window rows appear.
+    pub emit: EmitMode,
+    /// `WITH (retention = …)`: closed windows' rows leave the view this
+    /// long after they closed.
+    pub retention_ns: Option<i64>,
+}
+
+/// How a view's windows reach its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EmitMode {
+    /// Every change updates the view at once; open windows show partial
+    /// results (the default).
+    #[default]
+    OnUpdate,
+    /// `EMIT ON WINDOW CLOSE`: a window's row appears once, final, when the
+    /// watermark passes the window's end.
+    OnWindowClose,
+}
+
+/// How a column relates to a relation's event time: rows whose value in
+/// the column is `v` stop arriving once the relation's watermark reaches
+/// `v + after_ns`. The event-time column itself has `after_ns = 1` (a row
+/// at exactly the watermark is still on time), `window_end` 0,
+/// `window_start` the window size, `date_trunc('minute', ts)` one minute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closing {
+    /// The relation whose watermark it follows.
+    pub relation: String,
+    /// See above.
+    pub after_ns: i64,
+}
 /// One operator of a dataflow.
 #[derive(Debug)]
 pub enum Node {
@@ -85,6 +123,7 @@ struct Builder<'a> {
     lookup: &'a dyn RelationLookup,
     next_op: u32,
     inputs: BTreeSet<String>,
+    options: ViewOptions,
 }
 
 impl Dataflow {
@@ -93,14 +132,26 @@ impl Dataflow {
         plan: &LogicalPlan,
         state: &SessionState,
         lookup: &dyn RelationLookup,
+        options: ViewOptions,
     ) -> Result<Self> {
         let mut b = Builder {
             state,
             lookup,
             next_op: 0,
             inputs: BTreeSet::new(),
+            options,
         };
         let root = b.build(plan)?;
+        if options.retention_ns.is_some() && b.next_op == 0 {
+            return unsupported(
+                "retention on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
+            );
+        }
+        if options.emit == EmitMode::OnWindowClose && b.next_op == 0 {
+            return unsupported(
+                "EMIT ON WINDOW CLOSE on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
+            );
+        }
         let arrow_schema = plan.schema().as_arrow();
         // View columns are nullable: their values come from arbitrary expressions.
         let schema = Arc::new(Schema::new(
@@ -133,14 +184,53 @@ impl Dataflow {
         &self.inputs
     }
 
-    /// Turns the changes of the view's inputs into the change of the view.
-    /// State changes stay pending until [`Dataflow::commit`] or
+    /// Turns the changes of the view's inputs into the change of the view,
+    /// then closes the windows the inputs' `watermarks` have passed. State
+    /// changes stay pending until [`Dataflow::committed`] or
     /// [`Dataflow::rollback`].
-    pub fn push(&mut self, changes: &Changes) -> Result<Option<Delta>> {
-        match push(&mut self.root, changes)? {
+    pub fn push(&mut self, changes: &Changes, watermarks: &Watermarks) -> Result<Option<Delta>> {
+        match push(&mut self.root, changes, watermarks)? {
             Some(d) => Ok(Some(d.with_schema(self.schema.clone())?)),
             None => Ok(None),
         }
+    }
+
+    /// Sets the watermarks windows were closed up to before a restart:
+    /// call before [`Dataflow::load_state`].
+    pub fn restore_watermarks(&mut self, watermarks: &Watermarks) {
+        let _ = visit_aggregates(&mut self.root, &mut |op| {
+            if let Some(wm) = op.closing.as_ref().and_then(|c| watermarks.get(&c.relation)) {
+                op.restore_watermark(*wm);
+            }
+            Ok(())
+        });
+    }
+
+    /// True when the view closes windows on the watermark of `relation`.
+    pub fn closes_on(&self, relation: &str) -> bool {
+        let mut found = false;
+        let _ = visit(&self.root, &mut |op| {
+            if op.closing.as_ref().is_some_and(|c| c.relation == relation) {
+                found = true;
+            }
+        });
+        found
+    }
+
+    /// The lowest watermark the view's operators closed windows up to, and
+    /// the rows they dropped because their window had closed.
+    pub fn progress(&self) -> (Option<i64>, u64) {
+        let mut wm: Option<i64> = None;
+        let mut late = 0;
+        let _ = visit(&self.root, &mut |op| {
+            if op.closing.is_some() {
+                if let Some(w) = op.watermark() {
+                    wm = Some(wm.map_or(w, |m| m.min(w)));
+                }
+            }
+            late += op.late_rows();
+        });
+        (wm, late)
     }
 
     /// Reports every pending state change to `persist` as
@@ -235,8 +325,18 @@ fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
         }
         Node::Aggregate { input, op } => {
             let calls: Vec<&str> = op.calls.iter().map(|c| c.display.as_str()).collect();
+            let closing = match &op.closing {
+                Some(c) => format!(
+                    ", closes when the watermark of {} passes {} + {}{}",
+                    c.relation,
+                    op.group_display.get(c.column).map(String::as_str).unwrap_or("?"),
+                    crate::window::fmt_ns(c.after_ns),
+                    if op.emit_on_close { ", emits on close" } else { "" }
+                ),
+                None => String::new(),
+            };
             out.push(format!(
-                "{pad}Aggregate #{}: group=[{}] aggs=[{}] (state per group{})",
+                "{pad}Aggregate #{}: group=[{}] aggs=[{}] (state per group{}{closing})",
                 op.id,
                 op.group_display.join(", "),
                 calls.join(", "),
@@ -251,6 +351,121 @@ fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
             }
         }
     }
+}
+
+fn visit(n: &Node, f: &mut dyn FnMut(&AggregateOperator)) {
+    match n {
+        Node::Source { .. } => {}
+        Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
+            visit(input, f)
+        }
+        Node::Aggregate { input, op } => {
+            f(op);
+            visit(input, f)
+        }
+        Node::Union { inputs, .. } => inputs.iter().for_each(|i| visit(i, f)),
+    }
+}
+
+/// How each output column of `n` relates to event time (see [`Closing`]).
+fn closings(n: &Node, lookup: &dyn RelationLookup) -> Vec<Option<Closing>> {
+    match n {
+        Node::Source { relation, schema } => {
+            let event = lookup.event_time(relation);
+            (0..schema.fields().len())
+                .map(|i| {
+                    event.as_ref().filter(|e| e.index == i).map(|_| Closing {
+                        relation: relation.clone(),
+                        after_ns: 1,
+                    })
+                })
+                .collect()
+        }
+        Node::Window { input, spec, .. } => {
+            let mut out = closings(input, lookup);
+            let time = out.get(spec.time_column).cloned().flatten();
+            let time = time.filter(|c| c.after_ns == 1);
+            out.push(time.clone().map(|c| Closing {
+                relation: c.relation.clone(),
+                after_ns: spec.size_ns,
+            }));
+            out.push(time.map(|c| Closing {
+                relation: c.relation,
+                after_ns: 0,
+            }));
+            out
+        }
+        Node::Filter { input, .. } => closings(input, lookup),
+        Node::Project { input, exprs, .. } => {
+            let inner = closings(input, lookup);
+            exprs.iter().map(|e| expr_closing(e, &inner)).collect()
+        }
+        Node::Aggregate { input, op } => {
+            let inner = closings(input, lookup);
+            let mut out: Vec<Option<Closing>> =
+                op.group_exprs().iter().map(|e| expr_closing(e, &inner)).collect();
+            out.extend(op.calls.iter().map(|_| None));
+            out
+        }
+        Node::Union { schema, .. } => vec![None; schema.fields().len()],
+    }
+}
+
+/// How the value of `e` relates to event time, given its input columns'.
+fn expr_closing(e: &Arc<dyn PhysicalExpr>, inputs: &[Option<Closing>]) -> Option<Closing> {
+    use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    if let Some(c) = e.downcast_ref::<Column>() {
+        return inputs.get(c.index()).cloned().flatten();
+    }
+    if let Some(c) = e.downcast_ref::<CastExpr>() {
+        // To nanoseconds keeps the instant (event time is at most that
+        // precise); a coarser precision would truncate it.
+        let exact = matches!(
+            c.cast_type(),
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, _)
+        );
+        return if exact { expr_closing(c.expr(), inputs) } else { None };
+    }
+    let f = e.downcast_ref::<ScalarFunctionExpr>()?;
+    let args = f.args();
+    let literal = |i: usize| {
+        args.get(i)
+            .and_then(|a| a.downcast_ref::<Literal>())
+            .map(|l| l.value().clone())
+    };
+    let (time_arg, after_ns) = match f.name() {
+        "date_trunc" => {
+            let unit = literal(0)?;
+            let unit = match &unit {
+                datafusion::common::ScalarValue::Utf8(Some(u))
+                | datafusion::common::ScalarValue::LargeUtf8(Some(u))
+                | datafusion::common::ScalarValue::Utf8View(Some(u)) => u.to_ascii_lowercase(),
+                _ => return None,
+            };
+            let ns = match unit.as_str() {
+                "microsecond" | "microseconds" => 1_000,
+                "millisecond" | "milliseconds" => 1_000_000,
+                "second" | "seconds" => 1_000_000_000,
+                "minute" | "minutes" => 60_000_000_000,
+                "hour" | "hours" => 3_600_000_000_000,
+                "day" | "days" => crate::event_time::DAY_NS,
+                "week" | "weeks" => 7 * crate::event_time::DAY_NS,
+                _ => return None,
+            };
+            (1, ns)
+        }
+        "date_bin" => {
+            let stride = crate::event_time::fixed_interval_ns(&literal(0)?)?;
+            (1, stride)
+        }
+        _ => return None,
+    };
+    let time = expr_closing(args.get(time_arg)?, inputs)?;
+    (time.after_ns == 1 && after_ns > 0).then(|| Closing {
+        relation: time.relation,
+        after_ns,
+    })
 }
 
 fn visit_aggregates(
@@ -275,7 +490,7 @@ fn visit_aggregates(
     }
 }
 
-fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
+fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Option<Delta>> {
     Ok(match n {
         Node::Source { relation, schema } => match changes.get(relation) {
             Some(d) => Some(d.clone().with_schema(schema.clone())?),
@@ -285,7 +500,7 @@ fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
             input,
             spec,
             schema,
-        } => match push(input, changes)? {
+        } => match push(input, changes, watermarks)? {
             Some(d) => {
                 let (batch, weights) = assign_windows(&d.batch, Some(&d.weights), spec, schema)?;
                 let weights = weights
@@ -296,7 +511,7 @@ fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
         },
         Node::Filter {
             input, predicate, ..
-        } => match push(input, changes)? {
+        } => match push(input, changes, watermarks)? {
             Some(d) => {
                 let mask = predicate.evaluate(&d.batch)?.into_array(d.len())?;
                 let mask = mask.as_boolean_opt().ok_or_else(|| {
@@ -317,7 +532,7 @@ fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
             exprs,
             schema,
             ..
-        } => match push(input, changes)? {
+        } => match push(input, changes, watermarks)? {
             Some(d) => {
                 let n = d.len();
                 let columns = exprs
@@ -336,14 +551,31 @@ fn push(n: &mut Node, changes: &Changes) -> Result<Option<Delta>> {
             }
             None => None,
         },
-        Node::Aggregate { input, op } => match push(input, changes)? {
-            Some(d) => Some(op.push(&d)?),
-            None => None,
-        },
+        Node::Aggregate { input, op } => {
+            let updated = match push(input, changes, watermarks)? {
+                Some(d) => Some(op.push(&d)?),
+                None => None,
+            };
+            let wm = op.closing.as_ref().and_then(|c| watermarks.get(&c.relation));
+            match (updated, wm) {
+                (updated, Some(&wm)) => {
+                    let closed = op.close(wm)?;
+                    match updated {
+                        Some(u) if !closed.is_empty() => {
+                            Some(Delta::concat(op.schema(), &[u, closed])?)
+                        }
+                        Some(u) => Some(u),
+                        None if closed.is_empty() => None,
+                        None => Some(closed),
+                    }
+                }
+                (updated, None) => updated,
+            }
+        }
         Node::Union { inputs, schema } => {
             let mut parts = Vec::new();
             for i in inputs.iter_mut() {
-                if let Some(d) = push(i, changes)? {
+                if let Some(d) = push(i, changes, watermarks)? {
                     parts.push(d.with_schema(schema.clone())?);
                 }
             }
@@ -493,7 +725,7 @@ impl Builder<'_> {
                 }
                 let id = self.next_op;
                 self.next_op += 1;
-                let op = AggregateOperator::new(
+                let mut op = AggregateOperator::new(
                     id,
                     group_exprs,
                     a.group_expr.iter().map(|g| g.to_string()).collect(),
@@ -502,6 +734,7 @@ impl Builder<'_> {
                     out_schema,
                     append_only,
                 )?;
+                self.set_closing(&mut op, &input)?;
                 Ok(Node::Aggregate {
                     input: Box::new(input),
                     op,
@@ -523,7 +756,7 @@ impl Builder<'_> {
                 }
                 let id = self.next_op;
                 self.next_op += 1;
-                let op = AggregateOperator::new(
+                let mut op = AggregateOperator::new(
                     id,
                     group_exprs,
                     display,
@@ -532,6 +765,7 @@ impl Builder<'_> {
                     node_schema(schema),
                     append_only,
                 )?;
+                self.set_closing(&mut op, &input)?;
                 Ok(Node::Aggregate {
                     input: Box::new(input),
                     op,
@@ -566,6 +800,36 @@ impl Builder<'_> {
                 other.display().to_string().split(':').next().unwrap_or("this plan node")
             )),
         }
+    }
+
+    /// Lets `op` close its groups when a group column derives from event
+    /// time, and applies the view's emit mode.
+    fn set_closing(&self, op: &mut AggregateOperator, input: &Node) -> Result<()> {
+        let inner = closings(input, self.lookup);
+        op.closing = op
+            .group_exprs()
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| {
+                expr_closing(e, &inner).map(|c| GroupClosing {
+                    column: i,
+                    relation: c.relation,
+                    after_ns: c.after_ns,
+                })
+            });
+        if self.options.retention_ns.is_some() {
+            if op.closing.is_none() {
+                return unsupported(format!("retention over {}", no_closing_group(op)));
+            }
+            op.retention_ns = self.options.retention_ns;
+        }
+        if self.options.emit == EmitMode::OnWindowClose {
+            if op.closing.is_none() {
+                return unsupported(format!("EMIT ON WINDOW CLOSE over {}", no_closing_group(op)));
+            }
+            op.emit_on_close = true;
+        }
+        Ok(())
     }
 
     fn source(&mut self, name: &str) -> Result<Node> {
@@ -629,6 +893,18 @@ impl Builder<'_> {
         };
         AggCall::new(kind, arg, filter, input_type, output_type, display)
     }
+}
+
+/// Describes the grouping of `op`, which has no group column that closes.
+fn no_closing_group(op: &AggregateOperator) -> String {
+    let groups = if op.group_display.is_empty() {
+        "a global aggregate".to_string()
+    } else {
+        format!("GROUP BY {}", op.group_display.join(", "))
+    };
+    format!(
+        "{groups} (no group column closes with a watermark: group by window_start or window_end of TUMBLE or HOP, or by date_trunc or date_bin, over a column declared with WATERMARK FOR)"
+    )
 }
 
 fn node_schema_of(n: &Node) -> SchemaRef {

@@ -12,6 +12,12 @@ pub enum PlanError {
     /// Valid SQL that Millrace cannot run (yet) (0A000).
     #[error("{0}")]
     Unsupported(String),
+    /// A column the statement names does not exist (42703).
+    #[error("{0}")]
+    UndefinedColumn(String),
+    /// A value or column of the wrong type for where it is used (42804).
+    #[error("{0}")]
+    WrongType(String),
     /// A value does not fit its type (22003).
     #[error("{0}")]
     OutOfRange(String),

@@ -11,6 +11,7 @@
 pub mod dataflow;
 pub mod delta;
 pub mod error;
+pub mod event_time;
 pub mod json;
 pub mod naming;
 pub mod source;

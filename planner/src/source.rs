@@ -57,6 +57,12 @@ pub struct WatermarkDef {
     pub expr: Expr,
 }
 
+impl std::fmt::Display for WatermarkDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WATERMARK FOR {} AS {}", quote_ident(&self.column), self.expr)
+    }
+}
+
 /// A parsed `CREATE SOURCE` (or `CREATE TABLE … WITH (connector = …)`).
 #[derive(Clone, Debug)]
 pub struct SourceDef {
@@ -89,7 +95,7 @@ impl std::fmt::Display for SourceDef {
         write!(f, "CREATE SOURCE {} (", quote_ident(&self.name))?;
         let mut items: Vec<String> = self.columns.iter().map(|c| c.to_string()).collect();
         if let Some(w) = &self.watermark {
-            items.push(format!("WATERMARK FOR {} AS {}", quote_ident(&w.column), w.expr));
+            items.push(w.to_string());
         }
         write!(f, "{})", items.join(", "))?;
         for i in &self.includes {
@@ -172,17 +178,14 @@ pub fn parse_create_source(parser: &mut Parser) -> Result<SourceDef, ParserError
     if parser.consume_token(&Token::LParen) {
         if !parser.consume_token(&Token::RParen) {
             loop {
-                if parse_word(parser, "WATERMARK") {
-                    parser.expect_keyword(Keyword::FOR)?;
-                    let column = fold_ident(&parser.parse_identifier()?);
-                    parser.expect_keyword(Keyword::AS)?;
-                    let expr = parser.parse_expr()?;
+                if peek_word(parser, 0, "WATERMARK") {
+                    let w = parse_watermark(parser)?;
                     if watermark.is_some() {
                         return Err(ParserError::ParserError(
                             "a source declares at most one WATERMARK".into(),
                         ));
                     }
-                    watermark = Some(WatermarkDef { column, expr });
+                    watermark = Some(w);
                 } else {
                     columns.push(parser.parse_column_def()?);
                 }
@@ -244,6 +247,18 @@ pub fn parse_create_source(parser: &mut Parser) -> Result<SourceDef, ParserError
         encode_options,
         spelled_as_table,
     })
+}
+
+/// Parses `WATERMARK FOR column AS expr`, the parser standing at `WATERMARK`.
+pub fn parse_watermark(parser: &mut Parser) -> Result<WatermarkDef, ParserError> {
+    if !parse_word(parser, "WATERMARK") {
+        return parser.expected("WATERMARK", parser.peek_token());
+    }
+    parser.expect_keyword(Keyword::FOR)?;
+    let column = fold_ident(&parser.parse_identifier()?);
+    parser.expect_keyword(Keyword::AS)?;
+    let expr = parser.parse_expr()?;
+    Ok(WatermarkDef { column, expr })
 }
 
 /// Parses `DROP SOURCE [IF EXISTS] a, b [CASCADE | RESTRICT]`, the parser

@@ -11,7 +11,12 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
-use crate::source::{parse_create_source, parse_drop_source, peek_word, DropSource, SourceDef};
+use sqlparser::tokenizer::TokenWithSpan;
+
+use crate::source::{
+    parse_create_source, parse_drop_source, parse_watermark, peek_word, DropSource, SourceDef,
+    WatermarkDef,
+};
 use crate::{PlanError, Result};
 
 /// Which kind of relation a `SHOW` lists.
@@ -38,6 +43,16 @@ pub enum Statement {
     CreateSource(Box<SourceDef>),
     /// `DROP SOURCE`.
     DropSource(DropSource),
+    /// `CREATE TABLE (…, WATERMARK FOR col AS expr)`: a table with event
+    /// time (without a watermark a table is a plain [`Statement::Sql`]).
+    CreateTable {
+        /// The statement without its `WATERMARK` clause.
+        table: Box<SqlStatement>,
+        /// The clause.
+        watermark: WatermarkDef,
+    },
+    /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`.
+    CreateViewOnWindowClose(Box<SqlStatement>),
 }
 
 impl std::fmt::Display for Statement {
@@ -52,6 +67,18 @@ impl std::fmt::Display for Statement {
             Statement::ShowRelations(RelationKind::Source) => write!(f, "SHOW SOURCES"),
             Statement::CreateSource(def) => write!(f, "CREATE SOURCE {}", def.name),
             Statement::DropSource(d) => write!(f, "DROP SOURCE {}", d.names.join(", ")),
+            Statement::CreateTable { table, watermark } => {
+                // sqlparser prints a plain table as `CREATE TABLE t (…)`:
+                // the clause goes back in before the closing parenthesis.
+                let text = table.to_string();
+                match text.strip_suffix(')') {
+                    Some(head) if !head.trim_end().ends_with('(') => {
+                        write!(f, "{head}, {watermark})")
+                    }
+                    _ => write!(f, "{text} /* {watermark} */"),
+                }
+            }
+            Statement::CreateViewOnWindowClose(view) => write!(f, "{view} EMIT ON WINDOW CLOSE"),
         }
     }
 }
@@ -59,9 +86,10 @@ impl std::fmt::Display for Statement {
 /// Parses `sql` into its statements (an empty text yields none).
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+    let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(flink_windows(tokens));
     let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -87,6 +115,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             Statement::DropSource(d)
         } else if let Some(def) = table_with_connector(&mut parser)? {
             Statement::CreateSource(Box::new(def))
+        } else if let Some(stmt) = with_streaming_clauses(&mut parser)? {
+            stmt
         } else {
             let mut stmt = parser
                 .parse_statement()
@@ -114,6 +144,200 @@ fn table_with_connector(parser: &mut Parser) -> Result<Option<SourceDef>> {
     parser
         .maybe_parse(parse_create_source)
         .map_err(|e| PlanError::Syntax(syntax_message(e)))
+}
+
+/// Rewrites Flink's window spelling `TABLE(TUMBLE(TABLE rel,
+/// DESCRIPTOR(col), …))` (and `HOP`) into Millrace's `TUMBLE(rel, col, …)`.
+fn flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let words: Vec<usize> = (0..tokens.len()).filter(|i| significant(&tokens[*i])).collect();
+    let at = |k: usize| words.get(k).map(|i| &tokens[*i]);
+    let is = |k: usize, w: &str| at(k).is_some_and(|t| is_word(t, w));
+    let tok = |k: usize, t: &Token| at(k).is_some_and(|x| x.token == *t);
+    let mut drop = vec![false; tokens.len()];
+    let mut k = 0;
+    while k < words.len() {
+        // TABLE ( TUMBLE|HOP ( TABLE rel , DESCRIPTOR ( col ) ,
+        let shape = is(k, "TABLE")
+            && tok(k + 1, &Token::LParen)
+            && (is(k + 2, "TUMBLE") || is(k + 2, "HOP"))
+            && tok(k + 3, &Token::LParen)
+            && is(k + 4, "TABLE");
+        if !shape {
+            k += 1;
+            continue;
+        }
+        // The relation name may be qualified: skip to the comma.
+        let mut j = k + 5;
+        while at(j).is_some_and(|t| t.token != Token::Comma) {
+            j += 1;
+        }
+        let descriptor = is(j + 1, "DESCRIPTOR")
+            && tok(j + 2, &Token::LParen)
+            && tok(j + 4, &Token::RParen);
+        if !descriptor {
+            k += 1;
+            continue;
+        }
+        // Find the `)` closing `TABLE (`.
+        let mut depth = 0;
+        let mut close = None;
+        for m in k + 1..words.len() {
+            match at(m).map(|t| &t.token) {
+                Some(Token::LParen) => depth += 1,
+                Some(Token::RParen) => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(m);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { break };
+        for m in [k, k + 1, k + 4, j + 1, j + 2, j + 4, close] {
+            drop[words[m]] = true;
+        }
+        k += 5;
+    }
+    tokens
+        .into_iter()
+        .zip(drop)
+        .filter_map(|(t, d)| (!d).then_some(t))
+        .collect()
+}
+
+/// The tokens of the statement the parser stands at, up to (without) the
+/// `;` or the end that closes it.
+fn statement_tokens(parser: &Parser) -> Vec<TokenWithSpan> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    loop {
+        let t = parser.peek_nth_token(out.len());
+        match t.token {
+            Token::EOF => break,
+            Token::SemiColon if depth == 0 => break,
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        out.push(t);
+    }
+    out
+}
+
+fn is_word(t: &TokenWithSpan, word: &str) -> bool {
+    matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+/// Parses `tokens` as one PostgreSQL statement.
+fn parse_tokens(tokens: &[TokenWithSpan]) -> Result<SqlStatement> {
+    let mut end = tokens.last().cloned().unwrap_or_else(|| TokenWithSpan::wrap(Token::EOF));
+    end.token = Token::EOF;
+    let mut all = tokens.to_vec();
+    all.push(end);
+    let mut sub = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(all);
+    let mut stmt = sub
+        .parse_statement()
+        .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+    let next = sub.peek_token();
+    if next.token != Token::EOF {
+        return Err(PlanError::Syntax(format!("syntax error at or near \"{}\"", next.token)));
+    }
+    normalize_relation_names(&mut stmt);
+    Ok(stmt)
+}
+
+/// The streaming clauses sqlparser does not know inside otherwise
+/// PostgreSQL statements: `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`
+/// and `WATERMARK FOR …` in a `CREATE TABLE` column list. `None` (with the
+/// parser untouched) for any other statement.
+fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
+    let tokens = statement_tokens(parser);
+    let starts = |words: &[&str]| {
+        words.len() <= tokens.len() && words.iter().zip(&tokens).all(|(w, t)| is_word(t, w))
+    };
+    let stmt = if starts(&["CREATE", "MATERIALIZED", "VIEW"]) {
+        let n = tokens.len();
+        let tail = ["EMIT", "ON", "WINDOW", "CLOSE"];
+        if n < 4 || !tail.iter().zip(&tokens[n - 4..]).all(|(w, t)| is_word(t, w)) {
+            return Ok(None);
+        }
+        Statement::CreateViewOnWindowClose(Box::new(parse_tokens(&tokens[..n - 4])?))
+    } else if starts(&["CREATE", "TABLE"]) {
+        // `WATERMARK FOR` directly inside the column list.
+        let mut depth = 0;
+        let mut at = None;
+        for (i, t) in tokens.iter().enumerate() {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                _ if depth == 1
+                    && is_word(t, "WATERMARK")
+                    && tokens.get(i + 1).is_some_and(|n| is_word(n, "FOR")) =>
+                {
+                    at = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(start) = at else { return Ok(None) };
+        // The clause runs to the next comma or closing parenthesis of the list.
+        let mut depth = 0;
+        let mut end = tokens.len();
+        for (i, t) in tokens.iter().enumerate().skip(start) {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let mut clause = tokens[start..end].to_vec();
+        clause.push(TokenWithSpan::wrap(Token::EOF));
+        let mut sub = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(clause);
+        let watermark = parse_watermark(&mut sub).map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+        if sub.peek_token().token != Token::EOF {
+            return Err(PlanError::Syntax(format!(
+                "syntax error at or near \"{}\"",
+                sub.peek_token().token
+            )));
+        }
+        // Drop the clause and the comma that separates it from a neighbour.
+        let mut rest: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+        let (cut_from, cut_to) = if tokens.get(end).is_some_and(|t| t.token == Token::Comma) {
+            (start, end + 1)
+        } else if start > 0 && tokens[start - 1].token == Token::Comma {
+            (start - 1, end)
+        } else {
+            (start, end)
+        };
+        rest.extend_from_slice(&tokens[..cut_from]);
+        rest.extend_from_slice(&tokens[cut_to..]);
+        let table = parse_tokens(&rest)?;
+        if !matches!(table, SqlStatement::CreateTable(_)) {
+            return Err(PlanError::Syntax("WATERMARK FOR outside a column list".into()));
+        }
+        Statement::CreateTable {
+            table: Box::new(table),
+            watermark,
+        }
+    } else {
+        return Ok(None);
+    };
+    for _ in 0..tokens.len() {
+        parser.next_token();
+    }
+    Ok(Some(stmt))
 }
 
 /// Lower-cases unquoted relation names, as PostgreSQL folds identifiers.
@@ -156,6 +380,48 @@ mod tests {
         ));
         assert!(matches!(stmts[3], Statement::Sql(_)));
         assert!(parse("   ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn parses_streaming_clauses_inside_postgres_statements() {
+        let stmts = parse(
+            "CREATE TABLE t (a BIGINT, WATERMARK FOR ts AS ts - INTERVAL '5 seconds', ts TIMESTAMP); \
+             CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM t EMIT ON WINDOW CLOSE; SELECT 1",
+        )
+        .unwrap();
+        assert_eq!(stmts.len(), 3);
+        let Statement::CreateTable { table, watermark } = &stmts[0] else { panic!("{:?}", stmts[0]) };
+        assert_eq!(watermark.column, "ts");
+        assert_eq!(table.to_string(), "CREATE TABLE t (a BIGINT, ts TIMESTAMP)");
+        assert_eq!(
+            stmts[0].to_string(),
+            "CREATE TABLE t (a BIGINT, ts TIMESTAMP, WATERMARK FOR \"ts\" AS ts - INTERVAL '5 seconds')"
+        );
+        let again = parse(&stmts[0].to_string()).unwrap();
+        assert!(matches!(&again[0], Statement::CreateTable { .. }));
+        assert!(matches!(stmts[1], Statement::CreateViewOnWindowClose(_)));
+        assert_eq!(
+            stmts[1].to_string(),
+            "CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM t EMIT ON WINDOW CLOSE"
+        );
+        assert!(matches!(stmts[2], Statement::Sql(_)));
+    }
+
+    #[test]
+    fn accepts_flink_window_spelling() {
+        let stmts = parse(
+            "SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)); \
+             SELECT * FROM TABLE(HOP(TABLE public.bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) AS h",
+        )
+        .unwrap();
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT * FROM tumble(bids, date_time, INTERVAL '10' SECOND)"
+        );
+        assert_eq!(
+            stmts[1].to_string(),
+            "SELECT * FROM hop(public.bids, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS h"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub trait RelationLookup: Debug + Send + Sync {
     /// True when the relation only ever grows (a table), false when its rows
     /// can be retracted (a view).
     fn is_append_only(&self, name: &str) -> bool;
+    /// The event time declared on relation `name` (`WATERMARK FOR`), if any.
+    fn event_time(&self, name: &str) -> Option<crate::event_time::EventTime>;
 }
 
 /// Which window function.
@@ -86,7 +88,7 @@ impl std::fmt::Display for WindowSpec {
     }
 }
 
-fn fmt_ns(ns: i64) -> String {
+pub(crate) fn fmt_ns(ns: i64) -> String {
     if ns % 1_000_000_000 == 0 {
         format!("{}s", ns / 1_000_000_000)
     } else if ns % 1_000_000 == 0 {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
+use millrace_planner::event_time::EventTime;
 use millrace_planner::window::RelationLookup;
 use millrace_storage::{RelationId, Store};
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,8 @@ pub struct Relation {
     pub sql: String,
     /// Relations a view reads (empty for tables).
     pub inputs: Vec<String>,
+    /// The declared event time of a table or source (`WATERMARK FOR`).
+    pub event_time: Option<EventTime>,
 }
 
 /// The durable form of a catalog entry.
@@ -161,6 +164,10 @@ impl RelationLookup for Catalog {
 
     fn is_append_only(&self, name: &str) -> bool {
         matches!(self.get(name).map(|r| r.kind), Some(Kind::Table | Kind::Source))
+    }
+
+    fn event_time(&self, name: &str) -> Option<EventTime> {
+        self.get(name).and_then(|r| r.event_time.clone())
     }
 }
 

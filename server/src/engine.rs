@@ -24,7 +24,9 @@ use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, Wr
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
-use millrace_planner::dataflow::{Changes, Dataflow};
+use millrace_planner::dataflow::{Changes, Dataflow, EmitMode, ViewOptions, Watermarks};
+use millrace_planner::event_time::EventTime;
+use millrace_planner::source::WatermarkDef;
 use millrace_planner::delta::Delta;
 use millrace_planner::naming;
 use millrace_planner::statement::{RelationKind, Statement};
@@ -39,8 +41,10 @@ use crate::providers::{row_converter, snapshot_delta};
 use crate::source::ingest::SourceRunner;
 use crate::source::status::{self, Registry, SystemSchema};
 use crate::source::SourceConfig;
+use event_time::{Arrival, Progress};
 use sources::parse_source;
 
+pub mod event_time;
 mod sources;
 
 /// How long `FLUSH` waits for sources to catch up before giving up.
@@ -79,6 +83,8 @@ struct ViewPipeline {
     id: RelationId,
     dataflow: Dataflow,
     rows: RowConverter,
+    /// Late rows its inputs turned away since the server started.
+    late_rows: u64,
 }
 
 impl ViewPipeline {
@@ -124,6 +130,8 @@ impl ViewPipeline {
 struct Pipelines {
     views: BTreeMap<RelationId, ViewPipeline>,
     table_seq: HashMap<RelationId, u64>,
+    /// Event-time progress of the tables and sources that declare it.
+    event_times: HashMap<RelationId, Progress>,
 }
 
 impl Pipelines {
@@ -135,6 +143,7 @@ impl Pipelines {
         store: &Store,
         source: &str,
         delta: Delta,
+        watermarks: &Watermarks,
         commit: &mut Commit,
     ) -> SqlResult<Vec<RelationId>> {
         let mut changes = Changes::new();
@@ -148,7 +157,7 @@ impl Pipelines {
                     continue;
                 }
                 touched.push(*id);
-                if let Some(out) = pipe.dataflow.push(&changes)? {
+                if let Some(out) = pipe.dataflow.push(&changes, watermarks)? {
                     pipe.write_rows(store, &out, commit)?;
                     if !out.is_empty() {
                         changes.insert(pipe.name.clone(), out);
@@ -283,17 +292,39 @@ impl Engine {
                     schema: config.schema.clone(),
                     sql: r.sql,
                     inputs: vec![],
+                    event_time: config.event_time.clone(),
                 });
+                if rel.event_time.is_some() {
+                    pipelines.event_times.insert(rel.id, self.stored_progress(rel.id)?);
+                }
                 self.catalog.insert(rel.clone());
                 sources.push((rel, config));
                 continue;
             }
-            let stmt = parse_one(&r.sql)?;
+            let stmt = parse_statement(&r.sql)?;
+            let (stmt, watermark, emit) = match stmt {
+                Statement::Sql(s) => (*s, None, EmitMode::OnUpdate),
+                Statement::CreateTable { table, watermark } => (*table, Some(watermark), EmitMode::OnUpdate),
+                Statement::CreateViewOnWindowClose(v) => (*v, None, EmitMode::OnWindowClose),
+                _ => {
+                    return Err(SqlError::internal(format!(
+                        "catalog record \"{}\" does not hold a CREATE statement",
+                        r.name
+                    )))
+                }
+            };
             match (r.kind, stmt) {
-                (Kind::Table, Sql::CreateTable(_)) => {
-                    let schema = self.table_schema(&parse_one(&r.sql)?).await?;
+                (Kind::Table, table @ Sql::CreateTable(_)) => {
+                    let schema = self.table_schema(&table).await?;
+                    let event_time = match &watermark {
+                        Some(w) => Some(EventTime::resolve(w, &schema)?),
+                        None => None,
+                    };
                     let seq = self.store.next_table_seq(r.id)?;
                     pipelines.table_seq.insert(r.id, seq);
+                    if event_time.is_some() {
+                        pipelines.event_times.insert(r.id, self.stored_progress(r.id)?);
+                    }
                     self.catalog.insert(Arc::new(Relation {
                         id: r.id,
                         name: r.name,
@@ -301,15 +332,29 @@ impl Engine {
                         schema,
                         sql: r.sql,
                         inputs: vec![],
+                        event_time,
                     }));
                 }
                 (Kind::MaterializedView, Sql::CreateView(cv)) => {
-                    let dataflow = self.plan_view(&cv.query).await?;
+                    let mut dataflow = self.plan_view(&cv.query, view_options(&cv, emit)?).await?;
+                    let mut watermarks = Watermarks::new();
+                    for input in dataflow.inputs() {
+                        let wm = self
+                            .catalog
+                            .get(input)
+                            .and_then(|rel| pipelines.event_times.get(&rel.id))
+                            .and_then(|p| p.watermark);
+                        if let Some(wm) = wm {
+                            watermarks.insert(input.clone(), wm);
+                        }
+                    }
+                    dataflow.restore_watermarks(&watermarks);
                     let mut pipe = ViewPipeline {
                         name: r.name.clone(),
                         id: r.id,
                         rows: row_converter(dataflow.schema())?,
                         dataflow,
+                        late_rows: 0,
                     };
                     for (op, key, value) in self.store.operator_states(r.id)? {
                         pipe.dataflow.load_state(op, &key, &value)?;
@@ -321,6 +366,7 @@ impl Engine {
                         schema: pipe.dataflow.schema().clone(),
                         sql: r.sql,
                         inputs: r.inputs,
+                        event_time: None,
                     }));
                     pipelines.views.insert(r.id, pipe);
                 }
@@ -332,11 +378,20 @@ impl Engine {
                 }
             }
         }
+        self.publish_event_time(&pipelines);
         tracing::info!(
             relations = self.catalog.all().len(),
             "restored catalog from storage"
         );
         Ok(sources)
+    }
+
+    /// The committed event-time progress of relation `id`.
+    fn stored_progress(&self, id: RelationId) -> SqlResult<Progress> {
+        match self.store.event_time(id)? {
+            Some(bytes) => Progress::decode(&bytes),
+            None => Ok(Progress::default()),
+        }
     }
 
     /// Commits to storage, poisoning the engine if that fails.
@@ -375,14 +430,31 @@ impl Engine {
             Statement::DropSource(d) => {
                 self.drop(Kind::Source, d.if_exists, &d.names, d.cascade).await
             }
+            Statement::CreateTable { table, watermark } => match table.as_ref() {
+                Sql::CreateTable(ct) => {
+                    self.create_table(table, ct, Some(watermark), stmt.to_string()).await
+                }
+                _ => Err(SqlError::internal("WATERMARK on something else than CREATE TABLE")),
+            },
+            Statement::CreateViewOnWindowClose(view) => match view.as_ref() {
+                Sql::CreateView(cv) if cv.materialized => {
+                    self.create_view(cv, EmitMode::OnWindowClose, stmt.to_string()).await
+                }
+                _ => Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "EMIT ON WINDOW CLOSE belongs to CREATE MATERIALIZED VIEW",
+                )),
+            },
             Statement::Sql(sql) => self.execute_sql(sql, params).await,
         }
     }
 
     async fn execute_sql(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<Outcome> {
         match sql {
-            Sql::CreateTable(ct) => self.create_table(sql, ct).await,
-            Sql::CreateView(cv) if cv.materialized => self.create_view(sql, cv).await,
+            Sql::CreateTable(ct) => self.create_table(sql, ct, None, sql.to_string()).await,
+            Sql::CreateView(cv) if cv.materialized => {
+                self.create_view(cv, EmitMode::OnUpdate, sql.to_string()).await
+            }
             Sql::CreateView(_) => Err(SqlError::unsupported(
                 "CREATE VIEW (plain views); use CREATE MATERIALIZED VIEW",
             )),
@@ -404,7 +476,9 @@ impl Engine {
             }
             Sql::Explain { statement, .. } => match statement.as_ref() {
                 Sql::CreateView(cv) if cv.materialized => {
-                    let dataflow = self.plan_view(&cv.query).await?;
+                    let dataflow = self
+                        .plan_view(&cv.query, view_options(cv, EmitMode::OnUpdate)?)
+                        .await?;
                     Ok(text_rows(
                         "QUERY PLAN",
                         dataflow.explain(&object_name(&cv.name)),
@@ -490,7 +564,15 @@ impl Engine {
         Ok(Arc::new(schema))
     }
 
-    async fn create_table(&self, sql: &Sql, ct: &ast::CreateTable) -> SqlResult<Outcome> {
+    /// `CREATE TABLE`; `watermark` is its event-time clause, `text` the
+    /// statement as the catalog keeps it.
+    async fn create_table(
+        &self,
+        sql: &Sql,
+        ct: &ast::CreateTable,
+        watermark: Option<&WatermarkDef>,
+        text: String,
+    ) -> SqlResult<Outcome> {
         let name = object_name(&ct.name);
         if ct.query.is_some() {
             return Err(SqlError::unsupported("CREATE TABLE … AS SELECT"));
@@ -506,21 +588,31 @@ impl Engine {
         }
         let schema = self.table_schema(sql).await?;
         check_unique_columns(&schema)?;
+        let event_time = match watermark {
+            Some(w) => Some(EventTime::resolve(w, &schema)?),
+            None => None,
+        };
         let id = self.store.next_relation_id()?;
         let rel = Relation {
             id,
             name: name.clone(),
             kind: Kind::Table,
             schema,
-            sql: sql.to_string(),
+            sql: text,
             inputs: vec![],
+            event_time,
         };
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
         commit.put_catalog(&name, encode_record(&rel)?);
         self.commit(commit)?;
         pipelines.table_seq.insert(id, 0);
+        let has_event_time = rel.event_time.is_some();
         self.catalog.insert(Arc::new(rel));
+        if has_event_time {
+            pipelines.event_times.insert(id, Progress::default());
+            self.publish_event_time(&pipelines);
+        }
         Ok(Outcome::command("CREATE TABLE"))
     }
 
@@ -537,7 +629,7 @@ impl Engine {
     }
 
     /// Plans a view query into its dataflow (no side effects).
-    async fn plan_view(&self, query: &ast::Query) -> SqlResult<Dataflow> {
+    async fn plan_view(&self, query: &ast::Query, options: ViewOptions) -> SqlResult<Dataflow> {
         let plan = self
             .plan_sql(&Sql::Query(Box::new(naming::with_unique_aliases(query))), None)
             .await?;
@@ -545,7 +637,7 @@ impl Engine {
         let analyzed = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
-        let mut dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref())?;
+        let mut dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref(), options)?;
         dataflow.rename_columns(naming::column_names(query));
         if dataflow.schema().fields().is_empty() {
             return Err(SqlError::unsupported("a materialized view without columns"));
@@ -554,7 +646,9 @@ impl Engine {
         Ok(dataflow)
     }
 
-    async fn create_view(&self, sql: &Sql, cv: &ast::CreateView) -> SqlResult<Outcome> {
+    /// `CREATE MATERIALIZED VIEW`; `text` is the statement as the catalog
+    /// keeps it.
+    async fn create_view(&self, cv: &ast::CreateView, emit: EmitMode, text: String) -> SqlResult<Outcome> {
         let name = object_name(&cv.name);
         if cv.or_replace {
             return Err(SqlError::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
@@ -568,24 +662,27 @@ impl Engine {
         if let Some(existing) = self.catalog.get(&name) {
             return self.exists(&existing, cv.if_not_exists, "CREATE MATERIALIZED VIEW");
         }
-        let dataflow = self.plan_view(&cv.query).await?;
+        let dataflow = self.plan_view(&cv.query, view_options(cv, emit)?).await?;
         let id = self.store.next_relation_id()?;
         let rel = Relation {
             id,
             name: name.clone(),
             kind: Kind::MaterializedView,
             schema: dataflow.schema().clone(),
-            sql: sql.to_string(),
+            sql: text,
             inputs: dataflow.inputs().iter().cloned().collect(),
+            event_time: None,
         };
         let mut pipe = ViewPipeline {
             name: name.clone(),
             id,
             rows: row_converter(dataflow.schema())?,
             dataflow,
+            late_rows: 0,
         };
         // Backfill: the view starts from the current contents of its inputs.
         let mut changes = Changes::new();
+        let mut watermarks = Watermarks::new();
         for input in &rel.inputs {
             let input_rel = self.catalog.get(input).ok_or_else(|| {
                 SqlError::new(
@@ -594,12 +691,15 @@ impl Engine {
                 )
             })?;
             changes.insert(input.clone(), snapshot_delta(&input_rel, &self.store)?);
+            if let Some(wm) = pipelines.event_times.get(&input_rel.id).and_then(|p| p.watermark) {
+                watermarks.insert(input.clone(), wm);
+            }
         }
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
         commit.put_catalog(&name, encode_record(&rel)?);
         let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pipe.dataflow.push(&changes)
+            pipe.dataflow.push(&changes, &watermarks)
         }))
         .unwrap_or_else(|panic| {
             Err(millrace_planner::PlanError::Internal(panic_message(&*panic)))
@@ -612,6 +712,7 @@ impl Engine {
         pipe.dataflow.committed();
         self.catalog.insert(Arc::new(rel));
         pipelines.views.insert(id, pipe);
+        self.publish_event_time(&pipelines);
         Ok(Outcome::command("CREATE MATERIALIZED VIEW"))
     }
 
@@ -683,7 +784,8 @@ impl Engine {
     /// Appends rows to table `rel`, updates every dependent view and makes
     /// it all durable in one commit. Returns the number of rows.
     pub async fn append(&self, rel: &Relation, batches: Vec<RecordBatch>) -> SqlResult<usize> {
-        self.append_with_offsets(rel, batches, &BTreeMap::new()).await
+        self.append_with_offsets(rel, batches, &BTreeMap::new(), &Arrival::default())
+            .await
     }
 
     /// Appends a batch consumed by source `rel` and records its partitions'
@@ -694,20 +796,25 @@ impl Engine {
         rel: &Relation,
         batch: Option<RecordBatch>,
         offsets: &BTreeMap<i32, i64>,
+        arrival: &Arrival,
     ) -> SqlResult<()> {
-        self.append_with_offsets(rel, batch.into_iter().collect(), offsets)
+        self.append_with_offsets(rel, batch.into_iter().collect(), offsets, arrival)
             .await
             .map(|_| ())
     }
 
+    /// Appends `batches` to `rel` with the source `offsets` they reach, and
+    /// moves its watermark; returns the number of rows kept (late rows are
+    /// dropped).
     async fn append_with_offsets(
         &self,
         rel: &Relation,
         batches: Vec<RecordBatch>,
         offsets: &BTreeMap<i32, i64>,
+        arrival: &Arrival,
     ) -> SqlResult<usize> {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows == 0 && offsets.is_empty() {
+        if rows == 0 && offsets.is_empty() && (rel.event_time.is_none() || arrival.idle.is_empty()) {
             return Ok(0);
         }
         let mut pipelines = self.pipelines.write().await;
@@ -728,21 +835,112 @@ impl Engine {
         for (p, o) in offsets {
             commit.set_source_offset(rel.id, *p, *o);
         }
-        if rows == 0 {
-            self.commit(commit)?;
+        let parts: Vec<Delta> = batches.into_iter().map(Delta::inserts).collect();
+        let mut delta = Delta::concat(&rel.schema, &parts)?;
+        // Event time: drop late rows, move the watermark.
+        let mut watermarks = Watermarks::new();
+        let mut late = 0;
+        let mut progress_before = None;
+        if let Some(event) = &rel.event_time {
+            let progress = pipelines.event_times.entry(rel.id).or_default();
+            let before = progress.clone();
+            let (keep, dropped) = progress.admit(event, &delta.batch, arrival)?;
+            if let Some(keep) = keep {
+                delta = delta.filter(&keep)?;
+            }
+            late = dropped;
+            progress.advance(event, arrival);
+            if *progress != before {
+                commit.set_event_time(rel.id, progress.encode()?);
+                if let Some(wm) = progress.watermark {
+                    if progress.watermark != before.watermark {
+                        watermarks.insert(rel.name.clone(), wm);
+                    }
+                }
+                progress_before = Some(before);
+            }
+        }
+        let kept = delta.len();
+        let restore_progress = |pipelines: &mut Pipelines| {
+            if let Some(before) = progress_before.clone() {
+                pipelines.event_times.insert(rel.id, before);
+            }
+        };
+        if kept == 0 && watermarks.is_empty() {
+            if let Err(e) = self.commit(commit) {
+                restore_progress(&mut pipelines);
+                return Err(e);
+            }
+            self.count_late(&mut pipelines, &rel.name, late);
             return Ok(0);
         }
-        commit.append_table_rows(rel.id, seq, &batches)?;
-        let parts: Vec<Delta> = batches.into_iter().map(Delta::inserts).collect();
-        let delta = Delta::concat(&rel.schema, &parts)?;
-        let touched = pipelines.propagate(&self.store, &rel.name, delta, &mut commit)?;
+        if kept > 0 {
+            commit.append_table_rows(rel.id, seq, std::slice::from_ref(&delta.batch))?;
+        }
+        let touched = match pipelines.propagate(&self.store, &rel.name, delta, &watermarks, &mut commit) {
+            Ok(t) => t,
+            Err(e) => {
+                restore_progress(&mut pipelines);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.commit(commit) {
             pipelines.rollback(&touched);
+            restore_progress(&mut pipelines);
             return Err(e);
         }
         pipelines.committed(&touched);
-        pipelines.table_seq.insert(rel.id, seq + 1);
-        Ok(rows)
+        if kept > 0 {
+            pipelines.table_seq.insert(rel.id, seq + 1);
+        }
+        self.count_late(&mut pipelines, &rel.name, late);
+        Ok(kept)
+    }
+
+    /// Adds `late` rows turned away by `relation` to the views reading it,
+    /// and publishes the event-time figures.
+    fn count_late(&self, pipelines: &mut Pipelines, relation: &str, late: usize) {
+        if late > 0 {
+            for pipe in pipelines.views.values_mut() {
+                if pipe.dataflow.inputs().contains(relation) {
+                    pipe.late_rows += late as u64;
+                }
+            }
+        }
+        self.publish_event_time(pipelines);
+    }
+
+    /// Publishes `millrace_catalog.watermarks`: every relation with event
+    /// time and every view that closes windows.
+    fn publish_event_time(&self, pipelines: &Pipelines) {
+        let mut rows = Vec::new();
+        for rel in self.catalog.all() {
+            if let Some(event) = &rel.event_time {
+                let progress = pipelines.event_times.get(&rel.id).cloned().unwrap_or_default();
+                rows.push(status::WatermarkStatus {
+                    relation: rel.name.clone(),
+                    kind: rel.kind.noun(),
+                    column: Some(event.column.clone()),
+                    watermark: progress.watermark,
+                    late_rows: progress.late_rows,
+                    state_groups: None,
+                });
+            } else if let Some(pipe) = pipelines.views.get(&rel.id) {
+                if !pipe.dataflow.inputs().iter().any(|i| pipe.dataflow.closes_on(i)) {
+                    continue;
+                }
+                let (watermark, dropped) = pipe.dataflow.progress();
+                rows.push(status::WatermarkStatus {
+                    relation: rel.name.clone(),
+                    kind: rel.kind.noun(),
+                    column: None,
+                    watermark,
+                    late_rows: pipe.late_rows + dropped,
+                    state_groups: Some(pipe.dataflow.state_size() as u64),
+                });
+            }
+        }
+        self.registry.publish_watermarks(rows);
     }
 
     /// The relation called `name`.
@@ -829,11 +1027,13 @@ impl Engine {
             self.catalog.remove(&v.name);
             pipelines.views.remove(&v.id);
             pipelines.table_seq.remove(&v.id);
+            pipelines.event_times.remove(&v.id);
             if v.kind == Kind::Source {
                 self.registry.remove(&v.name);
                 self.lock_sources().remove(&v.id);
             }
         }
+        self.publish_event_time(&pipelines);
         Ok(Outcome::command(tag))
     }
 
@@ -902,6 +1102,60 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn encode_record(rel: &Relation) -> SqlResult<Vec<u8>> {
     serde_json::to_vec(&CatalogRecord::of(rel))
         .map_err(|e| SqlError::internal(format!("encoding catalog record: {e}")))
+}
+
+/// The options of `CREATE MATERIALIZED VIEW … WITH (…)`.
+fn view_options(cv: &ast::CreateView, emit: EmitMode) -> SqlResult<ViewOptions> {
+    let mut options = ViewOptions {
+        emit,
+        retention_ns: None,
+    };
+    let list = match &cv.options {
+        ast::CreateTableOptions::None => return Ok(options),
+        ast::CreateTableOptions::With(list) => list,
+        _ => return Err(SqlError::unsupported("view options other than WITH (…)")),
+    };
+    for o in list {
+        let ast::SqlOption::KeyValue { key, value } = o else {
+            return Err(SqlError::unsupported(format!("the view option {o}")));
+        };
+        match key.value.to_ascii_lowercase().as_str() {
+            "retention" => {
+                let text = match value {
+                    ast::Expr::Value(v) => v.value.clone().into_string(),
+                    _ => None,
+                };
+                let ns = text
+                    .as_deref()
+                    .and_then(millrace_planner::event_time::parse_fixed_interval)
+                    .filter(|ns| *ns > 0)
+                    .ok_or_else(|| {
+                        SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("retention must be a positive interval of fixed length such as '1 day', not {value}"),
+                        )
+                    })?;
+                options.retention_ns = Some(ns);
+            }
+            other => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unknown materialized view option \"{other}\""),
+                )
+                .with_hint("Known options: retention."))
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Parses one stored statement of the Millrace dialect.
+fn parse_statement(sql: &str) -> SqlResult<Statement> {
+    let mut stmts = millrace_planner::statement::parse(sql)?;
+    match (stmts.pop(), stmts.is_empty()) {
+        (Some(s), true) => Ok(s),
+        _ => Err(SqlError::internal(format!("stored statement is not one statement: {sql}"))),
+    }
 }
 
 fn parse_one(sql: &str) -> SqlResult<Sql> {

@@ -104,6 +104,8 @@ impl From<PlanError> for SqlError {
             PlanError::Syntax(m) => SqlError::new(sqlstate::SYNTAX_ERROR, m),
             PlanError::Unsupported(m) => SqlError::unsupported(m),
             PlanError::OutOfRange(m) => SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, m),
+            PlanError::UndefinedColumn(m) => SqlError::new(sqlstate::UNDEFINED_COLUMN, m),
+            PlanError::WrongType(m) => SqlError::new(sqlstate::DATATYPE_MISMATCH, m),
             PlanError::DataFusion(e) => e.into(),
             PlanError::Internal(m) => SqlError::internal(m),
         }
@@ -201,6 +203,10 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
                     PlanError::OutOfRange(m) => {
                         SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, m.clone())
                     }
+                    PlanError::UndefinedColumn(m) => {
+                        SqlError::new(sqlstate::UNDEFINED_COLUMN, m.clone())
+                    }
+                    PlanError::WrongType(m) => SqlError::new(sqlstate::DATATYPE_MISMATCH, m.clone()),
                     PlanError::Internal(m) => SqlError::internal(m),
                 };
             }

@@ -277,9 +277,11 @@ impl Parser {
         use sqlparser::ast::Statement as Sql;
         match stmt {
             Statement::ShowRelations(_) => Ok((vec![], Some(session::name_column_schema("Name")))),
-            Statement::Flush | Statement::CreateSource(_) | Statement::DropSource(_) => {
-                Ok((vec![], None))
-            }
+            Statement::Flush
+            | Statement::CreateSource(_)
+            | Statement::DropSource(_)
+            | Statement::CreateTable { .. }
+            | Statement::CreateViewOnWindowClose(_) => Ok((vec![], None)),
             Statement::Sql(sql) => match sql.as_ref() {
                 Sql::Query(_) | Sql::Insert(_) => {
                     let plan = self.engine.plan_sql(&crate::engine::aliased(sql), None).await?;

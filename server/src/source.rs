@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
+use millrace_planner::event_time::EventTime;
 use millrace_planner::source::{Metadata, SourceDef};
 
 use crate::error::{sqlstate, SqlError, SqlResult};
@@ -62,6 +63,11 @@ pub struct SourceConfig {
     pub max_batch_rows: usize,
     /// Where messages that do not decode are copied, if anywhere.
     pub dead_letter_topic: Option<String>,
+    /// The declared event time (`WATERMARK FOR`), if any.
+    pub event_time: Option<EventTime>,
+    /// A partition without messages for this long no longer holds the
+    /// source's watermark back; `None` never lets it go.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Option keys of the `WITH (…)` clause other than `properties.*`.
@@ -76,7 +82,11 @@ const KNOWN_OPTIONS: &[&str] = &[
     "checkpoint.interval.ms",
     "max.batch.rows",
     "dead_letter.topic",
+    "watermark.idle.timeout.ms",
 ];
+
+/// Default of `watermark.idle.timeout.ms`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SourceConfig {
     /// Validates `def`; `schema` holds the columns as planned (payload
@@ -205,12 +215,23 @@ impl SourceConfig {
             encoding,
             metadata: def.includes.iter().map(|i| i.metadata).collect(),
             json_columns,
-            schema,
+            schema: schema.clone(),
             connect_timeout: millis("connect.timeout.ms", 10_000)?,
             max_message_bytes,
             checkpoint_interval: millis("checkpoint.interval.ms", 1_000)?,
             max_batch_rows,
             dead_letter_topic: opts.get("dead_letter.topic").filter(|t| !t.is_empty()).cloned(),
+            event_time: match &def.watermark {
+                Some(w) => Some(EventTime::resolve(w, &schema)?),
+                None => None,
+            },
+            idle_timeout: match opts.get("watermark.idle.timeout.ms") {
+                Some(v) => match parse_number::<u64>(v, "watermark.idle.timeout.ms")? {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                },
+                None => Some(DEFAULT_IDLE_TIMEOUT),
+            },
         })
     }
 

@@ -14,6 +14,7 @@ pub(crate) enum Space {
     OperatorState = 3,
     ViewRows = 4,
     SourceOffsets = 5,
+    EventTime = 6,
 }
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {

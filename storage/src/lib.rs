@@ -138,6 +138,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The event-time progress record of relation `id` (its watermark and
+    /// what it derives from), as last committed.
+    pub fn event_time(&self, id: RelationId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .get(&keys::prefix(Space::EventTime, id))?
+            .map(|v| v.to_vec()))
+    }
+
     /// The multiplicity of one row of view `id` (0 when absent).
     pub fn view_row_count(&self, id: RelationId, row: &[u8]) -> Result<i64> {
         match self.get(&keys::view_row(id, row))? {
@@ -168,6 +176,7 @@ impl Store {
             Space::OperatorState,
             Space::ViewRows,
             Space::SourceOffsets,
+            Space::EventTime,
         ] {
             for item in self.tree.scan_prefix(keys::prefix(space, id)) {
                 let (k, _) = item.map_err(|e| StorageError::from_sled(e, "dropping a relation"))?;
@@ -273,6 +282,13 @@ impl Commit {
             keys::source_offset(id, partition),
             next_offset.to_be_bytes().to_vec(),
         );
+    }
+
+    /// Records the event-time progress of relation `id` (an opaque record
+    /// of the server's). Committed with the rows it let through, it makes
+    /// window closing replay exactly after a crash.
+    pub fn set_event_time(&mut self, id: RelationId, record: Vec<u8>) {
+        self.put(keys::prefix(Space::EventTime, id), record);
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

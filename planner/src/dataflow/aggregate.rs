@@ -2,7 +2,7 @@
 //! retractions, and emit, for every group a change touched, a retraction of
 //! its old row and an insertion of its new one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
@@ -202,6 +202,10 @@ struct GroupState {
     /// this is positive.
     rows: i64,
     accs: Vec<Acc>,
+    /// When the group is final (see [`Closing`]); derived from the key, so
+    /// not stored.
+    #[serde(skip)]
+    close_at: Option<i64>,
 }
 
 impl GroupState {
@@ -209,6 +213,7 @@ impl GroupState {
     fn without_values(&self) -> GroupState {
         GroupState {
             rows: self.rows,
+            close_at: self.close_at,
             accs: self
                 .accs
                 .iter()
@@ -259,6 +264,20 @@ struct ValueChange {
     weight: i64,
 }
 
+/// When the groups of an aggregate are final: its group column `column`
+/// derives from event time, and a group whose value there is `v` can no
+/// longer change once the watermark reaches `v + after_ns` (see
+/// [`crate::dataflow::Closing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupClosing {
+    /// Index of the group expression.
+    pub column: usize,
+    /// The relation whose watermark closes groups.
+    pub relation: String,
+    /// Distance from the column's value to the watermark that closes it.
+    pub after_ns: i64,
+}
+
 /// The arguments of one aggregate call, evaluated over an input batch.
 struct Evaluated {
     values: Option<ArrayRef>,
@@ -286,6 +305,29 @@ pub struct AggregateOperator {
     undo: HashMap<Vec<u8>, Option<GroupState>>,
     /// Value multiset changes since the last commit or rollback, in order.
     value_log: Vec<ValueChange>,
+    /// How groups close, when the group key holds a window or time bucket.
+    pub closing: Option<GroupClosing>,
+    /// `EMIT ON WINDOW CLOSE`: a group's row is emitted once, when it
+    /// closes, instead of being updated on every change.
+    pub emit_on_close: bool,
+    /// How long after closing a group's row stays in the view (`WITH
+    /// (retention = …)`); its state is kept that long, then the row is
+    /// retracted. `None`: rows stay forever and state is freed at close.
+    pub retention_ns: Option<i64>,
+    /// Index entries popped since the last commit: a rollback puts them
+    /// back (entries of groups that no longer exist are skipped anyway).
+    popped_log: Vec<(i64, Vec<u8>)>,
+    /// Open groups by closing time (may hold stale entries of groups that
+    /// were removed; they are skipped).
+    close_index: BTreeSet<(i64, Vec<u8>)>,
+    /// The watermark groups have been closed up to.
+    watermark: Option<i64>,
+    /// Groups closed since the last commit or rollback, whole, and the
+    /// watermark before: what a rollback reopens.
+    closed_log: Vec<(Vec<u8>, GroupState)>,
+    watermark_before: Option<Option<i64>>,
+    /// Rows dropped because their group had already closed.
+    late_rows: u64,
 }
 
 impl AggregateOperator {
@@ -312,7 +354,117 @@ impl AggregateOperator {
             groups: HashMap::new(),
             undo: HashMap::new(),
             value_log: Vec::new(),
+            closing: None,
+            emit_on_close: false,
+            retention_ns: None,
+            popped_log: Vec::new(),
+            close_index: BTreeSet::new(),
+            watermark: None,
+            closed_log: Vec::new(),
+            watermark_before: None,
+            late_rows: 0,
         })
+    }
+
+    /// The group expressions, evaluated over input rows.
+    pub fn group_exprs(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.group_exprs
+    }
+
+    /// The watermark groups are closed up to.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Sets the watermark groups were closed up to before a restart (call
+    /// before loading state).
+    pub fn restore_watermark(&mut self, wm: i64) {
+        self.watermark = Some(wm);
+    }
+
+    /// Rows dropped since startup because their group had already closed.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    /// Closing times of the group values in `column` (group column
+    /// `closing.column`).
+    fn close_times(&self, column: &ArrayRef, closing: &GroupClosing) -> Result<Int64Array> {
+        let times = crate::event_time::timestamps_ns(column)?;
+        Ok(times.unary(|t| t.saturating_add(closing.after_ns)))
+    }
+
+    /// The closing time of the group stored under `key`.
+    fn close_time_of_key(&self, key: &[u8]) -> Result<Option<i64>> {
+        let Some(closing) = &self.closing else {
+            return Ok(None);
+        };
+        let parser = self.keys.parser();
+        let columns = self.keys.convert_rows([parser.parse(key)])?;
+        let times = self.close_times(&columns[closing.column], closing)?;
+        Ok((!times.is_null(0)).then(|| times.value(0)))
+    }
+
+    /// Closes every group whose closing time the watermark `wm` reached:
+    /// its state is freed (and, with [`Self::emit_on_close`], its final row
+    /// emitted). Returns the output change.
+    pub fn close(&mut self, wm: i64) -> Result<Delta> {
+        if self.closing.is_none() || self.watermark.is_some_and(|w| w >= wm) {
+            return Ok(Delta::empty(self.schema.clone()));
+        }
+        if self.watermark_before.is_none() {
+            self.watermark_before = Some(self.watermark);
+        }
+        self.watermark = Some(wm);
+        let mut out_keys = Vec::new();
+        let mut out_values = Vec::new();
+        let mut out_weights = Vec::new();
+        let retention = self.retention_ns.filter(|r| *r > 0);
+        while let Some((t, key)) = self.close_index.first().cloned() {
+            if t > wm {
+                break;
+            }
+            self.close_index.pop_first();
+            self.popped_log.push((t, key.clone()));
+            let Some(at) = self.groups.get(&key).and_then(|g| g.close_at) else {
+                continue;
+            };
+            let expiry = retention.map(|r| at.saturating_add(r));
+            let (closing, expiring) = match expiry {
+                None => (t == at, t == at),
+                Some(e) => (t == at, t == e),
+            };
+            if closing {
+                if let Some(state) = self.groups.get(&key) {
+                    if self.emit_on_close && state.rows > 0 {
+                        out_values.push(self.outputs(state)?);
+                        out_keys.push(key.clone());
+                        out_weights.push(1);
+                    }
+                }
+            }
+            if let (true, Some(e)) = (closing, expiry) {
+                // The row stays for the retention period, then goes.
+                self.close_index.insert((e, key.clone()));
+                continue;
+            }
+            if !expiring {
+                continue;
+            }
+            let Some(state) = self.groups.remove(&key) else {
+                continue;
+            };
+            self.undo
+                .entry(key.clone())
+                .or_insert_with(|| Some(state.without_values()));
+            if retention.is_some() && state.rows > 0 {
+                out_values.push(self.outputs(&state)?);
+                out_keys.push(key.clone());
+                out_weights.push(-1);
+            }
+            self.closed_log.push((key, state));
+        }
+        self.build_output(out_keys, out_values, out_weights)
     }
 
     /// The output schema: group columns, then one column per call.
@@ -328,6 +480,7 @@ impl AggregateOperator {
         GroupState {
             rows: 0,
             accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+            close_at: None,
         }
     }
 
@@ -348,8 +501,17 @@ impl AggregateOperator {
 
     /// Restores one group's state from storage.
     pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let state: GroupState = bincode::deserialize(value)
+        let mut state: GroupState = bincode::deserialize(value)
             .map_err(|e| PlanError::Internal(format!("corrupt aggregate state: {e}")))?;
+        state.close_at = self.close_time_of_key(key)?;
+        if let Some(at) = state.close_at {
+            // A group kept for its retention period is past closing.
+            let closed = self.watermark.is_some_and(|w| at <= w);
+            match self.retention_ns.filter(|r| *r > 0) {
+                Some(r) if closed => self.close_index.insert((at.saturating_add(r), key.to_vec())),
+                _ => self.close_index.insert((at, key.to_vec())),
+            };
+        }
         if state.accs.len() != self.calls.len() {
             return Err(PlanError::Internal(
                 "stored aggregate state does not match the view definition".into(),
@@ -378,6 +540,10 @@ impl AggregateOperator {
             None
         } else {
             Some(self.keys.convert_columns(&group_arrays)?)
+        };
+        let close_times = match &self.closing {
+            Some(c) => Some(self.close_times(&group_arrays[c.column], c)?),
+            None => None,
         };
         let mut evaluated = Vec::with_capacity(self.calls.len());
         for call in &self.calls {
@@ -415,6 +581,16 @@ impl AggregateOperator {
                 Some(rows) => rows.row(i).data(),
                 None => &[],
             };
+            let close_at = close_times
+                .as_ref()
+                .and_then(|t| (!t.is_null(i)).then(|| t.value(i)));
+            if let (Some(at), Some(wm)) = (close_at, self.watermark) {
+                if at <= wm {
+                    // The group closed already: its result is final.
+                    self.late_rows += 1;
+                    continue;
+                }
+            }
             if !touched_index.contains_key(key) {
                 touched_index.insert(key.to_vec(), ());
                 let existing = self.groups.get(key);
@@ -426,8 +602,21 @@ impl AggregateOperator {
                 self.undo.entry(key.to_vec()).or_insert(image);
                 touched.push((key.to_vec(), old));
             }
-            let empty = self.empty_group();
-            let state = self.groups.entry(key.to_vec()).or_insert(empty);
+            let state = match self.groups.entry(key.to_vec()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    if let Some(at) = close_at {
+                        self.close_index.insert((at, key.to_vec()));
+                    }
+                    let mut empty = GroupState {
+                        rows: 0,
+                        accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+                        close_at: None,
+                    };
+                    empty.close_at = close_at;
+                    e.insert(empty)
+                }
+            };
             state.rows += w;
             for (j, call) in self.calls.iter().enumerate() {
                 let ev = &evaluated[j];
@@ -476,7 +665,7 @@ impl AggregateOperator {
             if state.rows == 0 && !global {
                 self.groups.remove(&key);
             }
-            if old == new {
+            if old == new || self.emit_on_close {
                 continue;
             }
             if let Some(old) = old {
@@ -573,6 +762,18 @@ impl AggregateOperator {
             let value = (count != 0).then(|| count.to_be_bytes().to_vec());
             persist(self.id | VALUES_BIT, &key, value);
         }
+        for (group, state) in &self.closed_log {
+            for (call, acc) in state.accs.iter().enumerate() {
+                if let Acc::Values(map) = acc {
+                    for v in map.keys() {
+                        let key = value_key(group, call, v);
+                        if seen.insert(key.clone()) {
+                            persist(self.id | VALUES_BIT, &key, None);
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -580,10 +781,25 @@ impl AggregateOperator {
     pub fn committed(&mut self) {
         self.undo.clear();
         self.value_log.clear();
+        self.closed_log.clear();
+        self.popped_log.clear();
+        self.watermark_before = None;
     }
 
     /// Restores the groups changed since the last commit.
     pub fn rollback(&mut self) {
+        // Reopen the groups closed since the commit, values and all; the
+        // undo entries below then rewind them like any touched group.
+        for (key, state) in self.closed_log.drain(..) {
+            if let Some(at) = state.close_at {
+                self.close_index.insert((at, key.clone()));
+            }
+            self.groups.insert(key, state);
+        }
+        if let Some(w) = self.watermark_before.take() {
+            self.watermark = w;
+        }
+        self.close_index.extend(self.popped_log.drain(..));
         let mut vanished = Vec::new();
         for (key, pre) in self.undo.drain() {
             let mut current = self.groups.remove(&key);
@@ -594,11 +810,15 @@ impl AggregateOperator {
                     GroupState {
                         rows: 0,
                         accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+                        close_at: None,
                     }
                 }
             };
             if let Some(current) = current.as_mut() {
                 restored.take_values(current);
+            }
+            if let Some(at) = restored.close_at {
+                self.close_index.insert((at, key.clone()));
             }
             self.groups.insert(key, restored);
         }

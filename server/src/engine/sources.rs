@@ -13,6 +13,7 @@ use crate::error::{sqlstate, SqlError, SqlResult};
 use crate::source::ingest::{self, Probe, SourceRunner, TopicError};
 use crate::source::status::SourceStatus;
 use crate::source::{metadata_sql_type, SourceConfig};
+use super::event_time::Progress;
 
 impl Engine {
     /// Validates a source definition into its settings and columns.
@@ -29,11 +30,6 @@ impl Engine {
                 "column constraints and defaults on source columns (column \"{}\"); every source column is nullable, and a missing field is NULL",
                 c.name.value
             )));
-        }
-        if def.watermark.is_some() {
-            return Err(SqlError::unsupported(
-                "WATERMARK FOR (event time and closing windows are not implemented yet)",
-            ));
         }
         // DataFusion has no JSON type: a JSONB column holds JSON text, and
         // `->`, `->>` and jsonb_extract_path reach into it.
@@ -110,6 +106,7 @@ impl Engine {
             schema: config.schema.clone(),
             sql: def.to_string(),
             inputs: vec![],
+            event_time: config.event_time.clone(),
         });
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
@@ -120,6 +117,10 @@ impl Engine {
         self.commit(commit)?;
         pipelines.table_seq.insert(id, 0);
         self.catalog.insert(rel.clone());
+        if rel.event_time.is_some() {
+            pipelines.event_times.insert(id, Progress::default());
+            self.publish_event_time(&pipelines);
+        }
         drop(pipelines);
         self.start_source(rel, config)?;
         Ok(Outcome::command(tag))

@@ -36,6 +36,7 @@ use super::decode::{self, Decoder};
 use super::status::{SourceStatus, State};
 use super::{SourceConfig, StartupMode};
 use crate::catalog::Relation;
+use crate::engine::event_time::Arrival;
 use crate::engine::Engine;
 use millrace_planner::source::Metadata;
 
@@ -438,13 +439,15 @@ impl Ingest {
         self.status.set_state(State::Running, None);
         let mut hw_refreshed = Instant::now() - Duration::from_secs(60);
         let mut batch = Batch::new(&self.config);
+        let now = Instant::now();
+        batch.last_seen = parts.iter().map(|p| (*p, now)).collect();
         loop {
             match self.fill(&c, &parts, &mut batch, &mut hw_refreshed) {
                 Ok(true) => {}
                 Ok(false) => return End::Stopped,
                 Err(e) => return End::Failed(e),
             }
-            match self.commit(&c, &mut batch) {
+            match self.commit(&c, parts.as_slice(), &mut batch) {
                 Ok(true) => {}
                 Ok(false) => return End::Stopped,
                 Err(e) => return End::Failed(e),
@@ -493,6 +496,9 @@ impl Ingest {
                     if opened.is_some() || !batch.eof.is_empty() {
                         return Ok(true);
                     }
+                    if self.idle_changed(batch) {
+                        return Ok(true);
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     batch.eof.insert(p);
@@ -502,6 +508,7 @@ impl Ingest {
                     self.status.set_state(State::Retrying, Some(e.to_string()));
                 }
                 Some(Ok(m)) => {
+                    batch.last_seen.insert(m.partition(), Instant::now());
                     if opened.is_none() {
                         opened = Some(Instant::now());
                         self.status.set_state(State::Running, None);
@@ -515,6 +522,23 @@ impl Ingest {
         }
     }
 
+
+    /// Recomputes which partitions are idle (event-time sources only);
+    /// true when that changed since the last commit.
+    fn idle_changed(&self, batch: &mut Batch) -> bool {
+        let (Some(_), Some(timeout)) = (&self.config.event_time, self.config.idle_timeout) else {
+            return false;
+        };
+        let idle: BTreeSet<i32> = batch
+            .last_seen
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= timeout)
+            .map(|(p, _)| *p)
+            .collect();
+        let changed = idle != batch.idle;
+        batch.idle = idle;
+        changed
+    }
 
     /// Copies the batch's undecodable messages to the dead-letter topic and
     /// waits until the broker has them, before the batch's offsets are
@@ -563,7 +587,7 @@ impl Ingest {
     }
 
     /// Commits the batch through the engine. False when the source is gone.
-    fn commit(&self, c: &SourceConsumer, batch: &mut Batch) -> Result<bool, String> {
+    fn commit(&self, c: &SourceConsumer, parts: &[i32], batch: &mut Batch) -> Result<bool, String> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(false);
         };
@@ -572,11 +596,17 @@ impl Ingest {
             batch.discard();
             return Err(e);
         }
-        if !progress.is_empty() {
-            let rows = batch.finish(&self.config)?;
+        self.idle_changed(batch);
+        if !progress.is_empty() || !batch.idle.is_empty() {
+            let (rows, row_partitions) = batch.finish(&self.config)?;
+            let arrival = Arrival {
+                row_partitions,
+                partitions: parts.to_vec(),
+                idle: batch.idle.clone(),
+            };
             let result = self
                 .runtime
-                .block_on(engine.ingest(&self.rel, rows, &progress));
+                .block_on(engine.ingest(&self.rel, rows, &progress, &arrival));
             if let Err(e) = result {
                 if engine.relation(&self.rel.name).map(|r| r.id) != Some(self.rel.id) {
                     return Ok(false);
@@ -641,6 +671,11 @@ struct Batch {
     counts: BTreeMap<i32, Counts>,
     /// Undecodable messages, for the dead-letter topic.
     dead_letters: Vec<DeadLetter>,
+    /// When each partition last delivered a message (event-time sources
+    /// let idle partitions go).
+    last_seen: BTreeMap<i32, Instant>,
+    /// The partitions idle at the last look.
+    idle: BTreeSet<i32>,
 }
 
 /// A message that did not decode, and why.
@@ -668,6 +703,8 @@ impl Batch {
             eof: BTreeSet::new(),
             counts: BTreeMap::new(),
             dead_letters: Vec::new(),
+            last_seen: BTreeMap::new(),
+            idle: BTreeSet::new(),
         }
     }
 
@@ -711,12 +748,17 @@ impl Batch {
         }
     }
 
-    /// The decoded rows, if any, as a batch of the source's schema.
-    fn finish(&mut self, config: &SourceConfig) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
+    /// The decoded rows, if any, as a batch of the source's schema, and
+    /// the partition of each row.
+    fn finish(
+        &mut self,
+        config: &SourceConfig,
+    ) -> Result<(Option<arrow::record_batch::RecordBatch>, Vec<i32>), String> {
         if self.decoder.rows() == 0 {
             self.clear_rows();
-            return Ok(None);
+            return Ok((None, Vec::new()));
         }
+        let partitions = self.partition.clone();
         let payload = self.decoder.finish()?;
         let mut metadata: Vec<ArrayRef> = Vec::new();
         for (i, m) in config.metadata.iter().enumerate() {
@@ -743,7 +785,7 @@ impl Batch {
             metadata.push(array);
         }
         self.clear_rows();
-        decode::batch(&config.schema, payload, metadata).map(Some)
+        Ok((Some(decode::batch(&config.schema, payload, metadata)?), partitions))
     }
 
     /// Forgets the decoded rows (kept: offsets and counts until committed).

@@ -1,15 +1,19 @@
-//! What every source partition is doing, for people and for `FLUSH`:
-//! the table `millrace_catalog.source_partitions`.
+//! What every source partition is doing, for people and for `FLUSH`, and
+//! how far event time has come: the system tables
+//! `millrace_catalog.source_partitions` and `millrace_catalog.watermarks`.
 //!
 //! The ingest thread of a source updates its [`SourceStatus`] after every
-//! poll and every commit; a `SELECT` on the system table copies the current
-//! figures of all sources.
+//! poll and every commit, and the engine publishes its event-time figures
+//! after every commit that moves them; a `SELECT` on a system table copies
+//! the current figures.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, TimestampNanosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -184,10 +188,32 @@ impl SourceStatus {
     }
 }
 
-/// All running sources' statuses, by source name.
+/// The event-time figures of one relation (a row of `watermarks`).
+#[derive(Clone, Debug)]
+pub struct WatermarkStatus {
+    /// Relation name.
+    pub relation: String,
+    /// "table", "source" or "materialized view".
+    pub kind: &'static str,
+    /// The event-time column (tables and sources).
+    pub column: Option<String>,
+    /// The watermark (ns since the epoch): for a view, the one its windows
+    /// are closed up to.
+    pub watermark: Option<i64>,
+    /// Rows dropped for arriving behind the watermark: by the relation
+    /// (stored, ever) or, for a view, turned away by its inputs and its own
+    /// closed windows since the server started.
+    pub late_rows: u64,
+    /// Groups a view holds in state (open windows and other groups).
+    pub state_groups: Option<u64>,
+}
+
+/// All running sources' statuses, by source name, and the latest
+/// event-time figures.
 #[derive(Debug, Default)]
 pub struct Registry {
     sources: Mutex<HashMap<String, Arc<SourceStatus>>>,
+    watermarks: Mutex<Vec<WatermarkStatus>>,
 }
 
 impl Registry {
@@ -210,6 +236,29 @@ impl Registry {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Replaces the event-time figures.
+    pub fn publish_watermarks(&self, rows: Vec<WatermarkStatus>) {
+        *self.watermarks.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+    }
+
+    /// The current rows of `watermarks`.
+    fn watermarks_batch(&self) -> DfResult<RecordBatch> {
+        let rows = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.relation.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.column.clone()).collect::<Vec<_>>())),
+            Arc::new(TimestampNanosecondArray::from(
+                rows.iter().map(|r| r.watermark).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.late_rows as i64))),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.state_groups.map(|g| g as i64)).collect::<Vec<_>>(),
+            )),
+        ];
+        Ok(RecordBatch::try_new(watermarks_schema(), columns)?)
     }
 
     /// The current rows of `source_partitions`.
@@ -278,14 +327,47 @@ fn partitions_schema() -> SchemaRef {
     ]))
 }
 
-/// `millrace_catalog.source_partitions`.
+fn watermarks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("relation", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("event_time_column", DataType::Utf8, true),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("late_rows", DataType::Int64, false),
+        Field::new("state_groups", DataType::Int64, true),
+    ]))
+}
+
+/// The tables of the system schema.
+const SYSTEM_TABLES: [&str; 2] = ["source_partitions", "watermarks"];
+
+/// One table of `millrace_catalog`, read from the registry.
 #[derive(Debug)]
-struct SourcePartitionsTable(Arc<Registry>);
+struct SystemTable {
+    registry: Arc<Registry>,
+    name: &'static str,
+}
+
+impl SystemTable {
+    fn batch(&self) -> DfResult<RecordBatch> {
+        match self.name {
+            "watermarks" => self.registry.watermarks_batch(),
+            _ => self.registry.partitions_batch(),
+        }
+    }
+}
 
 #[async_trait]
-impl TableProvider for SourcePartitionsTable {
+impl TableProvider for SystemTable {
     fn schema(&self) -> SchemaRef {
-        partitions_schema()
+        match self.name {
+            "watermarks" => watermarks_schema(),
+            _ => partitions_schema(),
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -299,9 +381,9 @@ impl TableProvider for SourcePartitionsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.0.partitions_batch()?;
+        let batch = self.batch()?;
         let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&[vec![batch]], partitions_schema(), projection.cloned())?;
+            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
         Ok(exec)
     }
 }
@@ -313,17 +395,19 @@ pub struct SystemSchema(pub Arc<Registry>);
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["source_partitions".into()]
+        SYSTEM_TABLES.iter().map(|t| t.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(match name {
-            "source_partitions" => Some(Arc::new(SourcePartitionsTable(self.0.clone()))),
-            _ => None,
-        })
+        Ok(SYSTEM_TABLES.iter().find(|t| **t == name).map(|t| {
+            Arc::new(SystemTable {
+                registry: self.0.clone(),
+                name: t,
+            }) as Arc<dyn TableProvider>
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "source_partitions"
+        SYSTEM_TABLES.contains(&name)
     }
 }

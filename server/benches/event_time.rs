@@ -1,0 +1,128 @@
+//! Bounded state benchmark: an endless stream through windowed views must
+//! run in flat memory, because closed windows free their state.
+//!
+//! Runs the real engine in-process over a real data directory (every batch
+//! is a durable, flushed commit). A table of bids with
+//! `WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds'` (event time
+//! advancing 1 ms per row, out of order by up to 3 s, so nothing is late)
+//! feeds an `EMIT ON WINDOW CLOSE` and a continuous 10-second TUMBLE view
+//! by auction. Every 10 million events it prints throughput, the groups
+//! held in operator state, the current RSS and the peak RSS so far.
+//!
+//! `cargo bench -p millrace-server --bench event_time`
+//! (`MILLRACE_BENCH_EVENTS=5000000` for a quicker run).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Int64Array, TimestampNanosecondArray};
+use arrow::record_batch::RecordBatch;
+use millrace_planner::statement::parse;
+use millrace_server::engine::Engine;
+
+const BATCH: usize = 100_000;
+const REPORT_EVERY: usize = 10_000_000;
+const AUCTIONS: i64 = 100;
+const BASE_NS: i64 = 1_767_225_600_000_000_000;
+
+fn batch(schema: &arrow::datatypes::SchemaRef, start: i64, n: usize) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + n as i64).collect();
+    let auction = Int64Array::from(ids.iter().map(|i| (i * 7919) % AUCTIONS).collect::<Vec<_>>());
+    let price = Int64Array::from(ids.iter().map(|i| 100 + (i * 31) % 10_000).collect::<Vec<_>>());
+    // 1 ms per event, minus up to 3 s of disorder.
+    let ts = TimestampNanosecondArray::from(
+        ids.iter()
+            .map(|i| BASE_NS + i * 1_000_000 - ((i * 104_729) % 3_000) * 1_000_000)
+            .collect::<Vec<_>>(),
+    );
+    RecordBatch::try_new(schema.clone(), vec![Arc::new(auction), Arc::new(price), Arc::new(ts)])
+        .expect("batch")
+}
+
+/// (current RSS, peak RSS) in MiB.
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn exec(engine: &Engine, sql: &str) {
+    for stmt in parse(sql).expect("parse") {
+        engine.execute(&stmt, None).await.expect("execute");
+    }
+}
+
+fn main() {
+    let events: usize = std::env::var("MILLRACE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000_000);
+    let dir = std::env::temp_dir().join(format!("millrace-bench-et-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let engine = Engine::open(&dir).await.expect("open");
+        exec(
+            &engine,
+            "CREATE TABLE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP,
+               WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds');
+             CREATE MATERIALIZED VIEW closed AS
+               SELECT window_start, auction, count(*) AS n, sum(price) AS total, max(price) AS high
+               FROM TUMBLE(bids, date_time, INTERVAL '10 seconds')
+               GROUP BY window_start, auction EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW live AS
+               SELECT window_start, auction, count(*) AS n, sum(price) AS total, max(price) AS high
+               FROM TUMBLE(bids, date_time, INTERVAL '10 seconds')
+               GROUP BY window_start, auction;",
+        )
+        .await;
+        let rel = engine.relation("bids").expect("bids");
+        println!(
+            "bounded state: {events} events (1 ms apart, up to 3 s out of order, {AUCTIONS} auctions) -> TUMBLE(10 s) by auction, EMIT ON WINDOW CLOSE + continuous; batches of {BATCH}, durable commit per batch"
+        );
+        let started = Instant::now();
+        let mut segment = Instant::now();
+        let mut done = 0usize;
+        while done < events {
+            let n = BATCH.min(events - done);
+            engine
+                .append(&rel, vec![batch(&rel.schema, done as i64, n)])
+                .await
+                .expect("append");
+            done += n;
+            if done % REPORT_EVERY == 0 || done == events {
+                let groups: usize = engine.state_sizes().await.iter().map(|(_, g)| g).sum();
+                let (rss, peak) = rss_mib();
+                let since = segment.elapsed().as_secs_f64();
+                let in_segment = if done % REPORT_EVERY == 0 { REPORT_EVERY } else { done % REPORT_EVERY };
+                println!(
+                    "{:>11} events | {:7.1} s | {:9.0} events/s (last segment) | groups in state {groups:>6} | RSS {rss:7.1} MiB | peak RSS {peak:7.1} MiB",
+                    done,
+                    started.elapsed().as_secs_f64(),
+                    in_segment as f64 / since,
+                );
+                segment = Instant::now();
+            }
+        }
+        let closed = engine
+            .execute(&parse("SELECT count(*) FROM closed").expect("parse")[0], None)
+            .await
+            .expect("count");
+        if let millrace_server::engine::Outcome::Rows { batches, .. } = closed {
+            let n = batches
+                .first()
+                .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))
+                .unwrap_or(-1);
+            println!("closed windows emitted: {n}");
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
