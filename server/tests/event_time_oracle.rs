@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use common::{scratch_dir, TestServer};
 
 /// Number of random streams.
-const CASES: usize = 60;
+const CASES: usize = 200;
 
 struct Rng(u64);
 
