@@ -18,7 +18,9 @@ use std::time::Instant;
 use arrow::array::{Int64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
 use millrace_planner::statement::parse;
-use millrace_server::engine::Engine;
+
+mod common;
+use common::{env_count, exec, rss_mib, scratch_dir};
 
 const BATCH: usize = 100_000;
 const REPORT_EVERY: usize = 10_000_000;
@@ -39,37 +41,12 @@ fn batch(schema: &arrow::datatypes::SchemaRef, start: i64, n: usize) -> RecordBa
         .expect("batch")
 }
 
-/// (current RSS, peak RSS) in MiB.
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-async fn exec(engine: &Engine, sql: &str) {
-    for stmt in parse(sql).expect("parse") {
-        engine.execute(&stmt, None).await.expect("execute");
-    }
-}
-
 fn main() {
-    let events: usize = std::env::var("MILLRACE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000_000);
-    let dir = std::env::temp_dir().join(format!("millrace-bench-et-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let events = env_count("MILLRACE_BENCH_EVENTS", 50_000_000);
+    let dir = scratch_dir("millrace-bench-et");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let engine = Engine::open(&dir).await.expect("open");
+        let engine = millrace_server::engine::Engine::open(&dir).await.expect("open");
         exec(
             &engine,
             "CREATE TABLE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP,

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
-use millrace_planner::statement::parse;
 use millrace_server::engine::Engine;
+
+mod common;
+use common::{env_count, exec, rss_mib, scratch_dir};
 
 const PROBE_ROWS: usize = 1_000;
 const PROBES: usize = 30;
@@ -52,25 +54,6 @@ impl Generator {
             vec![Arc::new(auction), Arc::new(bidder), Arc::new(price), Arc::new(ts)],
         )
         .expect("batch")
-    }
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-async fn exec(engine: &Engine, sql: &str) {
-    for stmt in parse(sql).expect("parse") {
-        engine.execute(&stmt, None).await.expect("execute");
     }
 }
 
@@ -105,17 +88,13 @@ async fn probe(engine: &Engine, gen: &mut Generator, label: &str, history: u64) 
         pct(0.9),
         pct(1.0),
         (PROBES * PROBE_ROWS) as f64 / total,
-        peak_rss_mib(),
+        rss_mib().1,
     );
 }
 
 fn main() {
-    let big: usize = std::env::var("MILLRACE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
-    let dir = std::env::temp_dir().join(format!("millrace-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let big = env_count("MILLRACE_BENCH_ROWS", 10_000_000);
+    let dir = scratch_dir("millrace-bench");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let engine = Engine::open(&dir).await.expect("open");

@@ -871,7 +871,7 @@ impl Engine {
                 restore_progress(&mut pipelines);
                 return Err(e);
             }
-            self.count_late(&mut pipelines, &rel.name, late);
+            self.count_late(&mut pipelines, rel, late);
             return Ok(0);
         }
         if kept > 0 {
@@ -893,13 +893,17 @@ impl Engine {
         if kept > 0 {
             pipelines.table_seq.insert(rel.id, seq + 1);
         }
-        self.count_late(&mut pipelines, &rel.name, late);
+        self.count_late(&mut pipelines, rel, late);
         Ok(kept)
     }
 
     /// Adds `late` rows turned away by `relation` to the views reading it,
     /// and publishes the event-time figures.
-    fn count_late(&self, pipelines: &mut Pipelines, relation: &str, late: usize) {
+    fn count_late(&self, pipelines: &mut Pipelines, rel: &Relation, late: usize) {
+        if rel.event_time.is_none() {
+            return;
+        }
+        let relation = rel.name.as_str();
         if late > 0 {
             for pipe in pipelines.views.values_mut() {
                 if pipe.dataflow.inputs().contains(relation) {
@@ -917,6 +921,11 @@ impl Engine {
         for rel in self.catalog.all() {
             if let Some(event) = &rel.event_time {
                 let progress = pipelines.event_times.get(&rel.id).cloned().unwrap_or_default();
+                if let Some(status) = self.registry.get(&rel.name) {
+                    for (p, t) in &progress.max_by_partition {
+                        status.update(*p, |s| s.max_event_time = Some(*t));
+                    }
+                }
                 rows.push(status::WatermarkStatus {
                     relation: rel.name.clone(),
                     kind: rel.kind.noun(),

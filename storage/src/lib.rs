@@ -11,9 +11,13 @@
 //!
 //! All records live in a single sled tree, partitioned by a one-byte key
 //! space tag, because sled applies a batch atomically only within one tree.
+//! Table rows are the exception: their bytes go to an append-only file per
+//! table (see [`segments`]), which keeps memory flat as tables grow, and
+//! the tree records where each append lies, in the same commit.
 
 mod error;
 mod keys;
+mod segments;
 
 use std::path::Path;
 
@@ -23,15 +27,21 @@ use arrow::record_batch::RecordBatch;
 
 pub use error::{Result, StorageError};
 use keys::Space;
+use segments::{Extent, Segments};
 
 /// A relation's identifier, stable for its lifetime and never reused.
 pub type RelationId = u64;
+
+/// The page cache of [`Store::open`]: sled's own default (1 GiB) lets a
+/// growing table take a gigabyte of memory before anything is evicted.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The durable store of one Millrace data directory.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    segments: Segments,
 }
 
 impl std::fmt::Debug for Store {
@@ -41,8 +51,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, with the default
+    /// page cache ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the store in `dir`; sled keeps at most
+    /// about `cache_bytes` of pages in memory (the rest is read from disk).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
             context: format!("creating data directory {}", dir.display()),
             source: e,
@@ -50,12 +67,14 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .mode(sled::Mode::LowSpace)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| StorageError::from_sled(e, "opening the data directory"))?;
         let tree = db
             .open_tree("millrace")
             .map_err(|e| StorageError::from_sled(e, "opening the main tree"))?;
-        Ok(Self { db, tree })
+        let segments = Segments::open(dir)?;
+        Ok(Self { db, tree, segments })
     }
 
     /// Returns a fresh relation id; the allocation becomes durable with the
@@ -85,11 +104,35 @@ impl Store {
     /// Every batch ever appended to table `id`, in insertion order.
     pub fn table_batches(&self, id: RelationId) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
+        let mut file = None;
         for item in self.tree.scan_prefix(keys::prefix(Space::TableRows, id)) {
             let (_, v) = item.map_err(|e| StorageError::from_sled(e, "reading table rows"))?;
-            out.extend(decode_batches(&v)?);
+            match Extent::decode(&v) {
+                Some(extent) => {
+                    let f = match &mut file {
+                        Some(f) => f,
+                        None => file.insert(self.segments.reader(id)?),
+                    };
+                    out.extend(decode_batches(&self.segments.read(f, extent)?)?);
+                }
+                None => out.extend(decode_batches(&v)?),
+            }
         }
         Ok(out)
+    }
+
+    /// Where the next append to table `id`'s row file starts: the end of
+    /// the last committed one.
+    fn rows_end(&self, id: RelationId) -> Result<u64> {
+        let last = self
+            .tree
+            .scan_prefix(keys::prefix(Space::TableRows, id))
+            .next_back()
+            .transpose()
+            .map_err(|e| StorageError::from_sled(e, "reading table rows"))?;
+        Ok(last
+            .and_then(|(_, v)| Extent::decode(&v))
+            .map_or(0, Extent::end))
     }
 
     /// The sequence number the next batch appended to table `id` must use.
@@ -155,9 +198,21 @@ impl Store {
     }
 
     /// Applies `commit` atomically and waits until it is on disk.
-    pub fn commit(&self, commit: Commit) -> Result<()> {
+    pub fn commit(&self, mut commit: Commit) -> Result<()> {
         if commit.is_empty() {
             return Ok(());
+        }
+        // Rows first, synced; sled then records where they are. A crash in
+        // between leaves bytes no record points to, cut off next time.
+        let mut ends: std::collections::HashMap<RelationId, u64> = std::collections::HashMap::new();
+        for (id, seq, bytes) in std::mem::take(&mut commit.rows) {
+            let at = match ends.get(&id) {
+                Some(e) => *e,
+                None => self.rows_end(id)?,
+            };
+            let extent = self.segments.append(id, at, &bytes)?;
+            ends.insert(id, extent.end());
+            commit.batch.insert(keys::table_rows(id, seq), extent.encode());
         }
         self.tree
             .apply_batch(commit.batch)
@@ -165,6 +220,9 @@ impl Store {
         self.db
             .flush()
             .map_err(|e| StorageError::from_sled(e, "flushing a commit to disk"))?;
+        for id in commit.dropped {
+            self.segments.remove(id);
+        }
         Ok(())
     }
 
@@ -185,6 +243,7 @@ impl Store {
             }
         }
         commit.delete_catalog(name);
+        commit.dropped.push(id);
         Ok(())
     }
 
@@ -200,6 +259,11 @@ impl Store {
 pub struct Commit {
     batch: sled::Batch,
     ops: usize,
+    /// Row appends `(table, sequence, encoded batches)`, written to the
+    /// row files at commit.
+    rows: Vec<(RelationId, u64, Vec<u8>)>,
+    /// Relations whose row files go once the commit is durable.
+    dropped: Vec<RelationId>,
 }
 
 impl Commit {
@@ -248,7 +312,8 @@ impl Commit {
             }
             writer.finish().map_err(|e| StorageError::Encode(e.to_string()))?;
         }
-        self.put(keys::table_rows(id, seq), buf);
+        self.rows.push((id, seq, buf));
+        self.ops += 1;
         Ok(())
     }
 
@@ -347,6 +412,37 @@ mod tests {
         assert!(store.catalog_records().unwrap().is_empty());
         assert!(store.table_batches(7).unwrap().is_empty());
         assert!(store.view_rows(8).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_torn_row_append_is_cut_off() {
+        let dir = std::env::temp_dir().join(format!("millrace-storage-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir).unwrap();
+            let mut c = Commit::new();
+            c.append_table_rows(3, 0, &[batch(&[1, 2])]).unwrap();
+            store.commit(c).unwrap();
+        }
+        // A crash after the row file was written but before sled committed.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("rows").join("3")).unwrap();
+        f.write_all(b"garbage of an append that never committed").unwrap();
+        drop(f);
+        let store = Store::open(&dir).unwrap();
+        let mut c = Commit::new();
+        c.append_table_rows(3, store.next_table_seq(3).unwrap(), &[batch(&[3])]).unwrap();
+        store.commit(c).unwrap();
+        let values: Vec<i64> = store
+            .table_batches(3)
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+            })
+            .collect();
+        assert_eq!(values, vec![1, 2, 3]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

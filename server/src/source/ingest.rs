@@ -630,6 +630,10 @@ impl Ingest {
         for (p, o) in &progress {
             self.status.update(*p, |s| s.committed = *o);
         }
+        for p in parts {
+            let idle = batch.idle.contains(p);
+            self.status.update(*p, |s| s.idle = idle);
+        }
         // A partition at its end is consumed through its position, which
         // also covers transaction markers no message stands for.
         let mut caught_up = progress;

@@ -70,6 +70,12 @@ pub struct PartitionStatus {
     pub last_error: Option<String>,
     /// Messages per second over the last rate interval.
     pub rate: f64,
+    /// The largest event time accepted from this partition (sources with
+    /// a WATERMARK), ns since the epoch.
+    pub max_event_time: Option<i64>,
+    /// No message for longer than the idle timeout: the partition does not
+    /// hold the source's watermark back.
+    pub idle: bool,
     rate_mark: Option<(Instant, u64)>,
 }
 
@@ -231,6 +237,11 @@ impl Registry {
         self.lock().remove(name);
     }
 
+    /// The status of source `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<SourceStatus>> {
+        self.lock().get(name).cloned()
+    }
+
     /// Every source's status, by name.
     pub fn all(&self) -> Vec<Arc<SourceStatus>> {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
@@ -274,6 +285,8 @@ impl Registry {
         let mut errors = Vec::new();
         let mut last_error = Vec::new();
         let mut state = Vec::new();
+        let mut max_event_time = Vec::new();
+        let mut idle = Vec::new();
         for s in self.all() {
             let (st, source_error) = s.state();
             for (p, f) in s.partitions() {
@@ -292,6 +305,8 @@ impl Registry {
                     _ => source_error.clone().or_else(|| f.last_error.clone()),
                 });
                 state.push(st.as_str());
+                max_event_time.push(f.max_event_time);
+                idle.push(f.idle);
             }
         }
         let columns: Vec<ArrayRef> = vec![
@@ -306,6 +321,8 @@ impl Registry {
             Arc::new(Int64Array::from(errors)),
             Arc::new(StringArray::from(last_error)),
             Arc::new(StringArray::from(state)),
+            Arc::new(TimestampNanosecondArray::from(max_event_time)),
+            Arc::new(arrow::array::BooleanArray::from(idle)),
         ];
         Ok(RecordBatch::try_new(partitions_schema(), columns)?)
     }
@@ -324,6 +341,12 @@ fn partitions_schema() -> SchemaRef {
         Field::new("decode_errors", DataType::Int64, false),
         Field::new("last_error", DataType::Utf8, true),
         Field::new("state", DataType::Utf8, false),
+        Field::new(
+            "max_event_time",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("idle", DataType::Boolean, false),
     ]))
 }
 
