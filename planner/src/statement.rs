@@ -254,6 +254,14 @@ fn parse_tokens(tokens: &[TokenWithSpan]) -> Result<SqlStatement> {
 /// and `WATERMARK FOR …` in a `CREATE TABLE` column list. `None` (with the
 /// parser untouched) for any other statement.
 fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
+    // Only these statements can hold the clauses; collecting a statement's
+    // tokens costs more than its parse (think of a long INSERT).
+    let candidate = parser.peek_keyword(Keyword::CREATE)
+        && (peek_word(parser, 1, "TABLE")
+            || (peek_word(parser, 1, "MATERIALIZED") && peek_word(parser, 2, "VIEW")));
+    if !candidate {
+        return Ok(None);
+    }
     let tokens = statement_tokens(parser);
     let starts = |words: &[&str]| {
         words.len() <= tokens.len() && words.iter().zip(&tokens).all(|(w, t)| is_word(t, w))
