@@ -209,7 +209,7 @@ impl Dataflow {
     /// True when the view closes windows on the watermark of `relation`.
     pub fn closes_on(&self, relation: &str) -> bool {
         let mut found = false;
-        let _ = visit(&self.root, &mut |op| {
+        visit(&self.root, &mut |op| {
             if op.closing.as_ref().is_some_and(|c| c.relation == relation) {
                 found = true;
             }
@@ -222,7 +222,7 @@ impl Dataflow {
     pub fn progress(&self) -> (Option<i64>, u64) {
         let mut wm: Option<i64> = None;
         let mut late = 0;
-        let _ = visit(&self.root, &mut |op| {
+        visit(&self.root, &mut |op| {
             if op.closing.is_some() {
                 if let Some(w) = op.watermark() {
                     wm = Some(wm.map_or(w, |m| m.min(w)));
@@ -462,7 +462,7 @@ fn expr_closing(e: &Arc<dyn PhysicalExpr>, inputs: &[Option<Closing>]) -> Option
         _ => return None,
     };
     let time = expr_closing(args.get(time_arg)?, inputs)?;
-    (time.after_ns == 1 && after_ns > 0).then(|| Closing {
+    (time.after_ns == 1 && after_ns > 0).then_some(Closing {
         relation: time.relation,
         after_ns,
     })

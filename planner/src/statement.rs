@@ -49,7 +49,7 @@ pub enum Statement {
         /// The statement without its `WATERMARK` clause.
         table: Box<SqlStatement>,
         /// The clause.
-        watermark: WatermarkDef,
+        watermark: Box<WatermarkDef>,
     },
     /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`.
     CreateViewOnWindowClose(Box<SqlStatement>),
@@ -337,7 +337,7 @@ fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
         }
         Statement::CreateTable {
             table: Box::new(table),
-            watermark,
+            watermark: Box::new(watermark),
         }
     } else {
         return Ok(None);

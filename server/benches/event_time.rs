@@ -86,11 +86,11 @@ fn main() {
                 .await
                 .expect("append");
             done += n;
-            if done % REPORT_EVERY == 0 || done == events {
+            if done.is_multiple_of(REPORT_EVERY) || done == events {
                 let groups: usize = engine.state_sizes().await.iter().map(|(_, g)| g).sum();
                 let (rss, peak) = rss_mib();
                 let since = segment.elapsed().as_secs_f64();
-                let in_segment = if done % REPORT_EVERY == 0 { REPORT_EVERY } else { done % REPORT_EVERY };
+                let in_segment = if done.is_multiple_of(REPORT_EVERY) { REPORT_EVERY } else { done % REPORT_EVERY };
                 println!(
                     "{:>11} events | {:7.1} s | {:9.0} events/s (last segment) | groups in state {groups:>6} | RSS {rss:7.1} MiB | peak RSS {peak:7.1} MiB",
                     done,

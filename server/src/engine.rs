@@ -304,7 +304,7 @@ impl Engine {
             let stmt = parse_statement(&r.sql)?;
             let (stmt, watermark, emit) = match stmt {
                 Statement::Sql(s) => (*s, None, EmitMode::OnUpdate),
-                Statement::CreateTable { table, watermark } => (*table, Some(watermark), EmitMode::OnUpdate),
+                Statement::CreateTable { table, watermark } => (*table, Some(*watermark), EmitMode::OnUpdate),
                 Statement::CreateViewOnWindowClose(v) => (*v, None, EmitMode::OnWindowClose),
                 _ => {
                     return Err(SqlError::internal(format!(
