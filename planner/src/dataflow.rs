@@ -14,21 +14,21 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use datafusion::common::tree_node::TreeNode;
-use datafusion::logical_expr::ExprSchemable;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::DFSchema;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use aggregate::{AggCall, AggKind, AggregateOperator, GroupClosing};
 
 use crate::delta::Delta;
-use crate::window::{assign_windows, RelationLookup, WindowSpec, WindowedRelation};
 use crate::error::unsupported;
+use crate::window::{assign_windows, RelationLookup, WindowSpec, WindowedRelation};
 use crate::{PlanError, Result};
 
 /// The changes of one transaction, by relation name.
@@ -107,7 +107,10 @@ pub enum Node {
         op: AggregateOperator,
     },
     /// `UNION ALL`: the changes of all inputs.
-    Union { inputs: Vec<Node>, schema: SchemaRef },
+    Union {
+        inputs: Vec<Node>,
+        schema: SchemaRef,
+    },
 }
 
 /// A materialized view's incremental plan.
@@ -199,7 +202,11 @@ impl Dataflow {
     /// call before [`Dataflow::load_state`].
     pub fn restore_watermarks(&mut self, watermarks: &Watermarks) {
         let _ = visit_aggregates(&mut self.root, &mut |op| {
-            if let Some(wm) = op.closing.as_ref().and_then(|c| watermarks.get(&c.relation)) {
+            if let Some(wm) = op
+                .closing
+                .as_ref()
+                .and_then(|c| watermarks.get(&c.relation))
+            {
                 op.restore_watermark(*wm);
             }
             Ok(())
@@ -297,7 +304,12 @@ impl Dataflow {
 
     /// The dataflow as indented lines, root first, for `EXPLAIN`.
     pub fn explain(&self, view: &str) -> Vec<String> {
-        let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         let mut out = vec![format!(
             "Materialize: {view} [{}] (stored by row, updated per change)",
             columns.join(", ")
@@ -329,9 +341,16 @@ fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
                 Some(c) => format!(
                     ", closes when the watermark of {} passes {} + {}{}",
                     c.relation,
-                    op.group_display.get(c.column).map(String::as_str).unwrap_or("?"),
+                    op.group_display
+                        .get(c.column)
+                        .map(String::as_str)
+                        .unwrap_or("?"),
                     crate::window::fmt_ns(c.after_ns),
-                    if op.emit_on_close { ", emits on close" } else { "" }
+                    if op.emit_on_close {
+                        ", emits on close"
+                    } else {
+                        ""
+                    }
                 ),
                 None => String::new(),
             };
@@ -340,7 +359,11 @@ fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
                 op.id,
                 op.group_display.join(", "),
                 calls.join(", "),
-                if op.append_only { ", append-only input" } else { ", retractable input" }
+                if op.append_only {
+                    ", append-only input"
+                } else {
+                    ", retractable input"
+                }
             ));
             explain(input, depth + 1, out);
         }
@@ -402,8 +425,11 @@ fn closings(n: &Node, lookup: &dyn RelationLookup) -> Vec<Option<Closing>> {
         }
         Node::Aggregate { input, op } => {
             let inner = closings(input, lookup);
-            let mut out: Vec<Option<Closing>> =
-                op.group_exprs().iter().map(|e| expr_closing(e, &inner)).collect();
+            let mut out: Vec<Option<Closing>> = op
+                .group_exprs()
+                .iter()
+                .map(|e| expr_closing(e, &inner))
+                .collect();
             out.extend(op.calls.iter().map(|_| None));
             out
         }
@@ -425,7 +451,11 @@ fn expr_closing(e: &Arc<dyn PhysicalExpr>, inputs: &[Option<Closing>]) -> Option
             c.cast_type(),
             arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, _)
         );
-        return if exact { expr_closing(c.expr(), inputs) } else { None };
+        return if exact {
+            expr_closing(c.expr(), inputs)
+        } else {
+            None
+        };
     }
     let f = e.downcast_ref::<ScalarFunctionExpr>()?;
     let args = f.args();
@@ -503,8 +533,8 @@ fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Opti
         } => match push(input, changes, watermarks)? {
             Some(d) => {
                 let (batch, weights) = assign_windows(&d.batch, Some(&d.weights), spec, schema)?;
-                let weights = weights
-                    .ok_or_else(|| PlanError::Internal("window weights".into()))?;
+                let weights =
+                    weights.ok_or_else(|| PlanError::Internal("window weights".into()))?;
                 Some(Delta { batch, weights })
             }
             None => None,
@@ -514,9 +544,9 @@ fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Opti
         } => match push(input, changes, watermarks)? {
             Some(d) => {
                 let mask = predicate.evaluate(&d.batch)?.into_array(d.len())?;
-                let mask = mask.as_boolean_opt().ok_or_else(|| {
-                    PlanError::Internal("filter predicate is not boolean".into())
-                })?;
+                let mask = mask
+                    .as_boolean_opt()
+                    .ok_or_else(|| PlanError::Internal("filter predicate is not boolean".into()))?;
                 // NULL counts as false, as in WHERE.
                 let mask = if mask.null_count() > 0 {
                     arrow::compute::prep_null_mask_filter(mask)
@@ -556,7 +586,10 @@ fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Opti
                 Some(d) => Some(op.push(&d)?),
                 None => None,
             };
-            let wm = op.closing.as_ref().and_then(|c| watermarks.get(&c.relation));
+            let wm = op
+                .closing
+                .as_ref()
+                .and_then(|c| watermarks.get(&c.relation));
             match (updated, wm) {
                 (updated, Some(&wm)) => {
                     let closed = op.close(wm)?;
@@ -608,7 +641,9 @@ impl Builder<'_> {
         // DataFusion's physical planner expects simplified expressions
         // (e.g. COALESCE rewritten to CASE), as its optimizer leaves them.
         let context = datafusion::logical_expr::simplify::SimplifyContext::builder()
-            .with_config_options(std::sync::Arc::new(self.state.config_options().as_ref().clone()))
+            .with_config_options(std::sync::Arc::new(
+                self.state.config_options().as_ref().clone(),
+            ))
             .with_schema(std::sync::Arc::new(schema.clone()))
             .build();
         let simplified = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
@@ -658,10 +693,12 @@ impl Builder<'_> {
                         let exprs = indices
                             .iter()
                             .map(|&i| {
-                                Ok(Arc::new(datafusion::physical_expr::expressions::Column::new(
-                                    input_schema.field(i).name(),
-                                    i,
-                                )) as Arc<dyn PhysicalExpr>)
+                                Ok(
+                                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                                        input_schema.field(i).name(),
+                                        i,
+                                    )) as Arc<dyn PhysicalExpr>,
+                                )
                             })
                             .collect::<Result<Vec<_>>>()?;
                         let display = indices
@@ -797,7 +834,12 @@ impl Builder<'_> {
             LogicalPlan::Subquery(_) => unsupported("subqueries in a materialized view"),
             other => unsupported(format!(
                 "{} in a materialized view",
-                other.display().to_string().split(':').next().unwrap_or("this plan node")
+                other
+                    .display()
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or("this plan node")
             )),
         }
     }
@@ -806,17 +848,13 @@ impl Builder<'_> {
     /// time, and applies the view's emit mode.
     fn set_closing(&self, op: &mut AggregateOperator, input: &Node) -> Result<()> {
         let inner = closings(input, self.lookup);
-        op.closing = op
-            .group_exprs()
-            .iter()
-            .enumerate()
-            .find_map(|(i, e)| {
-                expr_closing(e, &inner).map(|c| GroupClosing {
-                    column: i,
-                    relation: c.relation,
-                    after_ns: c.after_ns,
-                })
-            });
+        op.closing = op.group_exprs().iter().enumerate().find_map(|(i, e)| {
+            expr_closing(e, &inner).map(|c| GroupClosing {
+                column: i,
+                relation: c.relation,
+                after_ns: c.after_ns,
+            })
+        });
         if self.options.retention_ns.is_some() {
             if op.closing.is_none() {
                 return unsupported(format!("retention over {}", no_closing_group(op)));
@@ -825,7 +863,10 @@ impl Builder<'_> {
         }
         if self.options.emit == EmitMode::OnWindowClose {
             if op.closing.is_none() {
-                return unsupported(format!("EMIT ON WINDOW CLOSE over {}", no_closing_group(op)));
+                return unsupported(format!(
+                    "EMIT ON WINDOW CLOSE over {}",
+                    no_closing_group(op)
+                ));
             }
             op.emit_on_close = true;
         }
@@ -845,7 +886,12 @@ impl Builder<'_> {
         })
     }
 
-    fn agg_call(&self, e: &Expr, schema: &DFSchema, output_type: arrow::datatypes::DataType) -> Result<AggCall> {
+    fn agg_call(
+        &self,
+        e: &Expr,
+        schema: &DFSchema,
+        output_type: arrow::datatypes::DataType,
+    ) -> Result<AggCall> {
         let display = e.schema_name().to_string();
         let inner = match e {
             Expr::Alias(a) => a.expr.as_ref(),
@@ -855,7 +901,9 @@ impl Builder<'_> {
             return unsupported(format!("aggregate expression {display}"));
         };
         let name = func.name().to_ascii_lowercase();
-        if !params.order_by.is_empty() && !matches!(name.as_str(), "min" | "max" | "count" | "sum" | "avg") {
+        if !params.order_by.is_empty()
+            && !matches!(name.as_str(), "min" | "max" | "count" | "sum" | "avg")
+        {
             return unsupported(format!("ORDER BY inside {name}()"));
         }
         let kind = match (name.as_str(), params.distinct) {
@@ -877,7 +925,9 @@ impl Builder<'_> {
             }
         };
         if params.args.len() > 1 {
-            return unsupported(format!("{name}() with several arguments in a materialized view"));
+            return unsupported(format!(
+                "{name}() with several arguments in a materialized view"
+            ));
         }
         let (arg, input_type) = match params.args.first() {
             // count(*) is planned as count(literal): no argument to evaluate.
@@ -943,7 +993,12 @@ fn unsupported_expr(e: &Expr) -> Option<&'static str> {
             Expr::ScalarFunction(f)
                 if matches!(
                     f.func.name(),
-                    "now" | "current_timestamp" | "current_date" | "current_time" | "random" | "uuid"
+                    "now"
+                        | "current_timestamp"
+                        | "current_date"
+                        | "current_time"
+                        | "random"
+                        | "uuid"
                 ) =>
             {
                 Some("non-deterministic functions such as now() or random()")

@@ -192,7 +192,9 @@ mod tests {
     use sqlparser::parser::Parser;
 
     fn def(sql: &str) -> WatermarkDef {
-        let mut p = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).unwrap();
+        let mut p = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .unwrap();
         crate::source::parse_watermark(&mut p).unwrap()
     }
 
@@ -205,11 +207,17 @@ mod tests {
 
     #[test]
     fn resolves_the_declared_delay() {
-        let e = EventTime::resolve(&def("WATERMARK FOR ts AS ts - INTERVAL '5 seconds'"), &schema())
-            .unwrap();
+        let e = EventTime::resolve(
+            &def("WATERMARK FOR ts AS ts - INTERVAL '5 seconds'"),
+            &schema(),
+        )
+        .unwrap();
         assert_eq!((e.index, e.delay_ns), (1, 5_000_000_000));
-        let e = EventTime::resolve(&def("WATERMARK FOR ts AS ts - INTERVAL '2' MINUTE"), &schema())
-            .unwrap();
+        let e = EventTime::resolve(
+            &def("WATERMARK FOR ts AS ts - INTERVAL '2' MINUTE"),
+            &schema(),
+        )
+        .unwrap();
         assert_eq!(e.delay_ns, 120_000_000_000);
         let e = EventTime::resolve(&def("WATERMARK FOR ts AS ts"), &schema()).unwrap();
         assert_eq!(e.delay_ns, 0);

@@ -90,7 +90,10 @@ impl ScalarUDFImpl for ExtractPath {
                     Value::Object(map) => map.remove(key),
                     Value::Array(items) => key.parse::<i64>().ok().and_then(|i| {
                         let i = if i < 0 { items.len() as i64 + i } else { i };
-                        usize::try_from(i).ok().filter(|i| *i < items.len()).map(|i| items.swap_remove(i))
+                        usize::try_from(i)
+                            .ok()
+                            .filter(|i| *i < items.len())
+                            .map(|i| items.swap_remove(i))
                     }),
                     _ => None,
                 };
@@ -129,10 +132,9 @@ impl ExprPlanner for JsonOperators {
             BinaryOperator::LongArrow => true,
             _ => return Ok(PlannerResult::Original(expr)),
         };
-        Ok(PlannerResult::Planned(Expr::ScalarFunction(ScalarFunction::new_udf(
-            ExtractPath::udf(as_text),
-            vec![expr.left, expr.right],
-        ))))
+        Ok(PlannerResult::Planned(Expr::ScalarFunction(
+            ScalarFunction::new_udf(ExtractPath::udf(as_text), vec![expr.left, expr.right]),
+        )))
     }
 }
 
@@ -149,14 +151,19 @@ mod tests {
         let udf = ExtractPath::udf(as_text);
         let out = udf
             .invoke_with_args(ScalarFunctionArgs {
-                arg_fields: args.iter().map(|_| Arc::new(Field::new("a", DataType::Utf8, true))).collect(),
+                arg_fields: args
+                    .iter()
+                    .map(|_| Arc::new(Field::new("a", DataType::Utf8, true)))
+                    .collect(),
                 args,
                 number_rows: 1,
                 return_field: Arc::new(Field::new("r", DataType::Utf8, true)),
                 config_options: Arc::default(),
             })
             .unwrap();
-        let ColumnarValue::Array(a) = out else { panic!() };
+        let ColumnarValue::Array(a) = out else {
+            panic!()
+        };
         let a = a.as_any().downcast_ref::<StringArray>().unwrap();
         (!a.is_null(0)).then(|| a.value(0).to_string())
     }

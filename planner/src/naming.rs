@@ -147,8 +147,12 @@ mod tests {
     use crate::statement::{parse, Statement};
 
     fn names(sql: &str) -> Option<Vec<Option<String>>> {
-        let Statement::Sql(s) = parse(sql).unwrap().remove(0) else { panic!() };
-        let sqlparser::ast::Statement::Query(q) = *s else { panic!() };
+        let Statement::Sql(s) = parse(sql).unwrap().remove(0) else {
+            panic!()
+        };
+        let sqlparser::ast::Statement::Query(q) = *s else {
+            panic!()
+        };
         column_names(&q)
     }
 
@@ -160,7 +164,13 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .collect();
-        assert_eq!(got, vec!["a", "b", "count", "?column?", "int8", "bool", "Y", "upper"]);
-        assert_eq!(names("SELECT *, 1 + 1 FROM t"), Some(vec![None, Some("?column?".into())]));
+        assert_eq!(
+            got,
+            vec!["a", "b", "count", "?column?", "int8", "bool", "Y", "upper"]
+        );
+        assert_eq!(
+            names("SELECT *, 1 + 1 FROM t"),
+            Some(vec![None, Some("?column?".into())])
+        );
     }
 }

@@ -59,7 +59,12 @@ pub struct WatermarkDef {
 
 impl std::fmt::Display for WatermarkDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WATERMARK FOR {} AS {}", quote_ident(&self.column), self.expr)
+        write!(
+            f,
+            "WATERMARK FOR {} AS {}",
+            quote_ident(&self.column),
+            self.expr
+        )
     }
 }
 
@@ -371,7 +376,10 @@ mod tests {
         assert_eq!(def.includes[1].column, "off");
         assert_eq!(def.options["properties.bootstrap.server"], "127.0.0.1:9092");
         assert_eq!(def.options["max.rows"], "10");
-        assert_eq!((def.format.as_str(), def.encode.as_str()), ("PLAIN", "JSON"));
+        assert_eq!(
+            (def.format.as_str(), def.encode.as_str()),
+            ("PLAIN", "JSON")
+        );
         assert!(!def.spelled_as_table);
         let again = parse(&def.to_string()).unwrap();
         assert_eq!(again.to_string(), def.to_string());

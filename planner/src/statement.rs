@@ -111,7 +111,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                 .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
             Statement::CreateSource(Box::new(def))
         } else if parser.peek_keyword(Keyword::DROP) && peek_word(&parser, 1, "SOURCE") {
-            let d = parse_drop_source(&mut parser).map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+            let d =
+                parse_drop_source(&mut parser).map_err(|e| PlanError::Syntax(syntax_message(e)))?;
             Statement::DropSource(d)
         } else if let Some(def) = table_with_connector(&mut parser)? {
             Statement::CreateSource(Box::new(def))
@@ -150,7 +151,9 @@ fn table_with_connector(parser: &mut Parser) -> Result<Option<SourceDef>> {
 /// DESCRIPTOR(col), …))` (and `HOP`) into Millrace's `TUMBLE(rel, col, …)`.
 fn flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
-    let words: Vec<usize> = (0..tokens.len()).filter(|i| significant(&tokens[*i])).collect();
+    let words: Vec<usize> = (0..tokens.len())
+        .filter(|i| significant(&tokens[*i]))
+        .collect();
     let at = |k: usize| words.get(k).map(|i| &tokens[*i]);
     let is = |k: usize, w: &str| at(k).is_some_and(|t| is_word(t, w));
     let tok = |k: usize, t: &Token| at(k).is_some_and(|x| x.token == *t);
@@ -172,9 +175,8 @@ fn flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
         while at(j).is_some_and(|t| t.token != Token::Comma) {
             j += 1;
         }
-        let descriptor = is(j + 1, "DESCRIPTOR")
-            && tok(j + 2, &Token::LParen)
-            && tok(j + 4, &Token::RParen);
+        let descriptor =
+            is(j + 1, "DESCRIPTOR") && tok(j + 2, &Token::LParen) && tok(j + 4, &Token::RParen);
         if !descriptor {
             k += 1;
             continue;
@@ -233,7 +235,10 @@ fn is_word(t: &TokenWithSpan, word: &str) -> bool {
 
 /// Parses `tokens` as one PostgreSQL statement.
 fn parse_tokens(tokens: &[TokenWithSpan]) -> Result<SqlStatement> {
-    let mut end = tokens.last().cloned().unwrap_or_else(|| TokenWithSpan::wrap(Token::EOF));
+    let mut end = tokens
+        .last()
+        .cloned()
+        .unwrap_or_else(|| TokenWithSpan::wrap(Token::EOF));
     end.token = Token::EOF;
     let mut all = tokens.to_vec();
     all.push(end);
@@ -243,7 +248,10 @@ fn parse_tokens(tokens: &[TokenWithSpan]) -> Result<SqlStatement> {
         .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
     let next = sub.peek_token();
     if next.token != Token::EOF {
-        return Err(PlanError::Syntax(format!("syntax error at or near \"{}\"", next.token)));
+        return Err(PlanError::Syntax(format!(
+            "syntax error at or near \"{}\"",
+            next.token
+        )));
     }
     normalize_relation_names(&mut stmt);
     Ok(stmt)
@@ -269,7 +277,12 @@ fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
     let stmt = if starts(&["CREATE", "MATERIALIZED", "VIEW"]) {
         let n = tokens.len();
         let tail = ["EMIT", "ON", "WINDOW", "CLOSE"];
-        if n < 4 || !tail.iter().zip(&tokens[n - 4..]).all(|(w, t)| is_word(t, w)) {
+        if n < 4
+            || !tail
+                .iter()
+                .zip(&tokens[n - 4..])
+                .all(|(w, t)| is_word(t, w))
+        {
             return Ok(None);
         }
         Statement::CreateViewOnWindowClose(Box::new(parse_tokens(&tokens[..n - 4])?))
@@ -313,7 +326,8 @@ fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
         let mut clause = tokens[start..end].to_vec();
         clause.push(TokenWithSpan::wrap(Token::EOF));
         let mut sub = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(clause);
-        let watermark = parse_watermark(&mut sub).map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+        let watermark =
+            parse_watermark(&mut sub).map_err(|e| PlanError::Syntax(syntax_message(e)))?;
         if sub.peek_token().token != Token::EOF {
             return Err(PlanError::Syntax(format!(
                 "syntax error at or near \"{}\"",
@@ -333,7 +347,9 @@ fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
         rest.extend_from_slice(&tokens[cut_to..]);
         let table = parse_tokens(&rest)?;
         if !matches!(table, SqlStatement::CreateTable(_)) {
-            return Err(PlanError::Syntax("WATERMARK FOR outside a column list".into()));
+            return Err(PlanError::Syntax(
+                "WATERMARK FOR outside a column list".into(),
+            ));
         }
         Statement::CreateTable {
             table: Box::new(table),
@@ -381,7 +397,10 @@ mod tests {
         let stmts = parse("FLUSH; SHOW TABLES; show materialized views; SELECT 1;;").unwrap();
         assert_eq!(stmts.len(), 4);
         assert!(matches!(stmts[0], Statement::Flush));
-        assert!(matches!(stmts[1], Statement::ShowRelations(RelationKind::Table)));
+        assert!(matches!(
+            stmts[1],
+            Statement::ShowRelations(RelationKind::Table)
+        ));
         assert!(matches!(
             stmts[2],
             Statement::ShowRelations(RelationKind::MaterializedView)
@@ -398,7 +417,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stmts.len(), 3);
-        let Statement::CreateTable { table, watermark } = &stmts[0] else { panic!("{:?}", stmts[0]) };
+        let Statement::CreateTable { table, watermark } = &stmts[0] else {
+            panic!("{:?}", stmts[0])
+        };
         assert_eq!(watermark.column, "ts");
         assert_eq!(table.to_string(), "CREATE TABLE t (a BIGINT, ts TIMESTAMP)");
         assert_eq!(

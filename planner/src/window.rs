@@ -133,7 +133,9 @@ impl TableFunctionImpl for WindowFunction {
         let relation = match &exprs[0] {
             Expr::Column(c) => c.name.clone(),
             other => {
-                return plan_err!("the first argument of {fname} must be a table or view name, not {other}")
+                return plan_err!(
+                    "the first argument of {fname} must be a table or view name, not {other}"
+                )
             }
         };
         let input = self
@@ -143,21 +145,21 @@ impl TableFunctionImpl for WindowFunction {
         let time_column_name = match &exprs[1] {
             Expr::Column(c) => c.name.clone(),
             other => {
-                return plan_err!("the second argument of {fname} must be a column name, not {other}")
+                return plan_err!(
+                    "the second argument of {fname} must be a column name, not {other}"
+                )
             }
         };
         let input_schema = input.schema();
-        let time_column = input_schema
-            .index_of(&time_column_name)
-            .map_err(|_| {
-                datafusion::error::DataFusionError::SchemaError(
-                    Box::new(datafusion::common::SchemaError::FieldNotFound {
-                        field: Box::new(datafusion::common::Column::from_name(&time_column_name)),
-                        valid_fields: vec![],
-                    }),
-                    Box::new(None),
-                )
-            })?;
+        let time_column = input_schema.index_of(&time_column_name).map_err(|_| {
+            datafusion::error::DataFusionError::SchemaError(
+                Box::new(datafusion::common::SchemaError::FieldNotFound {
+                    field: Box::new(datafusion::common::Column::from_name(&time_column_name)),
+                    valid_fields: vec![],
+                }),
+                Box::new(None),
+            )
+        })?;
         let time_type = input_schema.field(time_column).data_type().clone();
         if !matches!(time_type, DataType::Timestamp(_, _)) {
             return plan_err!(
@@ -212,12 +214,10 @@ fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
                 .and_then(|d| d.checked_add(v.nanoseconds))
                 .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
         }
-        ScalarValue::IntervalDayTime(Some(v)) => {
-            (v.days as i64)
-                .checked_mul(86_400_000_000_000)
-                .and_then(|d| d.checked_add(v.milliseconds as i64 * 1_000_000))
-                .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
-        }
+        ScalarValue::IntervalDayTime(Some(v)) => (v.days as i64)
+            .checked_mul(86_400_000_000_000)
+            .and_then(|d| d.checked_add(v.milliseconds as i64 * 1_000_000))
+            .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range")),
         ScalarValue::IntervalYearMonth(Some(_)) => {
             not_impl_err!("{fname} windows measured in months or years")
         }
@@ -415,7 +415,9 @@ mod tests {
             true,
         )]));
         let arr = TimestampNanosecondArray::from(
-            ts_s.iter().map(|t| t.map(|s| s * 1_000_000_000)).collect::<Vec<_>>(),
+            ts_s.iter()
+                .map(|t| t.map(|s| s * 1_000_000_000))
+                .collect::<Vec<_>>(),
         );
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(arr)]).unwrap();
         let out_schema = windowed_schema(&schema, spec);

@@ -32,16 +32,27 @@ const BASE_NS: i64 = 1_767_225_600_000_000_000;
 
 fn batch(schema: &arrow::datatypes::SchemaRef, start: i64, n: usize) -> RecordBatch {
     let ids: Vec<i64> = (start..start + n as i64).collect();
-    let auction = Int64Array::from(ids.iter().map(|i| (i * 7919) % AUCTIONS).collect::<Vec<_>>());
-    let price = Int64Array::from(ids.iter().map(|i| 100 + (i * 31) % 10_000).collect::<Vec<_>>());
+    let auction = Int64Array::from(
+        ids.iter()
+            .map(|i| (i * 7919) % AUCTIONS)
+            .collect::<Vec<_>>(),
+    );
+    let price = Int64Array::from(
+        ids.iter()
+            .map(|i| 100 + (i * 31) % 10_000)
+            .collect::<Vec<_>>(),
+    );
     // 1 ms per event, minus up to 3 s of disorder.
     let ts = TimestampNanosecondArray::from(
         ids.iter()
             .map(|i| BASE_NS + i * 1_000_000 - ((i * 104_729) % 3_000) * 1_000_000)
             .collect::<Vec<_>>(),
     );
-    RecordBatch::try_new(schema.clone(), vec![Arc::new(auction), Arc::new(price), Arc::new(ts)])
-        .expect("batch")
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(auction), Arc::new(price), Arc::new(ts)],
+    )
+    .expect("batch")
 }
 
 fn main() {

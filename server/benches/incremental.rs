@@ -41,9 +41,17 @@ impl Generator {
         let start = self.next;
         self.next += n as i64;
         let ids: Vec<i64> = (start..start + n as i64).collect();
-        let auction = Int64Array::from(ids.iter().map(|i| (i * 7919) % AUCTIONS).collect::<Vec<_>>());
+        let auction = Int64Array::from(
+            ids.iter()
+                .map(|i| (i * 7919) % AUCTIONS)
+                .collect::<Vec<_>>(),
+        );
         let bidder = Int64Array::from(ids.iter().map(|i| i % 1000).collect::<Vec<_>>());
-        let price = Int64Array::from(ids.iter().map(|i| 100 + (i * 31) % 10_000).collect::<Vec<_>>());
+        let price = Int64Array::from(
+            ids.iter()
+                .map(|i| 100 + (i * 31) % 10_000)
+                .collect::<Vec<_>>(),
+        );
         let ts = TimestampNanosecondArray::from(
             ids.iter()
                 .map(|i| 1_767_225_600_000_000_000 + i * NANOS_PER_ROW)
@@ -51,7 +59,12 @@ impl Generator {
         );
         RecordBatch::try_new(
             schema.clone(),
-            vec![Arc::new(auction), Arc::new(bidder), Arc::new(price), Arc::new(ts)],
+            vec![
+                Arc::new(auction),
+                Arc::new(bidder),
+                Arc::new(price),
+                Arc::new(ts),
+            ],
         )
         .expect("batch")
     }
@@ -63,7 +76,10 @@ async fn load(engine: &Engine, gen: &mut Generator, rows: usize) -> Duration {
     let mut left = rows;
     while left > 0 {
         let n = left.min(LOAD_BATCH);
-        engine.append(&rel, vec![gen.batch(&rel.schema, n)]).await.expect("append");
+        engine
+            .append(&rel, vec![gen.batch(&rel.schema, n)])
+            .await
+            .expect("append");
         left -= n;
     }
     started.elapsed()

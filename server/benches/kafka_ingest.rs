@@ -69,7 +69,13 @@ fn main() {
     let tansu = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
     let mut broker = Command::new(tansu)
         .current_dir(&dir)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "sqlite://tansu.db"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -87,7 +93,11 @@ fn main() {
             .expect("admin");
         for r in admin
             .create_topics(
-                &[NewTopic::new("bench_bids", PARTITIONS, TopicReplication::Fixed(1))],
+                &[NewTopic::new(
+                    "bench_bids",
+                    PARTITIONS,
+                    TopicReplication::Fixed(1),
+                )],
                 &AdminOptions::new(),
             )
             .await
@@ -129,7 +139,9 @@ fn main() {
             }
         }
     }
-    producer.flush(Duration::from_secs(600)).expect("producer flush");
+    producer
+        .flush(Duration::from_secs(600))
+        .expect("producer flush");
     let produce_secs = started.elapsed().as_secs_f64();
     println!(
         "produced {messages} messages to {PARTITIONS} partitions in {produce_secs:.1} s ({:.0} msg/s)",
@@ -156,7 +168,9 @@ fn main() {
             }
         }
     });
-    let server_addr = rx.recv_timeout(Duration::from_secs(60)).expect("millrace ready");
+    let server_addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("millrace ready");
     let server_port = server_addr.rsplit(':').next().unwrap_or("0").to_string();
 
     rt.block_on(async {

@@ -163,7 +163,10 @@ impl RelationLookup for Catalog {
     }
 
     fn is_append_only(&self, name: &str) -> bool {
-        matches!(self.get(name).map(|r| r.kind), Some(Kind::Table | Kind::Source))
+        matches!(
+            self.get(name).map(|r| r.kind),
+            Some(Kind::Table | Kind::Source)
+        )
     }
 
     fn event_time(&self, name: &str) -> Option<EventTime> {

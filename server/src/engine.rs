@@ -25,10 +25,10 @@ use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use millrace_planner::dataflow::{Changes, Dataflow, EmitMode, ViewOptions, Watermarks};
-use millrace_planner::event_time::EventTime;
-use millrace_planner::source::WatermarkDef;
 use millrace_planner::delta::Delta;
+use millrace_planner::event_time::EventTime;
 use millrace_planner::naming;
+use millrace_planner::source::WatermarkDef;
 use millrace_planner::statement::{RelationKind, Statement};
 use millrace_planner::window::{WindowFunction, WindowKind};
 use millrace_storage::{Commit, RelationId, Store};
@@ -153,7 +153,12 @@ impl Pipelines {
         // that no commit will match: catch it here and roll back.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for (id, pipe) in self.views.iter_mut() {
-                if !pipe.dataflow.inputs().iter().any(|i| changes.contains_key(i)) {
+                if !pipe
+                    .dataflow
+                    .inputs()
+                    .iter()
+                    .any(|i| changes.contains_key(i))
+                {
                     continue;
                 }
                 touched.push(*id);
@@ -236,10 +241,17 @@ impl Engine {
             .map_err(SqlError::from)?;
         let registry = Arc::new(Registry::default());
         default_catalog
-            .register_schema(status::SYSTEM_SCHEMA, Arc::new(SystemSchema(registry.clone())))
+            .register_schema(
+                status::SYSTEM_SCHEMA,
+                Arc::new(SystemSchema(registry.clone())),
+            )
             .map_err(SqlError::from)?;
         for as_text in [false, true] {
-            ctx.register_udf(millrace_planner::json::ExtractPath::udf(as_text).as_ref().clone());
+            ctx.register_udf(
+                millrace_planner::json::ExtractPath::udf(as_text)
+                    .as_ref()
+                    .clone(),
+            );
         }
         datafusion::execution::FunctionRegistry::register_expr_planner(
             &mut ctx,
@@ -295,7 +307,9 @@ impl Engine {
                     event_time: config.event_time.clone(),
                 });
                 if rel.event_time.is_some() {
-                    pipelines.event_times.insert(rel.id, self.stored_progress(rel.id)?);
+                    pipelines
+                        .event_times
+                        .insert(rel.id, self.stored_progress(rel.id)?);
                 }
                 self.catalog.insert(rel.clone());
                 sources.push((rel, config));
@@ -304,7 +318,9 @@ impl Engine {
             let stmt = parse_statement(&r.sql)?;
             let (stmt, watermark, emit) = match stmt {
                 Statement::Sql(s) => (*s, None, EmitMode::OnUpdate),
-                Statement::CreateTable { table, watermark } => (*table, Some(*watermark), EmitMode::OnUpdate),
+                Statement::CreateTable { table, watermark } => {
+                    (*table, Some(*watermark), EmitMode::OnUpdate)
+                }
                 Statement::CreateViewOnWindowClose(v) => (*v, None, EmitMode::OnWindowClose),
                 _ => {
                     return Err(SqlError::internal(format!(
@@ -323,7 +339,9 @@ impl Engine {
                     let seq = self.store.next_table_seq(r.id)?;
                     pipelines.table_seq.insert(r.id, seq);
                     if event_time.is_some() {
-                        pipelines.event_times.insert(r.id, self.stored_progress(r.id)?);
+                        pipelines
+                            .event_times
+                            .insert(r.id, self.stored_progress(r.id)?);
                     }
                     self.catalog.insert(Arc::new(Relation {
                         id: r.id,
@@ -422,23 +440,32 @@ impl Engine {
     }
 
     /// Executes one statement. `params` bind `$n` placeholders.
-    pub async fn execute(&self, stmt: &Statement, params: Option<&ParamValues>) -> SqlResult<Outcome> {
+    pub async fn execute(
+        &self,
+        stmt: &Statement,
+        params: Option<&ParamValues>,
+    ) -> SqlResult<Outcome> {
         match stmt {
             Statement::Flush => self.flush().await,
             Statement::ShowRelations(kind) => Ok(self.show_relations(*kind)),
             Statement::CreateSource(def) => self.create_source(def).await,
             Statement::DropSource(d) => {
-                self.drop(Kind::Source, d.if_exists, &d.names, d.cascade).await
+                self.drop(Kind::Source, d.if_exists, &d.names, d.cascade)
+                    .await
             }
             Statement::CreateTable { table, watermark } => match table.as_ref() {
                 Sql::CreateTable(ct) => {
-                    self.create_table(table, ct, Some(watermark), stmt.to_string()).await
+                    self.create_table(table, ct, Some(watermark), stmt.to_string())
+                        .await
                 }
-                _ => Err(SqlError::internal("WATERMARK on something else than CREATE TABLE")),
+                _ => Err(SqlError::internal(
+                    "WATERMARK on something else than CREATE TABLE",
+                )),
             },
             Statement::CreateViewOnWindowClose(view) => match view.as_ref() {
                 Sql::CreateView(cv) if cv.materialized => {
-                    self.create_view(cv, EmitMode::OnWindowClose, stmt.to_string()).await
+                    self.create_view(cv, EmitMode::OnWindowClose, stmt.to_string())
+                        .await
                 }
                 _ => Err(SqlError::new(
                     sqlstate::SYNTAX_ERROR,
@@ -453,7 +480,8 @@ impl Engine {
         match sql {
             Sql::CreateTable(ct) => self.create_table(sql, ct, None, sql.to_string()).await,
             Sql::CreateView(cv) if cv.materialized => {
-                self.create_view(cv, EmitMode::OnUpdate, sql.to_string()).await
+                self.create_view(cv, EmitMode::OnUpdate, sql.to_string())
+                    .await
             }
             Sql::CreateView(_) => Err(SqlError::unsupported(
                 "CREATE VIEW (plain views); use CREATE MATERIALIZED VIEW",
@@ -498,7 +526,11 @@ impl Engine {
     }
 
     /// Plans `sql` with DataFusion (binding `params`).
-    pub async fn plan_sql(&self, sql: &Sql, params: Option<&ParamValues>) -> SqlResult<LogicalPlan> {
+    pub async fn plan_sql(
+        &self,
+        sql: &Sql,
+        params: Option<&ParamValues>,
+    ) -> SqlResult<LogicalPlan> {
         let state = self.ctx.state();
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(sql.clone())))
@@ -631,12 +663,16 @@ impl Engine {
     /// Plans a view query into its dataflow (no side effects).
     async fn plan_view(&self, query: &ast::Query, options: ViewOptions) -> SqlResult<Dataflow> {
         let plan = self
-            .plan_sql(&Sql::Query(Box::new(naming::with_unique_aliases(query))), None)
+            .plan_sql(
+                &Sql::Query(Box::new(naming::with_unique_aliases(query))),
+                None,
+            )
             .await?;
         let state = self.ctx.state();
-        let analyzed = state
-            .analyzer()
-            .execute_and_check(plan, state.config_options(), |_, _| {})?;
+        let analyzed =
+            state
+                .analyzer()
+                .execute_and_check(plan, state.config_options(), |_, _| {})?;
         let mut dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref(), options)?;
         dataflow.rename_columns(naming::column_names(query));
         if dataflow.schema().fields().is_empty() {
@@ -648,7 +684,12 @@ impl Engine {
 
     /// `CREATE MATERIALIZED VIEW`; `text` is the statement as the catalog
     /// keeps it.
-    async fn create_view(&self, cv: &ast::CreateView, emit: EmitMode, text: String) -> SqlResult<Outcome> {
+    async fn create_view(
+        &self,
+        cv: &ast::CreateView,
+        emit: EmitMode,
+        text: String,
+    ) -> SqlResult<Outcome> {
         let name = object_name(&cv.name);
         if cv.or_replace {
             return Err(SqlError::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
@@ -691,7 +732,11 @@ impl Engine {
                 )
             })?;
             changes.insert(input.clone(), snapshot_delta(&input_rel, &self.store)?);
-            if let Some(wm) = pipelines.event_times.get(&input_rel.id).and_then(|p| p.watermark) {
+            if let Some(wm) = pipelines
+                .event_times
+                .get(&input_rel.id)
+                .and_then(|p| p.watermark)
+            {
                 watermarks.insert(input.clone(), wm);
             }
         }
@@ -702,7 +747,9 @@ impl Engine {
             pipe.dataflow.push(&changes, &watermarks)
         }))
         .unwrap_or_else(|panic| {
-            Err(millrace_planner::PlanError::Internal(panic_message(&*panic)))
+            Err(millrace_planner::PlanError::Internal(panic_message(
+                &*panic,
+            )))
         })?;
         if let Some(out) = pushed {
             pipe.write_rows(&self.store, &out, &mut commit)?;
@@ -722,7 +769,11 @@ impl Engine {
         };
         let name = match &ins.table {
             ast::TableObject::TableName(n) => object_name(n),
-            _ => return Err(SqlError::unsupported("INSERT INTO anything but a table name")),
+            _ => {
+                return Err(SqlError::unsupported(
+                    "INSERT INTO anything but a table name",
+                ))
+            }
         };
         let rel = self.catalog.get(&name).ok_or_else(|| {
             SqlError::new(
@@ -743,7 +794,9 @@ impl Engine {
                     sqlstate::WRONG_OBJECT_TYPE,
                     format!("cannot insert into source \"{name}\""),
                 )
-                .with_hint("A source's rows come from its Kafka topic: produce to the topic instead."))
+                .with_hint(
+                    "A source's rows come from its Kafka topic: produce to the topic instead.",
+                ))
             }
         }
         if ins.returning.is_some() || ins.on.is_some() {
@@ -814,7 +867,8 @@ impl Engine {
         arrival: &Arrival,
     ) -> SqlResult<usize> {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows == 0 && offsets.is_empty() && (rel.event_time.is_none() || arrival.idle.is_empty()) {
+        if rows == 0 && offsets.is_empty() && (rel.event_time.is_none() || arrival.idle.is_empty())
+        {
             return Ok(0);
         }
         let mut pipelines = self.pipelines.write().await;
@@ -877,13 +931,14 @@ impl Engine {
         if kept > 0 {
             commit.append_table_rows(rel.id, seq, std::slice::from_ref(&delta.batch))?;
         }
-        let touched = match pipelines.propagate(&self.store, &rel.name, delta, &watermarks, &mut commit) {
-            Ok(t) => t,
-            Err(e) => {
-                restore_progress(&mut pipelines);
-                return Err(e);
-            }
-        };
+        let touched =
+            match pipelines.propagate(&self.store, &rel.name, delta, &watermarks, &mut commit) {
+                Ok(t) => t,
+                Err(e) => {
+                    restore_progress(&mut pipelines);
+                    return Err(e);
+                }
+            };
         if let Err(e) = self.commit(commit) {
             pipelines.rollback(&touched);
             restore_progress(&mut pipelines);
@@ -920,7 +975,11 @@ impl Engine {
         let mut rows = Vec::new();
         for rel in self.catalog.all() {
             if let Some(event) = &rel.event_time {
-                let progress = pipelines.event_times.get(&rel.id).cloned().unwrap_or_default();
+                let progress = pipelines
+                    .event_times
+                    .get(&rel.id)
+                    .cloned()
+                    .unwrap_or_default();
                 if let Some(status) = self.registry.get(&rel.name) {
                     for (p, t) in &progress.max_by_partition {
                         status.update(*p, |s| s.max_event_time = Some(*t));
@@ -935,7 +994,12 @@ impl Engine {
                     state_groups: None,
                 });
             } else if let Some(pipe) = pipelines.views.get(&rel.id) {
-                if !pipe.dataflow.inputs().iter().any(|i| pipe.dataflow.closes_on(i)) {
+                if !pipe
+                    .dataflow
+                    .inputs()
+                    .iter()
+                    .any(|i| pipe.dataflow.closes_on(i))
+                {
                     continue;
                 }
                 let (watermark, dropped) = pipe.dataflow.progress();
@@ -1005,7 +1069,13 @@ impl Engine {
             if !dependents.is_empty() && !cascade {
                 let detail = dependents
                     .iter()
-                    .map(|d| format!("materialized view {} depends on {} {name}", d.name, rel.kind.noun()))
+                    .map(|d| {
+                        format!(
+                            "materialized view {} depends on {} {name}",
+                            d.name,
+                            rel.kind.noun()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n");
                 return Err(SqlError::new(
@@ -1163,7 +1233,9 @@ fn parse_statement(sql: &str) -> SqlResult<Statement> {
     let mut stmts = millrace_planner::statement::parse(sql)?;
     match (stmts.pop(), stmts.is_empty()) {
         (Some(s), true) => Ok(s),
-        _ => Err(SqlError::internal(format!("stored statement is not one statement: {sql}"))),
+        _ => Err(SqlError::internal(format!(
+            "stored statement is not one statement: {sql}"
+        ))),
     }
 }
 
@@ -1171,7 +1243,9 @@ fn parse_one(sql: &str) -> SqlResult<Sql> {
     let mut stmts = millrace_planner::statement::parse(sql)?;
     match (stmts.pop(), stmts.is_empty()) {
         (Some(Statement::Sql(s)), true) => Ok(*s),
-        _ => Err(SqlError::internal(format!("stored statement is not one statement: {sql}"))),
+        _ => Err(SqlError::internal(format!(
+            "stored statement is not one statement: {sql}"
+        ))),
     }
 }
 
@@ -1308,7 +1382,11 @@ fn check_assignment_types(input: &LogicalPlan, table: &Schema) -> SqlResult<()> 
     Ok(())
 }
 
-fn check_assignable(source: &Expr, schema: &datafusion::common::DFSchema, field: &Field) -> SqlResult<()> {
+fn check_assignable(
+    source: &Expr,
+    schema: &datafusion::common::DFSchema,
+    field: &Field,
+) -> SqlResult<()> {
     let Ok(from) = datafusion::logical_expr::ExprSchemable::get_type(source, schema) else {
         return Ok(());
     };

@@ -91,7 +91,10 @@ impl SqlError {
 
     /// XX000: a bug in Millrace.
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(sqlstate::INTERNAL_ERROR, format!("internal error: {message}"))
+        Self::new(
+            sqlstate::INTERNAL_ERROR,
+            format!("internal error: {message}"),
+        )
     }
 }
 
@@ -206,7 +209,9 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
                     PlanError::UndefinedColumn(m) => {
                         SqlError::new(sqlstate::UNDEFINED_COLUMN, m.clone())
                     }
-                    PlanError::WrongType(m) => SqlError::new(sqlstate::DATATYPE_MISMATCH, m.clone()),
+                    PlanError::WrongType(m) => {
+                        SqlError::new(sqlstate::DATATYPE_MISMATCH, m.clone())
+                    }
                     PlanError::Internal(m) => SqlError::internal(m),
                 };
             }
@@ -243,7 +248,10 @@ fn classify_plan_message(m: &str) -> SqlError {
     if lower.contains("group by") && (lower.contains("must") || lower.contains("aggregate")) {
         return SqlError::new(sqlstate::GROUPING_ERROR, m.to_string());
     }
-    if lower.contains("needs a timestamp column") || lower.contains("needs an interval") || lower.contains("needs constant intervals") {
+    if lower.contains("needs a timestamp column")
+        || lower.contains("needs an interval")
+        || lower.contains("needs constant intervals")
+    {
         return SqlError::new(sqlstate::DATATYPE_MISMATCH, m.to_string());
     }
     if lower.contains("cannot coerce")
@@ -265,7 +273,10 @@ fn classify_plan_message(m: &str) -> SqlError {
         return SqlError::new(sqlstate::DUPLICATE_COLUMN, m.to_string());
     }
     // Some other mistake in the statement: PostgreSQL's class 42 catch-all.
-    SqlError::new(sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m.to_string())
+    SqlError::new(
+        sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
+        m.to_string(),
+    )
 }
 
 fn classify_execution_message(m: &str) -> SqlError {

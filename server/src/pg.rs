@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use futures::{stream, FutureExt, Sink, SinkExt};
+use millrace_planner::statement::{self, Statement};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -22,7 +23,6 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use millrace_planner::statement::{self, Statement};
 
 use crate::engine::{Engine, Outcome};
 use crate::error::{sqlstate, SqlError, SqlResult};
@@ -64,7 +64,9 @@ impl Frontend {
             Err(panic) => {
                 let what = crate::engine::panic_message(&*panic);
                 tracing::error!(statement = %stmt, "statement panicked: {what}");
-                Err(SqlError::internal(format!("the statement failed unexpectedly: {what}")))
+                Err(SqlError::internal(format!(
+                    "the statement failed unexpectedly: {what}"
+                )))
             }
         }
     }
@@ -110,7 +112,9 @@ fn track_transaction<C: ClientInfo>(client: &mut C, stmt: &Statement) -> Option<
                 .get(TX_WRITES)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            client.metadata_mut().insert(TX_WRITES.to_owned(), (n + 1).to_string());
+            client
+                .metadata_mut()
+                .insert(TX_WRITES.to_owned(), (n + 1).to_string());
             None
         }
         _ => None,
@@ -158,9 +162,14 @@ fn into_response(out: SessionOutcome, format: &Format) -> PgWireResult<Response>
             let fields = Arc::new(fields_for(&schema, format)?);
             let rows: Vec<_> = batches
                 .into_iter()
-                .flat_map(|b| arrow_pg::encode_recordbatch(fields.clone(), text::render(b, &fields)))
+                .flat_map(|b| {
+                    arrow_pg::encode_recordbatch(fields.clone(), text::render(b, &fields))
+                })
                 .collect();
-            Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+            Ok(Response::Query(QueryResponse::new(
+                fields,
+                stream::iter(rows),
+            )))
         }
     }
 }
@@ -284,13 +293,19 @@ impl Parser {
             | Statement::CreateViewOnWindowClose(_) => Ok((vec![], None)),
             Statement::Sql(sql) => match sql.as_ref() {
                 Sql::Query(_) | Sql::Insert(_) => {
-                    let plan = self.engine.plan_sql(&crate::engine::aliased(sql), None).await?;
+                    let plan = self
+                        .engine
+                        .plan_sql(&crate::engine::aliased(sql), None)
+                        .await?;
                     let mut types = plan.get_parameter_types()?;
                     infer_from_casts(&plan, &mut types);
                     let mut ordered: Vec<(usize, Option<DataType>)> = types
                         .into_iter()
                         .filter_map(|(k, v)| {
-                            k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v))
+                            k.trim_start_matches('$')
+                                .parse::<usize>()
+                                .ok()
+                                .map(|i| (i, v))
                         })
                         .collect();
                     ordered.sort_by_key(|(i, _)| *i);
@@ -317,9 +332,7 @@ impl Parser {
                     };
                     Ok((params, result))
                 }
-                Sql::Explain { statement, .. }
-                    if matches!(statement.as_ref(), Sql::CreateView(cv) if cv.materialized) =>
-                {
+                Sql::Explain { statement, .. } if matches!(statement.as_ref(), Sql::CreateView(cv) if cv.materialized) => {
                     Ok((vec![], Some(session::name_column_schema("QUERY PLAN"))))
                 }
                 Sql::Explain { .. } => {

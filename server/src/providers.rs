@@ -118,12 +118,11 @@ pub fn decode_view_rows(
         let batch = RecordBatch::try_new_with_options(
             schema.clone(),
             columns,
-            &arrow::record_batch::RecordBatchOptions::new()
-                .with_row_count(Some(if repeat {
-                    chunk.iter().map(|(_, c)| *c as usize).sum()
-                } else {
-                    chunk.len()
-                })),
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(if repeat {
+                chunk.iter().map(|(_, c)| *c as usize).sum()
+            } else {
+                chunk.len()
+            })),
         )?;
         out.push((batch, (!repeat).then(|| Int64Array::from(weights))));
     }
@@ -169,5 +168,8 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> SqlResult<RecordBatch> {
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
-    Ok(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?)
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        batch.columns().to_vec(),
+    )?)
 }

@@ -15,9 +15,12 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let engine = Engine::open(&config.data_dir)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open data directory {}: {e}", config.data_dir.display()))?;
+    let engine = Engine::open(&config.data_dir).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

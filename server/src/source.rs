@@ -101,8 +101,12 @@ impl SourceConfig {
         }
         for key in opts.keys() {
             if !key.starts_with("properties.") && !KNOWN_OPTIONS.contains(&key.as_str()) {
-                return Err(invalid(format!("unknown source option \"{key}\""))
-                    .with_hint(format!("Known options: {}, and properties.* for the Kafka client.", KNOWN_OPTIONS.join(", "))));
+                return Err(
+                    invalid(format!("unknown source option \"{key}\"")).with_hint(format!(
+                        "Known options: {}, and properties.* for the Kafka client.",
+                        KNOWN_OPTIONS.join(", ")
+                    )),
+                );
             }
         }
         let topic = opts
@@ -142,7 +146,9 @@ impl SourceConfig {
                     .get("scan.startup.timestamp.millis")
                     .or_else(|| opts.get("scan.startup.timestamp_millis"))
                     .ok_or_else(|| {
-                        invalid("scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis")
+                        invalid(
+                            "scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis",
+                        )
                     })?;
                 StartupMode::Timestamp(parse_number(millis, "scan.startup.timestamp.millis")?)
             }
@@ -220,7 +226,10 @@ impl SourceConfig {
             max_message_bytes,
             checkpoint_interval: millis("checkpoint.interval.ms", 1_000)?,
             max_batch_rows,
-            dead_letter_topic: opts.get("dead_letter.topic").filter(|t| !t.is_empty()).cloned(),
+            dead_letter_topic: opts
+                .get("dead_letter.topic")
+                .filter(|t| !t.is_empty())
+                .cloned(),
             event_time: match &def.watermark {
                 Some(w) => Some(EventTime::resolve(w, &schema)?),
                 None => None,
@@ -243,7 +252,10 @@ impl SourceConfig {
 
     /// The bootstrap servers, for messages.
     pub fn brokers(&self) -> &str {
-        self.kafka.get("bootstrap.servers").map(String::as_str).unwrap_or("")
+        self.kafka
+            .get("bootstrap.servers")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -258,9 +270,11 @@ pub fn metadata_sql_type(m: Metadata) -> &'static str {
 }
 
 fn parse_number<T: std::str::FromStr>(v: &str, key: &str) -> SqlResult<T> {
-    v.trim()
-        .parse()
-        .map_err(|_| invalid(format!("option {key} must be a non-negative whole number, not '{v}'")))
+    v.trim().parse().map_err(|_| {
+        invalid(format!(
+            "option {key} must be a non-negative whole number, not '{v}'"
+        ))
+    })
 }
 
 fn invalid(message: impl Into<String>) -> SqlError {

@@ -61,9 +61,11 @@ async fn views_survive_kill_9_at_random_moments() {
     let mut server = TestServer::start(&dir);
     {
         let c = server.connect().await;
-        c.batch_execute("CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP)")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP)",
+        )
+        .await
+        .unwrap();
         for (create, _) in VIEWS {
             c.batch_execute(create).await.unwrap();
         }
@@ -114,7 +116,9 @@ async fn views_survive_kill_9_at_random_moments() {
         acked += ok;
         server = TestServer::start(&dir);
         let c = server.connect().await;
-        let count: i64 = rows(&c, "SELECT count(*) FROM bids").await[0].parse().unwrap();
+        let count: i64 = rows(&c, "SELECT count(*) FROM bids").await[0]
+            .parse()
+            .unwrap();
         assert!(
             count >= acked && count <= acked + 20,
             "round {round}: {count} rows after restart, {acked} acknowledged"
@@ -125,16 +129,24 @@ async fn views_survive_kill_9_at_random_moments() {
             let name = create.split_whitespace().nth(3).unwrap();
             let view = rows(&c, &format!("SELECT * FROM {name}")).await;
             let expected = rows(&c, truth).await;
-            assert_eq!(view, expected, "round {round}: view {name} differs from its query");
+            assert_eq!(
+                view, expected,
+                "round {round}: view {name} differs from its query"
+            );
         }
         eprintln!("round {round}: killed after {kill_after:?}, {count} rows, views consistent");
     }
     // Views keep updating correctly after the crashes.
     let c = server.connect().await;
-    c.batch_execute("INSERT INTO bids VALUES (1, 1, 99, '2026-01-01 00:00:05')").await.unwrap();
+    c.batch_execute("INSERT INTO bids VALUES (1, 1, 99, '2026-01-01 00:00:05')")
+        .await
+        .unwrap();
     for (create, truth) in VIEWS {
         let name = create.split_whitespace().nth(3).unwrap();
-        assert_eq!(rows(&c, &format!("SELECT * FROM {name}")).await, rows(&c, truth).await);
+        assert_eq!(
+            rows(&c, &format!("SELECT * FROM {name}")).await,
+            rows(&c, truth).await
+        );
     }
     assert!(acked > 0, "no insert was acknowledged before the kills");
 }

@@ -92,8 +92,12 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     let malformed = Arc::new(AtomicU64::new(0));
     const TOTAL: u64 = 30_000;
     let producer_thread = {
-        let (produced, done, malformed, addr) =
-            (produced.clone(), done.clone(), malformed.clone(), broker.addr.clone());
+        let (produced, done, malformed, addr) = (
+            produced.clone(),
+            done.clone(),
+            malformed.clone(),
+            broker.addr.clone(),
+        );
         std::thread::spawn(move || {
             let p = TestProducer::new(&addr);
             let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -111,7 +115,12 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
                     auction: (seed >> 8) as i64 % 50,
                     price: 1 + (seed >> 20) as i64 % 1000,
                 };
-                p.send(topic, partition, Some(&bid.auction.to_be_bytes()), bid_json(i, bid).as_bytes());
+                p.send(
+                    topic,
+                    partition,
+                    Some(&bid.auction.to_be_bytes()),
+                    bid_json(i, bid).as_bytes(),
+                );
                 produced.lock().unwrap().push(bid);
                 if i % 500 == 499 {
                     p.flush();
@@ -138,7 +147,9 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     let mut rounds = 0;
     let mut seed = 12345u64;
     while !done.load(Ordering::SeqCst) || rounds < 3 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let wait = 300 + (seed >> 33) % 1200;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         server.take().expect("server").kill9();
@@ -155,7 +166,11 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
 
     let produced = produced.lock().unwrap().clone();
     let expected = truth(&produced);
-    assert_eq!(per_auction(&client).await, expected, "per_auction after {rounds} kill -9 rounds");
+    assert_eq!(
+        per_auction(&client).await,
+        expected,
+        "per_auction after {rounds} kill -9 rounds"
+    );
     let row = client
         .query_one("SELECT n, total FROM totals", &[])
         .await
@@ -186,7 +201,9 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
         .unwrap();
     // Decode errors count since the last start only; at least none is lost
     // in the views, which hold exactly the well-formed messages.
-    assert!(errors.get::<_, Option<i64>>(0).unwrap_or(0) <= malformed.load(Ordering::SeqCst) as i64);
+    assert!(
+        errors.get::<_, Option<i64>>(0).unwrap_or(0) <= malformed.load(Ordering::SeqCst) as i64
+    );
     assert_eq!(errors.get::<_, Option<i64>>(1), Some(0));
     eprintln!(
         "crash test: {rounds} kill -9 rounds, {} messages ({} malformed), views equal the ground truth",
@@ -199,7 +216,12 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
 }
 
 /// Produces bids `range` over two partitions, remembering them in `bids`.
-fn produce_numbered_bids(producer: &TestProducer, topic: &str, range: std::ops::Range<u64>, bids: &mut Vec<Bid>) {
+fn produce_numbered_bids(
+    producer: &TestProducer,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    bids: &mut Vec<Bid>,
+) {
     for i in range {
         let b = Bid {
             auction: (i % 7) as i64,
@@ -250,14 +272,26 @@ async fn broker_outage_is_retried_and_resumes_exactly() {
             assert!(error.is_some(), "a retrying source shows its last error");
             break;
         }
-        assert!(Instant::now() < deadline, "the source never reported the outage (state {state:?})");
+        assert!(
+            Instant::now() < deadline,
+            "the source never reported the outage (state {state:?})"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // Views stay queryable while the broker is down.
     assert_eq!(per_auction(&client).await, truth(&bids));
-    let err = client.batch_execute("FLUSH").await.expect_err("FLUSH cannot finish without the broker");
-    assert!(err.as_db_error().is_some(), "FLUSH fails with a server error, not a dropped connection: {err}");
-    client.query_one("SELECT 1", &[]).await.expect("session usable after FLUSH failed");
+    let err = client
+        .batch_execute("FLUSH")
+        .await
+        .expect_err("FLUSH cannot finish without the broker");
+    assert!(
+        err.as_db_error().is_some(),
+        "FLUSH fails with a server error, not a dropped connection: {err}"
+    );
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("session usable after FLUSH failed");
 
     cluster.broker_up(1).expect("broker up");
     // A new producer: the mock cluster does not let the old one reconnect.

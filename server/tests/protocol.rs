@@ -79,12 +79,18 @@ async fn extended_protocol_parameters_binary_results_and_portals() {
     assert_eq!(row.get::<_, chrono::NaiveDate>(9), d);
     assert_eq!(row.get::<_, chrono::NaiveDateTime>(10), ts);
     assert_eq!(row.columns()[11].type_(), &Type::TIMESTAMPTZ);
-    assert_eq!(row.get::<_, chrono::DateTime<chrono::Utc>>(11), ts.and_utc());
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(11),
+        ts.and_utc()
+    );
     assert_eq!(row.columns()[12].type_(), &Type::INTERVAL);
 
     // numeric in and out, binary.
     client
-        .execute("INSERT INTO t (i8, n) VALUES ($1, $2)", &[&100i64, &rust_decimal::Decimal::new(12345, 2)])
+        .execute(
+            "INSERT INTO t (i8, n) VALUES ($1, $2)",
+            &[&100i64, &rust_decimal::Decimal::new(12345, 2)],
+        )
         .await
         .unwrap();
     let n: rust_decimal::Decimal = client
@@ -104,7 +110,10 @@ async fn extended_protocol_parameters_binary_results_and_portals() {
 
     // A portal read 3 rows at a time (Execute with a row limit).
     let tx = client.transaction().await.unwrap();
-    let stmt = tx.prepare("SELECT i8 FROM t WHERE i8 < $1 ORDER BY i8").await.unwrap();
+    let stmt = tx
+        .prepare("SELECT i8 FROM t WHERE i8 < $1 ORDER BY i8")
+        .await
+        .unwrap();
     let portal = tx.bind(&stmt, &[&10i64]).await.unwrap();
     let mut seen = Vec::new();
     let mut fetches = 0;
@@ -117,13 +126,22 @@ async fn extended_protocol_parameters_binary_results_and_portals() {
         seen.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
     }
     assert_eq!(seen, (0..10).collect::<Vec<i64>>());
-    assert!(fetches >= 4, "expected the portal to be suspended between fetches");
+    assert!(
+        fetches >= 4,
+        "expected the portal to be suspended between fetches"
+    );
     tx.commit().await.unwrap();
 
     // Errors carry SQLSTATEs and leave the session usable.
-    let err = client.query("SELECT * FROM missing WHERE a = $1", &[&1i64]).await.unwrap_err();
+    let err = client
+        .query("SELECT * FROM missing WHERE a = $1", &[&1i64])
+        .await
+        .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
-    let err = client.query("SELECT 1 / $1::bigint", &[&0i64]).await.unwrap_err();
+    let err = client
+        .query("SELECT 1 / $1::bigint", &[&0i64])
+        .await
+        .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("22012"));
     let err = client.prepare("SELEC 1").await.unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42601"));
@@ -131,11 +149,20 @@ async fn extended_protocol_parameters_binary_results_and_portals() {
     let plan = client.query("EXPLAIN SELECT i8 FROM t", &[]).await.unwrap();
     assert!(!plan.is_empty());
     let dataflow = client
-        .query("EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT b, count(*) FROM t GROUP BY b", &[])
+        .query(
+            "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT b, count(*) FROM t GROUP BY b",
+            &[],
+        )
         .await
         .unwrap();
-    assert!(dataflow.iter().any(|r| r.get::<_, String>(0).contains("Aggregate")));
-    let one: i64 = client.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert!(dataflow
+        .iter()
+        .any(|r| r.get::<_, String>(0).contains("Aggregate")));
+    let one: i64 = client
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(one, 1);
 }
 
@@ -163,7 +190,11 @@ fn psql_runs_the_readme_example() {
         .output()
         .expect("run psql");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("2026-01-01 00:00:00|2026-01-01 00:00:10|1|2|220|100|120|110"),
         "unexpected psql output:\n{stdout}"
@@ -172,7 +203,16 @@ fn psql_runs_the_readme_example() {
     // Statements commit when they return: ROLLBACK says it undid nothing.
     use std::io::Write;
     let mut child = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "me", "-d", "millrace"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "me",
+            "-d",
+            "millrace",
+        ])
         .args(["-X", "-A", "-t"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -197,7 +237,9 @@ fn psql_runs_the_readme_example() {
 #[test]
 fn psycopg3_client() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_client.py");
-    let probe = Command::new("python3").args(["-c", "import psycopg"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
         panic!("psycopg 3 is required for this test: python3 -m pip install 'psycopg[binary]'");
     }
@@ -239,15 +281,25 @@ async fn garbage_on_the_socket_affects_no_other_session() {
         Vec::new(),
     ];
     for p in payloads {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
         let _ = s.write_all(&p).await;
         let mut buf = [0u8; 256];
         let _ = tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf)).await;
         drop(s); // disconnect mid-message
     }
-    let v: i64 = healthy.query_one("SELECT 41::bigint + 1", &[]).await.unwrap().get(0);
+    let v: i64 = healthy
+        .query_one("SELECT 41::bigint + 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 42);
     let fresh = server.connect().await;
-    let v: i64 = fresh.query_one("SELECT 7::bigint", &[]).await.unwrap().get(0);
+    let v: i64 = fresh
+        .query_one("SELECT 7::bigint", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 7);
 }

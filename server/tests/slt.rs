@@ -40,10 +40,17 @@ async fn sql_logic_tests() {
         .into_iter()
         .filter(|p| filter_matches(p))
         .collect();
-    assert!(!files.is_empty() || std::env::var("SLT_FILTER").is_ok(), "no .slt files found");
+    assert!(
+        !files.is_empty() || std::env::var("SLT_FILTER").is_ok(),
+        "no .slt files found"
+    );
     let mut failures = Vec::new();
     for file in &files {
-        let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let dir = scratch_dir(&format!("slt-{name}"));
         let server = TestServer::start(&dir);
         match run_slt(&server, file).await {
@@ -56,7 +63,12 @@ async fn sql_logic_tests() {
         drop(server);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    assert!(failures.is_empty(), "{} .slt file(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} .slt file(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// `sql-tests/kafka/*.slt`: sources over a real broker (tansu) started
@@ -66,7 +78,10 @@ async fn sql_logic_tests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sql_logic_tests() {
     let dir = sql_tests_dir().join("kafka");
-    let files: Vec<PathBuf> = slt_files(&dir).into_iter().filter(|p| filter_matches(p)).collect();
+    let files: Vec<PathBuf> = slt_files(&dir)
+        .into_iter()
+        .filter(|p| filter_matches(p))
+        .collect();
     if files.is_empty() {
         return;
     }
@@ -83,7 +98,11 @@ async fn kafka_sql_logic_tests() {
     ];
     let mut failures = Vec::new();
     for file in &files {
-        let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let data = scratch_dir(&format!("slt-kafka-{name}"));
         let server = TestServer::start(&data);
         match run_slt_with_vars(&server, file, &vars).await {
@@ -98,20 +117,33 @@ async fn kafka_sql_logic_tests() {
     }
     drop(broker);
     let _ = std::fs::remove_dir_all(&broker_dir);
-    assert!(failures.is_empty(), "{} Kafka .slt file(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} Kafka .slt file(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_scenarios() {
     let root = sql_tests_dir().join("restart");
     let mut scenarios: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     scenarios.sort();
     scenarios.retain(|p| filter_matches(p));
     let mut failures = Vec::new();
     for scenario in &scenarios {
-        let name = scenario.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = scenario
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let dir = scratch_dir(&format!("restart-{name}"));
         let files = slt_files(scenario);
         let mut server = Some(TestServer::start(&dir));
@@ -124,7 +156,11 @@ async fn restart_scenarios() {
             }
             eprintln!("ok   {}", file.display());
             if i + 1 < files.len() {
-                let fname = file.file_name().unwrap_or_default().to_string_lossy().to_string();
+                let fname = file
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
                 if fname.contains("kill") {
                     s.kill9();
                 } else {
@@ -139,5 +175,10 @@ async fn restart_scenarios() {
         drop(server);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    assert!(failures.is_empty(), "{} restart step(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} restart step(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -152,7 +152,10 @@ impl Store {
     /// All operator state records of view `id`: `(operator, key, value)`.
     pub fn operator_states(&self, id: RelationId) -> Result<Vec<(u32, Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::prefix(Space::OperatorState, id)) {
+        for item in self
+            .tree
+            .scan_prefix(keys::prefix(Space::OperatorState, id))
+        {
             let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading operator state"))?;
             let op = keys::decode_u32(&k[9..13])?;
             out.push((op, k[13..].to_vec(), v.to_vec()));
@@ -174,7 +177,10 @@ impl Store {
     /// of the next message to consume, by partition.
     pub fn source_offsets(&self, id: RelationId) -> Result<Vec<(i32, i64)>> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::prefix(Space::SourceOffsets, id)) {
+        for item in self
+            .tree
+            .scan_prefix(keys::prefix(Space::SourceOffsets, id))
+        {
             let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading source offsets"))?;
             out.push((keys::decode_i32(&k[9..13])?, keys::decode_i64(&v)?));
         }
@@ -212,7 +218,9 @@ impl Store {
             };
             let extent = self.segments.append(id, at, &bytes)?;
             ends.insert(id, extent.end());
-            commit.batch.insert(keys::table_rows(id, seq), extent.encode());
+            commit
+                .batch
+                .insert(keys::table_rows(id, seq), extent.encode());
         }
         self.tree
             .apply_batch(commit.batch)
@@ -279,7 +287,10 @@ impl Commit {
 
     /// Records that ids up to `id` are taken.
     pub fn reserve_relation_id(&mut self, id: RelationId) {
-        self.put(keys::meta("next_relation_id"), (id + 1).to_be_bytes().to_vec());
+        self.put(
+            keys::meta("next_relation_id"),
+            (id + 1).to_be_bytes().to_vec(),
+        );
     }
 
     /// Writes (or replaces) catalog record `name`.
@@ -308,9 +319,13 @@ impl Commit {
             let mut writer = StreamWriter::try_new(&mut buf, first.schema_ref())
                 .map_err(|e| StorageError::Encode(e.to_string()))?;
             for b in batches {
-                writer.write(b).map_err(|e| StorageError::Encode(e.to_string()))?;
+                writer
+                    .write(b)
+                    .map_err(|e| StorageError::Encode(e.to_string()))?;
             }
-            writer.finish().map_err(|e| StorageError::Encode(e.to_string()))?;
+            writer
+                .finish()
+                .map_err(|e| StorageError::Encode(e.to_string()))?;
         }
         self.rows.push((id, seq, buf));
         self.ops += 1;
@@ -397,12 +412,23 @@ mod tests {
             store.commit(c).unwrap();
         }
         let store = Store::open(&dir).unwrap();
-        assert_eq!(store.catalog_records().unwrap(), vec![("t".into(), b"record".to_vec())]);
-        let rows: usize = store.table_batches(7).unwrap().iter().map(|b| b.num_rows()).sum();
+        assert_eq!(
+            store.catalog_records().unwrap(),
+            vec![("t".into(), b"record".to_vec())]
+        );
+        let rows: usize = store
+            .table_batches(7)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
         assert_eq!(rows, 3);
         assert_eq!(store.next_table_seq(7).unwrap(), 2);
         assert_eq!(store.next_table_seq(9).unwrap(), 0);
-        assert_eq!(store.operator_states(8).unwrap(), vec![(2, b"k".to_vec(), b"v".to_vec())]);
+        assert_eq!(
+            store.operator_states(8).unwrap(),
+            vec![(2, b"k".to_vec(), b"v".to_vec())]
+        );
         assert_eq!(store.view_row_count(8, b"row").unwrap(), 3);
 
         let mut c = Commit::new();
@@ -417,7 +443,8 @@ mod tests {
 
     #[test]
     fn a_torn_row_append_is_cut_off() {
-        let dir = std::env::temp_dir().join(format!("millrace-storage-torn-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("millrace-storage-torn-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
             let store = Store::open(&dir).unwrap();
@@ -427,19 +454,29 @@ mod tests {
         }
         // A crash after the row file was written but before sled committed.
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("rows").join("3")).unwrap();
-        f.write_all(b"garbage of an append that never committed").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("rows").join("3"))
+            .unwrap();
+        f.write_all(b"garbage of an append that never committed")
+            .unwrap();
         drop(f);
         let store = Store::open(&dir).unwrap();
         let mut c = Commit::new();
-        c.append_table_rows(3, store.next_table_seq(3).unwrap(), &[batch(&[3])]).unwrap();
+        c.append_table_rows(3, store.next_table_seq(3).unwrap(), &[batch(&[3])])
+            .unwrap();
         store.commit(c).unwrap();
         let values: Vec<i64> = store
             .table_batches(3)
             .unwrap()
             .iter()
             .flat_map(|b| {
-                b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
             })
             .collect();
         assert_eq!(values, vec![1, 2, 3]);

@@ -136,18 +136,22 @@ impl AggCall {
             {
                 (DataType::Decimal128(_, s_in), DataType::Decimal128(_, s_out)) => {
                     let shift = (*s_out as i32 - *s_in as i32).max(0) as u32;
-                    let scaled = sum
-                        .checked_mul(10i128.pow(shift))
-                        .ok_or_else(|| PlanError::OutOfRange(format!("{} overflows", self.display)))?;
+                    let scaled = sum.checked_mul(10i128.pow(shift)).ok_or_else(|| {
+                        PlanError::OutOfRange(format!("{} overflows", self.display))
+                    })?;
                     let n = *n as i128;
                     let q = scaled / n;
                     let r = scaled % n;
-                    let rounded = if 2 * r.abs() >= n.abs() { q + scaled.signum() * n.signum() } else { q };
+                    let rounded = if 2 * r.abs() >= n.abs() {
+                        q + scaled.signum() * n.signum()
+                    } else {
+                        q
+                    };
                     ScalarValue::Decimal128(Some(rounded), 38, *s_out)
                 }
-                (DataType::Decimal128(_, s), _) => ScalarValue::Float64(Some(
-                    *sum as f64 / 10f64.powi(*s as i32) / *n as f64,
-                )),
+                (DataType::Decimal128(_, s), _) => {
+                    ScalarValue::Float64(Some(*sum as f64 / 10f64.powi(*s as i32) / *n as f64))
+                }
                 _ => ScalarValue::Float64(Some(*sum as f64 / *n as f64)),
             },
             (AggKind::Avg, Acc::SumFloat { sum, n }) => ScalarValue::Float64(Some(sum / *n as f64)),
@@ -185,8 +189,14 @@ impl AggCall {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Acc {
     Count(i64),
-    SumExact { sum: i128, n: i64 },
-    SumFloat { sum: f64, n: i64 },
+    SumExact {
+        sum: i128,
+        n: i64,
+    },
+    SumFloat {
+        sum: f64,
+        n: i64,
+    },
     /// Multiset of encoded values (retractable min/max, count distinct).
     /// Not stored with the group: each value is its own state record, so
     /// that a change costs the values it touches, not the group's history.
@@ -479,7 +489,11 @@ impl AggregateOperator {
     fn empty_group(&self) -> GroupState {
         GroupState {
             rows: 0,
-            accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+            accs: self
+                .calls
+                .iter()
+                .map(|c| c.empty(self.append_only))
+                .collect(),
             close_at: None,
         }
     }
@@ -490,7 +504,11 @@ impl AggregateOperator {
         let corrupt = || PlanError::Internal("corrupt aggregate value state".into());
         let (group, call, v) = split_value_key(key).ok_or_else(corrupt)?;
         let count = i64::from_be_bytes(value.try_into().map_err(|_| corrupt())?);
-        match self.groups.get_mut(group).and_then(|g| g.accs.get_mut(call)) {
+        match self
+            .groups
+            .get_mut(group)
+            .and_then(|g| g.accs.get_mut(call))
+        {
             Some(Acc::Values(map)) => {
                 map.insert(v.to_vec(), count);
                 Ok(())
@@ -508,7 +526,9 @@ impl AggregateOperator {
             // A group kept for its retention period is past closing.
             let closed = self.watermark.is_some_and(|w| at <= w);
             match self.retention_ns.filter(|r| *r > 0) {
-                Some(r) if closed => self.close_index.insert((at.saturating_add(r), key.to_vec())),
+                Some(r) if closed => self
+                    .close_index
+                    .insert((at.saturating_add(r), key.to_vec())),
                 _ => self.close_index.insert((at, key.to_vec())),
             };
         }
@@ -610,7 +630,11 @@ impl AggregateOperator {
                     }
                     let mut empty = GroupState {
                         rows: 0,
-                        accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+                        accs: self
+                            .calls
+                            .iter()
+                            .map(|c| c.empty(self.append_only))
+                            .collect(),
                         close_at: None,
                     };
                     empty.close_at = close_at;
@@ -809,7 +833,11 @@ impl AggregateOperator {
                     vanished.push(key.clone());
                     GroupState {
                         rows: 0,
-                        accs: self.calls.iter().map(|c| c.empty(self.append_only)).collect(),
+                        accs: self
+                            .calls
+                            .iter()
+                            .map(|c| c.empty(self.append_only))
+                            .collect(),
                         close_at: None,
                     }
                 }
@@ -843,7 +871,13 @@ impl AggregateOperator {
 
 /// Applies row `i` with weight `w` to `acc`; returns the encoded value when
 /// it changed a value multiset.
-fn update(call: &AggCall, acc: &mut Acc, ev: &Evaluated, i: usize, w: i64) -> Result<Option<Vec<u8>>> {
+fn update(
+    call: &AggCall,
+    acc: &mut Acc,
+    ev: &Evaluated,
+    i: usize,
+    w: i64,
+) -> Result<Option<Vec<u8>>> {
     if let Some(v) = &ev.values {
         if v.is_null(i) {
             return Ok(None);
@@ -954,8 +988,12 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
             ],
         )
         .unwrap();
@@ -966,9 +1004,17 @@ mod tests {
     }
 
     fn rows(d: &Delta) -> Vec<(i64, i64, i64)> {
-        let k = d.batch.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-        let c = d.batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
-        let mut out: Vec<_> = (0..d.len()).map(|i| (k.value(i), c.value(i), d.weights.value(i))).collect();
+        let k = d
+            .batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let c = d
+            .batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let mut out: Vec<_> = (0..d.len())
+            .map(|i| (k.value(i), c.value(i), d.weights.value(i)))
+            .collect();
         out.sort();
         out
     }
@@ -1002,12 +1048,15 @@ mod tests {
     #[test]
     fn count_distinct_retracts_and_persists_values_one_by_one() {
         let mut op = distinct_counter();
-        let out = op.push(&delta(&[(1, 10, 1), (1, 11, 1), (1, 11, 1)])).unwrap();
+        let out = op
+            .push(&delta(&[(1, 10, 1), (1, 11, 1), (1, 11, 1)]))
+            .unwrap();
         assert_eq!(rows(&out), vec![(1, 2, 1)]);
         // What storage holds: the latest record per key.
         let mut disk: std::collections::BTreeMap<(u32, Vec<u8>), Vec<u8>> = Default::default();
         let mut records = Vec::new();
-        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v))).unwrap();
+        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v)))
+            .unwrap();
         // One group record and one record per distinct value.
         assert_eq!(records.iter().filter(|r| r.0 == 0).count(), 1);
         assert_eq!(records.iter().filter(|r| r.0 == VALUES_BIT).count(), 2);
@@ -1020,7 +1069,8 @@ mod tests {
         op.committed();
 
         // A change that is rolled back leaves no trace.
-        op.push(&delta(&[(1, 10, -1), (1, 12, 1), (2, 5, 1)])).unwrap();
+        op.push(&delta(&[(1, 10, -1), (1, 12, 1), (2, 5, 1)]))
+            .unwrap();
         op.rollback();
         assert_eq!(op.group_count(), 1);
         let out = op.push(&delta(&[(1, 11, -2)])).unwrap();
@@ -1028,7 +1078,8 @@ mod tests {
 
         // Restoring from the persisted records gives the same state.
         let mut records = Vec::new();
-        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v))).unwrap();
+        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v)))
+            .unwrap();
         for (o, k, v) in records {
             match v {
                 Some(v) => disk.insert((o, k), v),

@@ -68,7 +68,10 @@ impl Progress {
         let keep = match self.watermark {
             // NULL event times are kept: they belong to no window.
             Some(wm) => {
-                let mask: BooleanArray = times.iter().map(|t| Some(t.is_none_or(|t| t >= wm))).collect();
+                let mask: BooleanArray = times
+                    .iter()
+                    .map(|t| Some(t.is_none_or(|t| t >= wm)))
+                    .collect();
                 Some(mask)
             }
             None => None,
@@ -144,8 +147,11 @@ mod tests {
             DataType::Timestamp(TimeUnit::Nanosecond, None),
             true,
         )]));
-        RecordBatch::try_new(schema, vec![Arc::new(TimestampNanosecondArray::from(times.to_vec()))])
-            .unwrap()
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(TimestampNanosecondArray::from(times.to_vec()))],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -172,7 +178,10 @@ mod tests {
         arrival.idle.clear();
         let (keep, late) = p.admit(&e, &batch(&[189, 190]), &arrival).unwrap();
         assert_eq!(late, 1);
-        assert_eq!(keep.unwrap().iter().collect::<Vec<_>>(), vec![Some(false), Some(true)]);
+        assert_eq!(
+            keep.unwrap().iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(true)]
+        );
         assert!(!p.advance(&e, &arrival));
         assert_eq!((p.watermark, p.late_rows), (Some(190), 1));
     }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use millrace_planner::source::SourceDef;
 use millrace_storage::{Commit, RelationId};
 
+use super::event_time::Progress;
 use super::{check_unique_columns, encode_record, parse_one, Engine, Outcome, FLUSH_TIMEOUT};
 use crate::catalog::{Kind, Relation};
 use crate::error::{sqlstate, SqlError, SqlResult};
 use crate::source::ingest::{self, Probe, SourceRunner, TopicError};
 use crate::source::status::SourceStatus;
 use crate::source::{metadata_sql_type, SourceConfig};
-use super::event_time::Progress;
 
 impl Engine {
     /// Validates a source definition into its settings and columns.
@@ -79,21 +79,23 @@ impl Engine {
         // Ask the broker before taking the write lock: it may take up to
         // connect.timeout.ms, and writers should not wait for it.
         let probe = config.clone();
-        let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, TopicError> {
-            let c = ingest::consumer(&probe)
-                .map_err(|e| TopicError::Broker(format!("invalid Kafka client settings: {e}")))?;
-            let parts = ingest::partitions(&c, &probe, probe.connect_timeout)?;
-            ingest::start_offsets(&c, &probe, &parts, probe.connect_timeout).map_err(TopicError::Broker)
-        })
-        .await
-        .map_err(|e| SqlError::internal(format!("the broker check did not finish: {e}")))?
-        .map_err(|e| match e {
-            TopicError::Unknown(m) => SqlError::new(sqlstate::UNDEFINED_OBJECT, m)
-                .with_hint("Create the topic first; Millrace does not create topics."),
-            TopicError::Broker(m) => SqlError::new(sqlstate::UNABLE_TO_CONNECT, m).with_hint(
-                "Check properties.bootstrap.server and that the broker is running.",
-            ),
-        })?;
+        let offsets =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, TopicError> {
+                let c = ingest::consumer(&probe).map_err(|e| {
+                    TopicError::Broker(format!("invalid Kafka client settings: {e}"))
+                })?;
+                let parts = ingest::partitions(&c, &probe, probe.connect_timeout)?;
+                ingest::start_offsets(&c, &probe, &parts, probe.connect_timeout)
+                    .map_err(TopicError::Broker)
+            })
+            .await
+            .map_err(|e| SqlError::internal(format!("the broker check did not finish: {e}")))?
+            .map_err(|e| match e {
+                TopicError::Unknown(m) => SqlError::new(sqlstate::UNDEFINED_OBJECT, m)
+                    .with_hint("Create the topic first; Millrace does not create topics."),
+                TopicError::Broker(m) => SqlError::new(sqlstate::UNABLE_TO_CONNECT, m)
+                    .with_hint("Check properties.bootstrap.server and that the broker is running."),
+            })?;
         let mut pipelines = self.pipelines.write().await;
         if let Some(existing) = self.catalog.get(&def.name) {
             return self.exists(&existing, def.if_not_exists, tag);
@@ -156,7 +158,11 @@ impl Engine {
     /// partitions held when FLUSH was called. Tables need no waiting: an
     /// INSERT is in every view when it returns.
     pub(super) async fn flush(&self) -> SqlResult<Outcome> {
-        let probes: Vec<Probe> = self.lock_sources().values().map(SourceRunner::probe).collect();
+        let probes: Vec<Probe> = self
+            .lock_sources()
+            .values()
+            .map(SourceRunner::probe)
+            .collect();
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         let timed_out = |probe: &Probe, detail: String| {
             SqlError::new(
@@ -168,18 +174,28 @@ impl Engine {
                 ),
             )
             .with_detail(detail)
-            .with_hint("See millrace_catalog.source_partitions for the source's state and last error.")
+            .with_hint(
+                "See millrace_catalog.source_partitions for the source's state and last error.",
+            )
         };
         for probe in probes {
             let targets = match tokio::time::timeout_at(deadline, probe.high_watermarks()).await {
-                Err(_) => return Err(timed_out(&probe, "the broker did not report the partitions' ends".into())),
-                Ok(Err(e)) => {
-                    return Err(SqlError::new(
-                        sqlstate::CONNECTION_FAILURE,
-                        format!("FLUSH cannot read the end of source \"{}\": {e}", probe.status.name),
-                    )
-                    .with_hint("See millrace_catalog.source_partitions for the source's state and last error."))
+                Err(_) => {
+                    return Err(timed_out(
+                        &probe,
+                        "the broker did not report the partitions' ends".into(),
+                    ))
                 }
+                Ok(Err(e)) => return Err(SqlError::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    format!(
+                        "FLUSH cannot read the end of source \"{}\": {e}",
+                        probe.status.name
+                    ),
+                )
+                .with_hint(
+                    "See millrace_catalog.source_partitions for the source's state and last error.",
+                )),
                 Ok(Ok(t)) => t,
             };
             let mut rx = probe.status.watch_caught_up();
@@ -209,8 +225,12 @@ impl Engine {
         for r in &runners {
             r.stop();
         }
-        let joined = tokio::task::spawn_blocking(move || runners.into_iter().for_each(SourceRunner::join));
-        if tokio::time::timeout(std::time::Duration::from_secs(10), joined).await.is_err() {
+        let joined =
+            tokio::task::spawn_blocking(move || runners.into_iter().for_each(SourceRunner::join));
+        if tokio::time::timeout(std::time::Duration::from_secs(10), joined)
+            .await
+            .is_err()
+        {
             tracing::warn!("source threads did not stop within 10 s");
         }
     }

@@ -108,4 +108,3 @@ fn decode_one(portal: &Portal<Prepared>, i: usize, ty: &Type) -> SqlResult<Scala
         }
     })
 }
-

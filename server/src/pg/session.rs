@@ -135,7 +135,10 @@ fn show<C: ClientInfo>(client: &C, variable: &[Ident]) -> SqlResult<SessionOutco
     if name == "all" {
         let mut names: Vec<&str> = DEFAULTS.iter().map(|(k, _)| *k).collect();
         names.sort();
-        let values: Vec<String> = names.iter().map(|n| lookup(n).unwrap_or_default()).collect();
+        let values: Vec<String> = names
+            .iter()
+            .map(|n| lookup(n).unwrap_or_default())
+            .collect();
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("setting", DataType::Utf8, false),
@@ -163,7 +166,10 @@ fn show<C: ClientInfo>(client: &C, variable: &[Ident]) -> SqlResult<SessionOutco
         )
     })?;
     let schema = name_column_schema(&name);
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])?;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec![value]))],
+    )?;
     Ok(SessionOutcome::Engine(Outcome::Rows {
         schema,
         batches: vec![batch],

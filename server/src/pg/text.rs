@@ -19,7 +19,10 @@ pub(crate) fn render(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
     let mut schema_fields = Vec::with_capacity(batch.num_columns());
     for (i, column) in batch.columns().iter().enumerate() {
         let field = batch.schema().field(i).clone();
-        let text = fields.get(i).map(|f| f.format() == FieldFormat::Text).unwrap_or(true);
+        let text = fields
+            .get(i)
+            .map(|f| f.format() == FieldFormat::Text)
+            .unwrap_or(true);
         match text.then(|| render_column(column)).flatten() {
             Some(rendered) => {
                 changed = true;
@@ -107,12 +110,20 @@ pub(crate) fn float_text(v: f64, single: bool) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let limit = if single { 1e6 } else { 1e15 };
     let a = v.abs();
     if a != 0.0 && !(1e-4..limit).contains(&a) {
-        let e = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+        let e = if single {
+            format!("{:e}", v as f32)
+        } else {
+            format!("{v:e}")
+        };
         // Rust prints 1e20 / 1.5e-5; PostgreSQL 1e+20 / 1.5e-05.
         if let Some((mantissa, exp)) = e.split_once('e') {
             let (sign, digits) = match exp.strip_prefix('-') {
@@ -136,12 +147,18 @@ mod tests {
 
     #[test]
     fn timestamps_like_postgres() {
-        assert_eq!(timestamp_text(1_767_225_601, 1, false), "2026-01-01 00:00:01");
+        assert_eq!(
+            timestamp_text(1_767_225_601, 1, false),
+            "2026-01-01 00:00:01"
+        );
         assert_eq!(
             timestamp_text(1_767_225_601_500_000_000, 1_000_000_000, false),
             "2026-01-01 00:00:01.5"
         );
-        assert_eq!(timestamp_text(1_767_225_601_000, 1_000, true), "2026-01-01 00:00:01+00");
+        assert_eq!(
+            timestamp_text(1_767_225_601_000, 1_000, true),
+            "2026-01-01 00:00:01+00"
+        );
     }
 
     #[test]

@@ -186,12 +186,21 @@ fn from_json(v: &Value, t: &DataType) -> Result<Cell, String> {
                 .ok_or_else(|| format!("{n} ms is out of the timestamp range"))
         }
         (Value::String(s), t) => from_text(s, t),
-        (v, t) => Err(format!("{} cannot be read as {}", json_kind(v), crate::engine::pg_type_name(t))),
+        (v, t) => Err(format!(
+            "{} cannot be read as {}",
+            json_kind(v),
+            crate::engine::pg_type_name(t)
+        )),
     }
 }
 
 fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
-    let bad = || format!("invalid input syntax for type {}: \"{s}\"", crate::engine::pg_type_name(t));
+    let bad = || {
+        format!(
+            "invalid input syntax for type {}: \"{s}\"",
+            crate::engine::pg_type_name(t)
+        )
+    };
     let s_trim = s.trim();
     match t {
         DataType::Utf8 => Ok(Cell::Text(s.to_string())),
@@ -207,7 +216,10 @@ fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
             let mut d = Decimal::from_str_exact(s_trim)
                 .or_else(|_| Decimal::from_scientific(s_trim))
                 .map_err(|_| bad())?;
-            d = d.round_dp_with_strategy(*scale as u32, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+            d = d.round_dp_with_strategy(
+                *scale as u32,
+                rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+            );
             d.rescale(*scale as u32);
             let m = d.mantissa();
             if m.unsigned_abs() >= 10u128.pow(*precision as u32) {
@@ -243,7 +255,12 @@ fn parse_timestamp(s: &str) -> Option<i64> {
             return t.timestamp_nanos_opt();
         }
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
             return t.and_utc().timestamp_nanos_opt();
         }
@@ -268,7 +285,10 @@ fn check_int_range(c: Cell, t: &DataType) -> Result<Cell, String> {
     if ok {
         Ok(c)
     } else {
-        Err(format!("value {v} is out of range for type {}", crate::engine::pg_type_name(t)))
+        Err(format!(
+            "value {v} is out of range for type {}",
+            crate::engine::pg_type_name(t)
+        ))
     }
 }
 
@@ -300,14 +320,28 @@ macro_rules! build_with {
 fn build(t: &DataType, cells: Vec<Cell>) -> Result<ArrayRef, DecodeError> {
     let n = cells.len();
     match t {
-        DataType::Int16 => build_with!(Int16Builder::with_capacity(n), cells, Cell::Int(v) => v as i16),
-        DataType::Int32 => build_with!(Int32Builder::with_capacity(n), cells, Cell::Int(v) => v as i32),
+        DataType::Int16 => {
+            build_with!(Int16Builder::with_capacity(n), cells, Cell::Int(v) => v as i16)
+        }
+        DataType::Int32 => {
+            build_with!(Int32Builder::with_capacity(n), cells, Cell::Int(v) => v as i32)
+        }
         DataType::Int64 => build_with!(Int64Builder::with_capacity(n), cells, Cell::Int(v) => v),
-        DataType::Float32 => build_with!(Float32Builder::with_capacity(n), cells, Cell::Float(v) => v as f32),
-        DataType::Float64 => build_with!(Float64Builder::with_capacity(n), cells, Cell::Float(v) => v),
-        DataType::Boolean => build_with!(BooleanBuilder::with_capacity(n), cells, Cell::Bool(v) => v),
-        DataType::Utf8 => build_with!(StringBuilder::with_capacity(n, n * 16), cells, Cell::Text(v) => v),
-        DataType::Binary => build_with!(BinaryBuilder::with_capacity(n, n * 16), cells, Cell::Bytes(v) => v),
+        DataType::Float32 => {
+            build_with!(Float32Builder::with_capacity(n), cells, Cell::Float(v) => v as f32)
+        }
+        DataType::Float64 => {
+            build_with!(Float64Builder::with_capacity(n), cells, Cell::Float(v) => v)
+        }
+        DataType::Boolean => {
+            build_with!(BooleanBuilder::with_capacity(n), cells, Cell::Bool(v) => v)
+        }
+        DataType::Utf8 => {
+            build_with!(StringBuilder::with_capacity(n, n * 16), cells, Cell::Text(v) => v)
+        }
+        DataType::Binary => {
+            build_with!(BinaryBuilder::with_capacity(n, n * 16), cells, Cell::Bytes(v) => v)
+        }
         DataType::Date32 => build_with!(Date32Builder::with_capacity(n), cells, Cell::Date(v) => v),
         DataType::Decimal128(p, s) => {
             let b = Decimal128Builder::with_capacity(n)
@@ -318,10 +352,18 @@ fn build(t: &DataType, cells: Vec<Cell>) -> Result<ArrayRef, DecodeError> {
         DataType::Timestamp(unit, tz) => {
             let tz = tz.clone();
             match unit {
-                TimeUnit::Second => build_with!(TimestampSecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000_000)),
-                TimeUnit::Millisecond => build_with!(TimestampMillisecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000)),
-                TimeUnit::Microsecond => build_with!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000)),
-                TimeUnit::Nanosecond => build_with!(TimestampNanosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v),
+                TimeUnit::Second => {
+                    build_with!(TimestampSecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000_000))
+                }
+                TimeUnit::Millisecond => {
+                    build_with!(TimestampMillisecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000))
+                }
+                TimeUnit::Microsecond => {
+                    build_with!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000))
+                }
+                TimeUnit::Nanosecond => {
+                    build_with!(TimestampNanosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v)
+                }
             }
         }
         other => Err(format!(
@@ -350,7 +392,11 @@ pub fn decodable(t: &DataType) -> bool {
 }
 
 /// A batch of `schema` from payload columns plus metadata columns.
-pub fn batch(schema: &SchemaRef, mut columns: Vec<ArrayRef>, metadata: Vec<ArrayRef>) -> Result<RecordBatch, DecodeError> {
+pub fn batch(
+    schema: &SchemaRef,
+    mut columns: Vec<ArrayRef>,
+    metadata: Vec<ArrayRef>,
+) -> Result<RecordBatch, DecodeError> {
     columns.extend(metadata);
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| format!("internal: {e}"))
 }
@@ -365,7 +411,11 @@ mod tests {
         vec![
             Arc::new(Field::new("id", DataType::Int64, true)),
             Arc::new(Field::new("name", DataType::Utf8, true)),
-            Arc::new(Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true)),
+            Arc::new(Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            )),
             Arc::new(Field::new("price", DataType::Decimal128(10, 2), true)),
         ]
     }
@@ -373,8 +423,10 @@ mod tests {
     #[test]
     fn json_rows_decode_whole_or_not_at_all() {
         let mut d = Decoder::new(Encoding::Json, fields(), vec![]);
-        d.push(br#"{"id": 1, "name": "a", "ts": "2026-01-01 00:00:01", "price": 1.5}"#).unwrap();
-        d.push(br#"{"id": 2, "ts": 1767225602000, "extra": true}"#).unwrap();
+        d.push(br#"{"id": 1, "name": "a", "ts": "2026-01-01 00:00:01", "price": 1.5}"#)
+            .unwrap();
+        d.push(br#"{"id": 2, "ts": 1767225602000, "extra": true}"#)
+            .unwrap();
         assert!(d.push(br#"{"id": "x"}"#).is_err());
         assert!(d.push(br#"{"id": 3, "ts": "not a time"}"#).is_err());
         assert!(d.push(b"{not json").is_err());

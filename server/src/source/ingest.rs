@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
-use rdkafka::config::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -71,13 +71,15 @@ impl QueryClient {
             return Err("no Kafka client".into());
         };
         let result = (|| {
-            let parts = partitions(c, &self.config, WATERMARK_TIMEOUT).map_err(|e| e.to_string())?;
+            let parts =
+                partitions(c, &self.config, WATERMARK_TIMEOUT).map_err(|e| e.to_string())?;
             let mut out = BTreeMap::new();
             for p in parts {
                 let (_, high) = c
                     .fetch_watermarks(&self.config.topic, p, WATERMARK_TIMEOUT)
                     .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
-                self.status.update(p, |s| s.high_watermark = s.high_watermark.max(high));
+                self.status
+                    .update(p, |s| s.high_watermark = s.high_watermark.max(high));
                 out.insert(p, high);
             }
             Ok(out)
@@ -193,7 +195,10 @@ pub struct SourceContext {
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::warn!(source = %self.source, "librdkafka {facility}: {message}")
             }
             RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
@@ -256,14 +261,17 @@ pub fn partitions(
     config: &SourceConfig,
     timeout: Duration,
 ) -> Result<Vec<i32>, TopicError> {
-    let unknown = || TopicError::Unknown(format!("Kafka topic \"{}\" does not exist", config.topic));
-    let md = c.fetch_metadata(Some(&config.topic), timeout).map_err(|e| {
-        TopicError::Broker(format!(
-            "could not reach the Kafka broker at {} within {} ms: {e}",
-            config.brokers(),
-            timeout.as_millis()
-        ))
-    })?;
+    let unknown =
+        || TopicError::Unknown(format!("Kafka topic \"{}\" does not exist", config.topic));
+    let md = c
+        .fetch_metadata(Some(&config.topic), timeout)
+        .map_err(|e| {
+            TopicError::Broker(format!(
+                "could not reach the Kafka broker at {} within {} ms: {e}",
+                config.brokers(),
+                timeout.as_millis()
+            ))
+        })?;
     let topic = md
         .topics()
         .iter()
@@ -299,10 +307,9 @@ pub fn start_offsets(
                 tpl.add_partition_offset(&config.topic, *p, Offset::Offset(ms))
                     .map_err(|e| e.to_string())?;
             }
-            Some(
-                c.offsets_for_times(tpl, timeout)
-                    .map_err(|e| format!("looking up offsets for scan.startup.timestamp.millis: {e}"))?,
-            )
+            Some(c.offsets_for_times(tpl, timeout).map_err(|e| {
+                format!("looking up offsets for scan.startup.timestamp.millis: {e}")
+            })?)
         }
         _ => None,
     };
@@ -345,7 +352,8 @@ fn cached_high_watermark(c: &SourceConsumer, topic: &str, partition: i32) -> Opt
             &mut high,
         )
     };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 struct Ingest {
@@ -428,7 +436,9 @@ impl Ingest {
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
             // A partition added after the source was created starts at its beginning.
-            let offset = committed.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            let offset = committed
+                .get(p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             if let Err(e) = tpl.add_partition_offset(&self.config.topic, *p, offset) {
                 return End::Failed(e.to_string());
             }
@@ -522,7 +532,6 @@ impl Ingest {
         }
     }
 
-
     /// Recomputes which partitions are idle (event-time sources only);
     /// true when that changed since the last commit.
     fn idle_changed(&self, batch: &mut Batch) -> bool {
@@ -561,19 +570,39 @@ impl Ingest {
                 }
             }
             cc.set("message.max.bytes", "104857600");
-            *slot = Some(cc.create().map_err(|e| format!("creating the dead-letter producer: {e}"))?);
+            *slot = Some(
+                cc.create()
+                    .map_err(|e| format!("creating the dead-letter producer: {e}"))?,
+            );
         }
         let Some(producer) = slot.as_ref() else {
             return Err("no dead-letter producer".into());
         };
         for l in &letters {
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "millrace.source", value: Some(self.rel.name.as_str()) })
-                .insert(Header { key: "millrace.error", value: Some(l.error.as_str()) })
-                .insert(Header { key: "millrace.topic", value: Some(self.config.topic.as_str()) })
-                .insert(Header { key: "millrace.partition", value: Some(&l.partition.to_string()) })
-                .insert(Header { key: "millrace.offset", value: Some(&l.offset.to_string()) });
-            let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&l.payload).headers(headers);
+                .insert(Header {
+                    key: "millrace.source",
+                    value: Some(self.rel.name.as_str()),
+                })
+                .insert(Header {
+                    key: "millrace.error",
+                    value: Some(l.error.as_str()),
+                })
+                .insert(Header {
+                    key: "millrace.topic",
+                    value: Some(self.config.topic.as_str()),
+                })
+                .insert(Header {
+                    key: "millrace.partition",
+                    value: Some(&l.partition.to_string()),
+                })
+                .insert(Header {
+                    key: "millrace.offset",
+                    value: Some(&l.offset.to_string()),
+                });
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                .payload(&l.payload)
+                .headers(headers);
             if let Some(k) = &l.key {
                 record = record.key(k);
             }
@@ -733,7 +762,11 @@ impl Batch {
             Ok(()) => {
                 self.partition.push(p);
                 self.offset.push(m.offset());
-                self.timestamp.push(m.timestamp().to_millis().map(|ms| ms.saturating_mul(1_000_000)));
+                self.timestamp.push(
+                    m.timestamp()
+                        .to_millis()
+                        .map(|ms| ms.saturating_mul(1_000_000)),
+                );
                 self.key.push(m.key().map(<[u8]>::to_vec));
             }
             Err(e) => {
@@ -768,12 +801,16 @@ impl Batch {
         for (i, m) in config.metadata.iter().enumerate() {
             let field = config.schema.field(payload.len() + i);
             let array: ArrayRef = match m {
-                Metadata::Partition => Arc::new(Int32Array::from(std::mem::take(&mut self.partition))),
+                Metadata::Partition => {
+                    Arc::new(Int32Array::from(std::mem::take(&mut self.partition)))
+                }
                 Metadata::Offset => Arc::new(Int64Array::from(std::mem::take(&mut self.offset))),
                 Metadata::Timestamp => {
                     let a = TimestampNanosecondArray::from(self.timestamp.clone());
                     let a: ArrayRef = Arc::new(match field.data_type() {
-                        DataType::Timestamp(TimeUnit::Nanosecond, tz) => a.with_timezone_opt(tz.clone()),
+                        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+                            a.with_timezone_opt(tz.clone())
+                        }
                         _ => a,
                     });
                     arrow::compute::cast(&a, field.data_type()).map_err(|e| e.to_string())?
@@ -789,7 +826,10 @@ impl Batch {
             metadata.push(array);
         }
         self.clear_rows();
-        Ok((Some(decode::batch(&config.schema, payload, metadata)?), partitions))
+        Ok((
+            Some(decode::batch(&config.schema, payload, metadata)?),
+            partitions,
+        ))
     }
 
     /// Forgets the decoded rows (kept: offsets and counts until committed).

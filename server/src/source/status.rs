@@ -167,10 +167,13 @@ impl SourceStatus {
     /// Changes the figures of `partition` (creating it if new).
     pub fn update<R>(&self, partition: i32, f: impl FnOnce(&mut PartitionStatus) -> R) -> R {
         let mut inner = self.lock();
-        f(inner.partitions.entry(partition).or_insert_with(|| PartitionStatus {
-            high_watermark: -1,
-            ..Default::default()
-        }))
+        f(inner
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionStatus {
+                high_watermark: -1,
+                ..Default::default()
+            }))
     }
 
     /// A copy of every partition's figures.
@@ -256,17 +259,29 @@ impl Registry {
 
     /// The current rows of `watermarks`.
     fn watermarks_batch(&self) -> DfResult<RecordBatch> {
-        let rows = self.watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let rows = self
+            .watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.relation.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.relation.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.column.clone()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.column.clone()).collect::<Vec<_>>(),
+            )),
             Arc::new(TimestampNanosecondArray::from(
                 rows.iter().map(|r| r.watermark).collect::<Vec<_>>(),
             )),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.late_rows as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.late_rows as i64),
+            )),
             Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.state_groups.map(|g| g as i64)).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|r| r.state_groups.map(|g| g as i64))
+                    .collect::<Vec<_>>(),
             )),
         ];
         Ok(RecordBatch::try_new(watermarks_schema(), columns)?)

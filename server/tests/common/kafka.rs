@@ -56,7 +56,13 @@ impl TestBroker {
         let log = std::fs::File::create(dir.join("tansu.log")).expect("tansu log file");
         let child = Command::new(tansu_binary())
             .current_dir(dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -75,7 +81,8 @@ impl TestBroker {
                 .create::<rdkafka::consumer::BaseConsumer>()
                 .ok()
                 .and_then(|c| {
-                    rdkafka::consumer::Consumer::fetch_metadata(&c, None, Duration::from_secs(2)).ok()
+                    rdkafka::consumer::Consumer::fetch_metadata(&c, None, Duration::from_secs(2))
+                        .ok()
                 })
                 .is_some();
             if ok {

@@ -78,7 +78,10 @@ impl TestServer {
 
     /// A libpq-style connection string.
     pub fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} user=tester dbname=millrace", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=tester dbname=millrace",
+            self.port
+        )
     }
 
     /// Connects a tokio-postgres client.
