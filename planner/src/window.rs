@@ -204,22 +204,16 @@ fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
         },
         _ => return plan_err!("{fname} needs constant intervals, got {e}"),
     };
-    match value {
-        ScalarValue::IntervalMonthDayNano(Some(v)) => {
-            if v.months != 0 {
-                return not_impl_err!("{fname} windows measured in months or years");
-            }
-            (v.days as i64)
-                .checked_mul(86_400_000_000_000)
-                .and_then(|d| d.checked_add(v.nanoseconds))
-                .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
-        }
-        ScalarValue::IntervalDayTime(Some(v)) => (v.days as i64)
-            .checked_mul(86_400_000_000_000)
-            .and_then(|d| d.checked_add(v.milliseconds as i64 * 1_000_000))
-            .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range")),
+    match &value {
         ScalarValue::IntervalYearMonth(Some(_)) => {
             not_impl_err!("{fname} windows measured in months or years")
+        }
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months != 0 => {
+            not_impl_err!("{fname} windows measured in months or years")
+        }
+        ScalarValue::IntervalMonthDayNano(Some(_)) | ScalarValue::IntervalDayTime(Some(_)) => {
+            crate::event_time::fixed_interval_ns(&value)
+                .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
         }
         other => plan_err!("{fname} needs an INTERVAL, got {other}"),
     }

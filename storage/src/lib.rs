@@ -392,6 +392,14 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
+    /// A fresh directory for test `name`.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("millrace-storage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     fn batch(values: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
@@ -399,8 +407,7 @@ mod tests {
 
     #[test]
     fn commits_survive_reopen() {
-        let dir = std::env::temp_dir().join(format!("millrace-storage-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch("reopen");
         {
             let store = Store::open(&dir).unwrap();
             let mut c = Commit::new();
@@ -443,9 +450,7 @@ mod tests {
 
     #[test]
     fn a_torn_row_append_is_cut_off() {
-        let dir =
-            std::env::temp_dir().join(format!("millrace-storage-torn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch("torn");
         {
             let store = Store::open(&dir).unwrap();
             let mut c = Commit::new();
