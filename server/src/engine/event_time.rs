@@ -78,16 +78,52 @@ impl Progress {
         };
         let late = keep.as_ref().map_or(0, |k| k.false_count());
         self.late_rows += late as u64;
-        for i in 0..times.len() {
-            if times.is_null(i) || keep.as_ref().is_some_and(|k| !k.value(i)) {
+        let kept = match &keep {
+            Some(k) if late > 0 => arrow::compute::filter(&times, k)?,
+            _ => std::sync::Arc::new(times.clone()),
+        };
+        let kept = kept
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| SqlError::internal("event times did not filter to int64"))?;
+        if arrival.row_partitions.is_empty() {
+            // A table: one partition, one vectorised max.
+            if let Some(t) = arrow::compute::max(kept) {
+                self.observe(0, t);
+            }
+            return Ok((if late > 0 { keep } else { None }, late));
+        }
+        // A source: the largest time per partition, merged once per batch.
+        let parts = arrival.row_partitions.iter().copied();
+        let parts: Vec<i32> = match &keep {
+            Some(k) if late > 0 => parts
+                .zip(k.iter())
+                .filter(|(_, k)| *k == Some(true))
+                .map(|(p, _)| p)
+                .collect(),
+            _ => parts.collect(),
+        };
+        let mut maxima: Vec<(i32, i64)> = Vec::new();
+        for (i, p) in parts.into_iter().enumerate() {
+            if kept.is_null(i) {
                 continue;
             }
-            let p = arrival.row_partitions.get(i).copied().unwrap_or(0);
-            let t = times.value(i);
-            let max = self.max_by_partition.entry(p).or_insert(t);
-            *max = (*max).max(t);
+            let t = kept.value(i);
+            match maxima.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, m)) => *m = (*m).max(t),
+                None => maxima.push((p, t)),
+            }
+        }
+        for (p, t) in maxima {
+            self.observe(p, t);
         }
         Ok((if late > 0 { keep } else { None }, late))
+    }
+
+    /// Takes event time `t` of partition `p` into account.
+    fn observe(&mut self, p: i32, t: i64) {
+        let max = self.max_by_partition.entry(p).or_insert(t);
+        *max = (*max).max(t);
     }
 
     /// Recomputes the watermark from the partitions' largest times. Returns
