@@ -9,6 +9,7 @@
 //! recomputed from scratch.
 
 pub mod aggregate;
+pub mod session;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,10 +26,13 @@ use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use aggregate::{AggCall, AggKind, AggregateOperator, GroupClosing};
+pub use session::SessionOperator;
 
 use crate::delta::Delta;
 use crate::error::unsupported;
-use crate::window::{assign_windows, RelationLookup, WindowSpec, WindowedRelation};
+use crate::window::{
+    assign_windows, RelationLookup, SessionRelation, WindowSpec, WindowedRelation,
+};
 use crate::{PlanError, Result};
 
 /// The changes of one transaction, by relation name.
@@ -101,6 +105,11 @@ pub enum Node {
         display: Vec<String>,
         schema: SchemaRef,
     },
+    /// Session assignment, which keeps the rows of open sessions.
+    Session {
+        input: Box<Node>,
+        op: SessionOperator,
+    },
     /// Incremental `GROUP BY`.
     Aggregate {
         input: Box<Node>,
@@ -125,6 +134,7 @@ struct Builder<'a> {
     state: &'a SessionState,
     lookup: &'a dyn RelationLookup,
     next_op: u32,
+    aggregates: u32,
     inputs: BTreeSet<String>,
     options: ViewOptions,
 }
@@ -141,11 +151,12 @@ impl Dataflow {
             state,
             lookup,
             next_op: 0,
+            aggregates: 0,
             inputs: BTreeSet::new(),
             options,
         };
         let root = b.build(plan)?;
-        if options.retention_ns.is_some() && b.next_op == 0 {
+        if options.retention_ns.is_some() && b.aggregates == 0 {
             return unsupported(
                 "retention on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
             );
@@ -201,12 +212,8 @@ impl Dataflow {
     /// Sets the watermarks windows were closed up to before a restart:
     /// call before [`Dataflow::load_state`].
     pub fn restore_watermarks(&mut self, watermarks: &Watermarks) {
-        let _ = visit_aggregates(&mut self.root, &mut |op| {
-            if let Some(wm) = op
-                .closing
-                .as_ref()
-                .and_then(|c| watermarks.get(&c.relation))
-            {
+        let _ = visit_mut(&mut self.root, &mut |op| {
+            if let Some(wm) = op.closes_on().and_then(|r| watermarks.get(r)) {
                 op.restore_watermark(*wm);
             }
             Ok(())
@@ -217,7 +224,7 @@ impl Dataflow {
     pub fn closes_on(&self, relation: &str) -> bool {
         let mut found = false;
         visit(&self.root, &mut |op| {
-            if op.closing.as_ref().is_some_and(|c| c.relation == relation) {
+            if op.closes_on() == Some(relation) {
                 found = true;
             }
         });
@@ -230,7 +237,7 @@ impl Dataflow {
         let mut wm: Option<i64> = None;
         let mut late = 0;
         visit(&self.root, &mut |op| {
-            if op.closing.is_some() {
+            if op.closes_on().is_some() {
                 if let Some(w) = op.watermark() {
                     wm = Some(wm.map_or(w, |m| m.min(w)));
                 }
@@ -243,12 +250,12 @@ impl Dataflow {
     /// Reports every pending state change to `persist` as
     /// `(operator, group key, new state or None when removed)`.
     pub fn pending(&mut self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
-        visit_aggregates(&mut self.root, &mut |op| op.pending(persist))
+        visit_mut(&mut self.root, &mut |op| op.pending(persist))
     }
 
     /// The pending state changes are durable.
     pub fn committed(&mut self) {
-        let _ = visit_aggregates(&mut self.root, &mut |op| {
+        let _ = visit_mut(&mut self.root, &mut |op| {
             op.committed();
             Ok(())
         });
@@ -256,7 +263,7 @@ impl Dataflow {
 
     /// Forgets every pending state change.
     pub fn rollback(&mut self) {
-        let _ = visit_aggregates(&mut self.root, &mut |op| {
+        let _ = visit_mut(&mut self.root, &mut |op| {
             op.rollback();
             Ok(())
         });
@@ -265,16 +272,10 @@ impl Dataflow {
     /// Restores state of operator `op` read back from storage.
     pub fn load_state(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
         let mut found = false;
-        let is_value = op & aggregate::VALUES_BIT != 0;
-        let id = op & !aggregate::VALUES_BIT;
-        visit_aggregates(&mut self.root, &mut |a| {
-            if a.id == id {
+        visit_mut(&mut self.root, &mut |s| {
+            if s.owns(op) {
                 found = true;
-                if is_value {
-                    a.load_value(key, value)?;
-                } else {
-                    a.load_state(key, value)?;
-                }
+                s.load(op, key, value)?;
             }
             Ok(())
         })?;
@@ -287,19 +288,12 @@ impl Dataflow {
         }
     }
 
-    /// Total number of groups held by the view's operators.
+    /// Total number of groups (and open sessions' rows) held by the view's
+    /// operators.
     pub fn state_size(&self) -> usize {
-        fn walk(n: &Node) -> usize {
-            match n {
-                Node::Source { .. } => 0,
-                Node::Window { input, .. }
-                | Node::Filter { input, .. }
-                | Node::Project { input, .. } => walk(input),
-                Node::Aggregate { input, op } => op.group_count() + walk(input),
-                Node::Union { inputs, .. } => inputs.iter().map(walk).sum(),
-            }
-        }
-        walk(&self.root)
+        let mut size = 0;
+        visit(&self.root, &mut |op| size += op.held());
+        size
     }
 
     /// The dataflow as indented lines, root first, for `EXPLAIN`.
@@ -333,6 +327,24 @@ fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
         }
         Node::Project { input, display, .. } => {
             out.push(format!("{pad}Project: {} (stateless)", display.join(", ")));
+            explain(input, depth + 1, out);
+        }
+        Node::Session { input, op } => {
+            let closing = match &op.closing {
+                Some(r) => format!(
+                    ", closes when the watermark of {r} passes window_end{}",
+                    if op.emit_on_close {
+                        ", emits on close"
+                    } else {
+                        ""
+                    }
+                ),
+                None => String::new(),
+            };
+            out.push(format!(
+                "{pad}SessionAssign #{}: {} (rows of open sessions kept{closing})",
+                op.id, op.spec
+            ));
             explain(input, depth + 1, out);
         }
         Node::Aggregate { input, op } => {
@@ -376,17 +388,140 @@ fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
     }
 }
 
-fn visit(n: &Node, f: &mut dyn FnMut(&AggregateOperator)) {
+/// What the dataflow needs of an operator that keeps state.
+trait Stateful {
+    /// True when records stored under operator id `op` are this operator's.
+    fn owns(&self, op: u32) -> bool;
+    /// Restores a record stored under `op`.
+    fn load(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()>;
+    /// The relation whose watermark closes its state.
+    fn closes_on(&self) -> Option<&str>;
+    fn watermark(&self) -> Option<i64>;
+    fn restore_watermark(&mut self, wm: i64);
+    fn late_rows(&self) -> u64;
+    /// Groups or rows held.
+    fn held(&self) -> usize;
+    fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()>;
+    fn committed(&mut self);
+    fn rollback(&mut self);
+}
+
+impl Stateful for AggregateOperator {
+    fn owns(&self, op: u32) -> bool {
+        op & !aggregate::VALUES_BIT == self.id
+    }
+    fn load(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        if op & aggregate::VALUES_BIT != 0 {
+            self.load_value(key, value)
+        } else {
+            self.load_state(key, value)
+        }
+    }
+    fn closes_on(&self) -> Option<&str> {
+        self.closing.as_ref().map(|c| c.relation.as_str())
+    }
+    fn watermark(&self) -> Option<i64> {
+        AggregateOperator::watermark(self)
+    }
+    fn restore_watermark(&mut self, wm: i64) {
+        AggregateOperator::restore_watermark(self, wm)
+    }
+    fn late_rows(&self) -> u64 {
+        AggregateOperator::late_rows(self)
+    }
+    fn held(&self) -> usize {
+        self.group_count()
+    }
+    fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+        AggregateOperator::pending(self, persist)
+    }
+    fn committed(&mut self) {
+        AggregateOperator::committed(self)
+    }
+    fn rollback(&mut self) {
+        AggregateOperator::rollback(self)
+    }
+}
+
+impl Stateful for SessionOperator {
+    fn owns(&self, op: u32) -> bool {
+        op == self.id
+    }
+    fn load(&mut self, _op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.load_state(key, value)
+    }
+    fn closes_on(&self) -> Option<&str> {
+        self.closing.as_deref()
+    }
+    fn watermark(&self) -> Option<i64> {
+        SessionOperator::watermark(self)
+    }
+    fn restore_watermark(&mut self, wm: i64) {
+        SessionOperator::restore_watermark(self, wm)
+    }
+    fn late_rows(&self) -> u64 {
+        SessionOperator::late_rows(self)
+    }
+    fn held(&self) -> usize {
+        self.row_count()
+    }
+    fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+        SessionOperator::pending(self, persist)
+    }
+    fn committed(&mut self) {
+        SessionOperator::committed(self)
+    }
+    fn rollback(&mut self) {
+        SessionOperator::rollback(self)
+    }
+}
+
+/// The inputs of `n`.
+fn children(n: &Node) -> Vec<&Node> {
     match n {
-        Node::Source { .. } => {}
+        Node::Source { .. } => vec![],
+        Node::Window { input, .. }
+        | Node::Filter { input, .. }
+        | Node::Project { input, .. }
+        | Node::Session { input, .. }
+        | Node::Aggregate { input, .. } => vec![input],
+        Node::Union { inputs, .. } => inputs.iter().collect(),
+    }
+}
+
+/// Calls `f` on every stateful operator of `n`.
+fn visit(n: &Node, f: &mut dyn FnMut(&dyn Stateful)) {
+    match n {
+        Node::Aggregate { op, .. } => f(op),
+        Node::Session { op, .. } => f(op),
+        _ => {}
+    }
+    for c in children(n) {
+        visit(c, f);
+    }
+}
+
+/// Calls `f` on every stateful operator of `n`, mutably.
+fn visit_mut(n: &mut Node, f: &mut dyn FnMut(&mut dyn Stateful) -> Result<()>) -> Result<()> {
+    match n {
+        Node::Source { .. } => Ok(()),
         Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
-            visit(input, f)
+            visit_mut(input, f)
         }
         Node::Aggregate { input, op } => {
-            f(op);
-            visit(input, f)
+            f(op)?;
+            visit_mut(input, f)
         }
-        Node::Union { inputs, .. } => inputs.iter().for_each(|i| visit(i, f)),
+        Node::Session { input, op } => {
+            f(op)?;
+            visit_mut(input, f)
+        }
+        Node::Union { inputs, .. } => {
+            for i in inputs {
+                visit_mut(i, f)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -414,6 +549,15 @@ fn closings(n: &Node, lookup: &dyn RelationLookup) -> Vec<Option<Closing>> {
             }));
             out.push(time.map(|c| Closing {
                 relation: c.relation,
+                after_ns: 0,
+            }));
+            out
+        }
+        Node::Session { input, op } => {
+            let mut out = closings(input, lookup);
+            out.push(None);
+            out.push(op.closing.as_ref().map(|r| Closing {
+                relation: r.clone(),
                 after_ns: 0,
             }));
             out
@@ -498,28 +642,6 @@ fn expr_closing(e: &Arc<dyn PhysicalExpr>, inputs: &[Option<Closing>]) -> Option
     })
 }
 
-fn visit_aggregates(
-    n: &mut Node,
-    f: &mut dyn FnMut(&mut AggregateOperator) -> Result<()>,
-) -> Result<()> {
-    match n {
-        Node::Source { .. } => Ok(()),
-        Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
-            visit_aggregates(input, f)
-        }
-        Node::Aggregate { input, op } => {
-            f(op)?;
-            visit_aggregates(input, f)
-        }
-        Node::Union { inputs, .. } => {
-            for i in inputs {
-                visit_aggregates(i, f)?;
-            }
-            Ok(())
-        }
-    }
-}
-
 fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Option<Delta>> {
     Ok(match n {
         Node::Source { relation, schema } => match changes.get(relation) {
@@ -590,20 +712,22 @@ fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Opti
                 .closing
                 .as_ref()
                 .and_then(|c| watermarks.get(&c.relation));
-            match (updated, wm) {
-                (updated, Some(&wm)) => {
-                    let closed = op.close(wm)?;
-                    match updated {
-                        Some(u) if !closed.is_empty() => {
-                            Some(Delta::concat(op.schema(), &[u, closed])?)
-                        }
-                        Some(u) => Some(u),
-                        None if closed.is_empty() => None,
-                        None => Some(closed),
-                    }
-                }
-                (updated, None) => updated,
-            }
+            let closed = match wm {
+                Some(&wm) => Some(op.close(wm)?),
+                None => None,
+            };
+            combine(op.schema(), updated, closed)?
+        }
+        Node::Session { input, op } => {
+            let updated = match push(input, changes, watermarks)? {
+                Some(d) => Some(op.push(&d)?),
+                None => None,
+            };
+            let closed = match op.closing.as_ref().and_then(|r| watermarks.get(r)) {
+                Some(&wm) => Some(op.close(wm)?),
+                None => None,
+            };
+            combine(op.schema(), updated, closed)?
         }
         Node::Union { inputs, schema } => {
             let mut parts = Vec::new();
@@ -618,6 +742,20 @@ fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Opti
                 Some(Delta::concat(schema, &parts)?)
             }
         }
+    })
+}
+
+/// An operator's output: the change its input caused, then what closing
+/// windows emitted.
+fn combine(
+    schema: &SchemaRef,
+    updated: Option<Delta>,
+    closed: Option<Delta>,
+) -> Result<Option<Delta>> {
+    Ok(match (updated, closed.filter(|c| !c.is_empty())) {
+        (Some(u), Some(c)) => Some(Delta::concat(schema, &[u, c])?),
+        (u, None) => u,
+        (None, c) => c,
     })
 }
 
@@ -655,7 +793,9 @@ impl Builder<'_> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let provider = source_as_provider(&scan.source)?;
-                let node = if let Some(w) = provider.downcast_ref::<WindowedRelation>() {
+                let node = if let Some(w) = provider.downcast_ref::<SessionRelation>() {
+                    self.session(w)?
+                } else if let Some(w) = provider.downcast_ref::<WindowedRelation>() {
                     self.inputs.insert(w.input_name.clone());
                     let input = self.source(&w.input_name)?;
                     Node::Window {
@@ -762,6 +902,7 @@ impl Builder<'_> {
                 }
                 let id = self.next_op;
                 self.next_op += 1;
+                self.aggregates += 1;
                 let mut op = AggregateOperator::new(
                     id,
                     group_exprs,
@@ -793,6 +934,7 @@ impl Builder<'_> {
                 }
                 let id = self.next_op;
                 self.next_op += 1;
+                self.aggregates += 1;
                 let mut op = AggregateOperator::new(
                     id,
                     group_exprs,
@@ -871,6 +1013,43 @@ impl Builder<'_> {
             op.emit_on_close = true;
         }
         Ok(())
+    }
+
+    /// The operator assigning `SESSION` windows.
+    fn session(&mut self, w: &SessionRelation) -> Result<Node> {
+        let input = self.source(&w.input_name)?;
+        let input_schema = node_schema_of(&input);
+        let id = self.next_op;
+        self.next_op += 1;
+        let mut op = SessionOperator::new(
+            id,
+            w.spec.clone(),
+            input_schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+            datafusion::datasource::TableProvider::schema(w),
+        )?;
+        op.closing = closings(&input, self.lookup)
+            .get(w.spec.time_column)
+            .cloned()
+            .flatten()
+            .filter(|c| c.after_ns == 1)
+            .map(|c| c.relation);
+        if self.options.emit == EmitMode::OnWindowClose {
+            if op.closing.is_none() {
+                return unsupported(format!(
+                    "EMIT ON WINDOW CLOSE over SESSION windows of \"{}\" without a WATERMARK on column \"{}\" (sessions would never close)",
+                    w.input_name, w.spec.time_column_name
+                ));
+            }
+            op.emit_on_close = true;
+        }
+        Ok(Node::Session {
+            input: Box::new(input),
+            op,
+        })
     }
 
     fn source(&mut self, name: &str) -> Result<Node> {
@@ -953,7 +1132,7 @@ fn no_closing_group(op: &AggregateOperator) -> String {
         format!("GROUP BY {}", op.group_display.join(", "))
     };
     format!(
-        "{groups} (no group column closes with a watermark: group by window_start or window_end of TUMBLE or HOP, or by date_trunc or date_bin, over a column declared with WATERMARK FOR)"
+        "{groups} (no group column closes with a watermark: group by window_start or window_end of TUMBLE or HOP, window_end of SESSION, or by date_trunc or date_bin, over a column declared with WATERMARK FOR)"
     )
 }
 
@@ -965,6 +1144,7 @@ fn node_schema_of(n: &Node) -> SchemaRef {
         | Node::Union { schema, .. } => schema.clone(),
         Node::Filter { input, .. } => node_schema_of(input),
         Node::Aggregate { op, .. } => op.schema().clone(),
+        Node::Session { op, .. } => op.schema().clone(),
     }
 }
 
@@ -976,6 +1156,8 @@ fn is_append_only(n: &Node, lookup: &dyn RelationLookup) -> bool {
             is_append_only(input, lookup)
         }
         Node::Aggregate { .. } => false,
+        // Held sessions are emitted once, final; otherwise rows move.
+        Node::Session { input, op } => op.emit_on_close && is_append_only(input, lookup),
         Node::Union { inputs, .. } => inputs.iter().all(|i| is_append_only(i, lookup)),
     }
 }

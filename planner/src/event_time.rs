@@ -153,21 +153,27 @@ pub fn fixed_interval_ns(value: &ScalarValue) -> Option<i64> {
     }
 }
 
+/// Nanoseconds per unit of a timestamp type; `None` for other types.
+pub fn unit_ns(data_type: &DataType) -> Option<i64> {
+    match data_type {
+        DataType::Timestamp(TimeUnit::Second, _) => Some(1_000_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Some(1_000_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Some(1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Some(1),
+        _ => None,
+    }
+}
+
 /// A timestamp column of any precision as nanoseconds since the epoch.
 /// Values beyond the nanosecond range (years before 1677 or after 2262)
 /// saturate.
 pub fn timestamps_ns(array: &ArrayRef) -> Result<Int64Array> {
-    let per_ns: i64 = match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000_000,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000_000,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1,
-        other => {
-            return Err(PlanError::Internal(format!(
-                "event time of type {other}, expected a timestamp"
-            )))
-        }
-    };
+    let per_ns = unit_ns(array.data_type()).ok_or_else(|| {
+        PlanError::Internal(format!(
+            "event time of type {}, expected a timestamp",
+            array.data_type()
+        ))
+    })?;
     let raw = cast(array, &DataType::Int64)?;
     let raw = raw
         .as_any()

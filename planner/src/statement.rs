@@ -5,13 +5,13 @@
 //! by their leading keywords and everything else is delegated to sqlparser's
 //! PostgreSQL dialect.
 
+use std::collections::HashMap;
+
 use sqlparser::ast::Statement as SqlStatement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Token;
-
-use sqlparser::tokenizer::TokenWithSpan;
+use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use crate::source::{
     parse_create_source, parse_drop_source, parse_watermark, peek_word, DropSource, SourceDef,
@@ -53,6 +53,9 @@ pub enum Statement {
     },
     /// `CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE`.
     CreateViewOnWindowClose(Box<SqlStatement>),
+    /// `EXPLAIN CREATE MATERIALIZED VIEW … EMIT ON WINDOW CLOSE` (holds the
+    /// `CREATE MATERIALIZED VIEW`).
+    ExplainViewOnWindowClose(Box<SqlStatement>),
 }
 
 impl std::fmt::Display for Statement {
@@ -79,6 +82,9 @@ impl std::fmt::Display for Statement {
                 }
             }
             Statement::CreateViewOnWindowClose(view) => write!(f, "{view} EMIT ON WINDOW CLOSE"),
+            Statement::ExplainViewOnWindowClose(view) => {
+                write!(f, "EXPLAIN {view} EMIT ON WINDOW CLOSE")
+            }
         }
     }
 }
@@ -148,7 +154,9 @@ fn table_with_connector(parser: &mut Parser) -> Result<Option<SourceDef>> {
 }
 
 /// Rewrites Flink's window spelling `TABLE(TUMBLE(TABLE rel,
-/// DESCRIPTOR(col), …))` (and `HOP`) into Millrace's `TUMBLE(rel, col, …)`.
+/// DESCRIPTOR(col), …))` (and `HOP`) into Millrace's `TUMBLE(rel, col, …)`,
+/// and `TABLE(SESSION(TABLE rel PARTITION BY k…, DESCRIPTOR(col), gap))`
+/// into `SESSION(rel, col, gap, k…)`.
 fn flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
     let words: Vec<usize> = (0..tokens.len())
@@ -158,22 +166,35 @@ fn flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let is = |k: usize, w: &str| at(k).is_some_and(|t| is_word(t, w));
     let tok = |k: usize, t: &Token| at(k).is_some_and(|x| x.token == *t);
     let mut drop = vec![false; tokens.len()];
+    // Tokens to insert before the token at an index (the moved key list).
+    let mut insert: HashMap<usize, Vec<TokenWithSpan>> = HashMap::new();
     let mut k = 0;
     while k < words.len() {
         // TABLE ( TUMBLE|HOP ( TABLE rel , DESCRIPTOR ( col ) ,
         let shape = is(k, "TABLE")
             && tok(k + 1, &Token::LParen)
-            && (is(k + 2, "TUMBLE") || is(k + 2, "HOP"))
+            && (is(k + 2, "TUMBLE") || is(k + 2, "HOP") || is(k + 2, "SESSION"))
             && tok(k + 3, &Token::LParen)
             && is(k + 4, "TABLE");
         if !shape {
             k += 1;
             continue;
         }
-        // The relation name may be qualified: skip to the comma.
+        // The relation name may be qualified: skip to the comma, or to
+        // SESSION's `PARTITION BY`.
         let mut j = k + 5;
-        while at(j).is_some_and(|t| t.token != Token::Comma) {
+        while at(j).is_some_and(|t| t.token != Token::Comma && !is_word(t, "PARTITION")) {
             j += 1;
+        }
+        let mut keys = None;
+        if is(j, "PARTITION") && is(j + 1, "BY") && is(k + 2, "SESSION") {
+            let from = j;
+            while at(j).is_some_and(|t| !is_word(t, "DESCRIPTOR")) {
+                j += 1;
+            }
+            // j - 1 is the comma before DESCRIPTOR.
+            j -= 1;
+            keys = Some((from, j));
         }
         let descriptor =
             is(j + 1, "DESCRIPTOR") && tok(j + 2, &Token::LParen) && tok(j + 4, &Token::RParen);
@@ -201,13 +222,27 @@ fn flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
         for m in [k, k + 1, k + 4, j + 1, j + 2, j + 4, close] {
             drop[words[m]] = true;
         }
+        if let Some((from, to)) = keys {
+            // `, k1, k2` goes before SESSION's closing parenthesis.
+            let mut moved = vec![TokenWithSpan::wrap(Token::Comma)];
+            moved.extend((from + 2..to).map(|m| tokens[words[m]].clone()));
+            for m in from..to {
+                drop[words[m]] = true;
+            }
+            insert.insert(words[close - 1], moved);
+        }
         k += 5;
     }
-    tokens
-        .into_iter()
-        .zip(drop)
-        .filter_map(|(t, d)| (!d).then_some(t))
-        .collect()
+    let mut out = Vec::with_capacity(tokens.len());
+    for (i, (t, d)) in tokens.into_iter().zip(drop).enumerate() {
+        if let Some(before) = insert.remove(&i) {
+            out.extend(before);
+        }
+        if !d {
+            out.push(t);
+        }
+    }
+    out
 }
 
 /// The tokens of the statement the parser stands at, up to (without) the
@@ -264,9 +299,12 @@ fn parse_tokens(tokens: &[TokenWithSpan]) -> Result<SqlStatement> {
 fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
     // Only these statements can hold the clauses; collecting a statement's
     // tokens costs more than its parse (think of a long INSERT).
-    let candidate = parser.peek_keyword(Keyword::CREATE)
-        && (peek_word(parser, 1, "TABLE")
-            || (peek_word(parser, 1, "MATERIALIZED") && peek_word(parser, 2, "VIEW")));
+    let explain = parser.peek_keyword(Keyword::EXPLAIN);
+    let at = usize::from(explain);
+    let candidate = (explain || parser.peek_keyword(Keyword::CREATE))
+        && peek_word(parser, at, "CREATE")
+        && (peek_word(parser, at + 1, "TABLE")
+            || (peek_word(parser, at + 1, "MATERIALIZED") && peek_word(parser, at + 2, "VIEW")));
     if !candidate {
         return Ok(None);
     }
@@ -274,7 +312,20 @@ fn with_streaming_clauses(parser: &mut Parser) -> Result<Option<Statement>> {
     let starts = |words: &[&str]| {
         words.len() <= tokens.len() && words.iter().zip(&tokens).all(|(w, t)| is_word(t, w))
     };
-    let stmt = if starts(&["CREATE", "MATERIALIZED", "VIEW"]) {
+    let stmt = if explain {
+        let n = tokens.len();
+        let tail = ["EMIT", "ON", "WINDOW", "CLOSE"];
+        if n < 5
+            || !starts(&["EXPLAIN", "CREATE", "MATERIALIZED", "VIEW"])
+            || !tail
+                .iter()
+                .zip(&tokens[n - 4..])
+                .all(|(w, t)| is_word(t, w))
+        {
+            return Ok(None);
+        }
+        Statement::ExplainViewOnWindowClose(Box::new(parse_tokens(&tokens[1..n - 4])?))
+    } else if starts(&["CREATE", "MATERIALIZED", "VIEW"]) {
         let n = tokens.len();
         let tail = ["EMIT", "ON", "WINDOW", "CLOSE"];
         if n < 4
@@ -440,9 +491,19 @@ mod tests {
     fn accepts_flink_window_spelling() {
         let stmts = parse(
             "SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)); \
-             SELECT * FROM TABLE(HOP(TABLE public.bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) AS h",
+             SELECT * FROM TABLE(HOP(TABLE public.bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) AS h; \
+             SELECT * FROM TABLE(SESSION(TABLE bids PARTITION BY bidder, auction, DESCRIPTOR(ts), INTERVAL '5' MINUTES)); \
+             SELECT * FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' MINUTES))",
         )
         .unwrap();
+        assert_eq!(
+            stmts[2].to_string(),
+            "SELECT * FROM session(bids, ts, INTERVAL '5' MINUTES, bidder, auction)"
+        );
+        assert_eq!(
+            stmts[3].to_string(),
+            "SELECT * FROM session(bids, ts, INTERVAL '5' MINUTES)"
+        );
         assert_eq!(
             stmts[0].to_string(),
             "SELECT * FROM tumble(bids, date_time, INTERVAL '10' SECOND)"

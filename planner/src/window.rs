@@ -1,4 +1,4 @@
-//! Time windows: the `TUMBLE` and `HOP` table functions.
+//! Time windows: the `TUMBLE`, `HOP` and `SESSION` table functions.
 //!
 //! `TUMBLE(rel, col, size [, offset])` and `HOP(rel, col, slide, size
 //! [, offset])` (RisingWave's spelling, slide before size) are DataFusion
@@ -6,13 +6,23 @@
 //! columns plus `window_start` and `window_end`. An ad-hoc `SELECT` scans it
 //! directly; the incremental planner recognises it and turns it into a
 //! stateless window-assignment operator (see [`assign_windows`]).
+//!
+//! `SESSION(rel, col, gap [, key …])` groups the rows of each key (all rows
+//! when no key is given) into sessions: runs of event times in which
+//! consecutive times are less than `gap` apart. A session's `window_start`
+//! is its first event time and its `window_end` its last plus `gap`, so it
+//! closes when the watermark passes `window_end`. Flink's
+//! `TABLE(SESSION(TABLE rel PARTITION BY key, DESCRIPTOR(col), gap))` is the
+//! same. Sessions are stateful: a new row can extend or merge sessions and so
+//! move rows already assigned; the planner maintains them with
+//! [`crate::dataflow::session::SessionOperator`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
@@ -130,42 +140,8 @@ impl TableFunctionImpl for WindowFunction {
             };
             return plan_err!("wrong number of arguments to {fname}: expected {usage}");
         }
-        let relation = match &exprs[0] {
-            Expr::Column(c) => c.name.clone(),
-            other => {
-                return plan_err!(
-                    "the first argument of {fname} must be a table or view name, not {other}"
-                )
-            }
-        };
-        let input = self
-            .lookup
-            .relation(&relation)
-            .ok_or_else(|| plan_datafusion_err!("table '{relation}' not found"))?;
-        let time_column_name = match &exprs[1] {
-            Expr::Column(c) => c.name.clone(),
-            other => {
-                return plan_err!(
-                    "the second argument of {fname} must be a column name, not {other}"
-                )
-            }
-        };
-        let input_schema = input.schema();
-        let time_column = input_schema.index_of(&time_column_name).map_err(|_| {
-            datafusion::error::DataFusionError::SchemaError(
-                Box::new(datafusion::common::SchemaError::FieldNotFound {
-                    field: Box::new(datafusion::common::Column::from_name(&time_column_name)),
-                    valid_fields: vec![],
-                }),
-                Box::new(None),
-            )
-        })?;
-        let time_type = input_schema.field(time_column).data_type().clone();
-        if !matches!(time_type, DataType::Timestamp(_, _)) {
-            return plan_err!(
-                "cannot assign windows over column \"{time_column_name}\" of type {time_type}: {fname} needs a timestamp column"
-            );
-        }
+        let (relation, input, time_column, time_column_name) =
+            window_input(self.lookup.as_ref(), fname, exprs)?;
         let mut durations_ns = Vec::new();
         for e in &exprs[2..] {
             durations_ns.push(interval_ns(fname, e)?);
@@ -193,6 +169,55 @@ impl TableFunctionImpl for WindowFunction {
         };
         Ok(Arc::new(WindowedRelation::new(relation, input, spec)))
     }
+}
+
+/// The relation and event-time column named by the first two arguments of
+/// window function `fname`.
+fn window_input(
+    lookup: &dyn RelationLookup,
+    fname: &str,
+    exprs: &[Expr],
+) -> DfResult<(String, Arc<dyn TableProvider>, usize, String)> {
+    let relation = match &exprs[0] {
+        Expr::Column(c) => c.name.clone(),
+        other => {
+            return plan_err!(
+                "the first argument of {fname} must be a table or view name, not {other}"
+            )
+        }
+    };
+    let input = lookup
+        .relation(&relation)
+        .ok_or_else(|| plan_datafusion_err!("table '{relation}' not found"))?;
+    let time_column_name = column_argument(fname, "second", &exprs[1])?;
+    let input_schema = input.schema();
+    let time_column = column_index(&input_schema, &time_column_name)?;
+    let time_type = input_schema.field(time_column).data_type().clone();
+    if !matches!(time_type, DataType::Timestamp(_, _)) {
+        return plan_err!(
+            "cannot assign windows over column \"{time_column_name}\" of type {time_type}: {fname} needs a timestamp column"
+        );
+    }
+    Ok((relation, input, time_column, time_column_name))
+}
+
+fn column_argument(fname: &str, which: &str, e: &Expr) -> DfResult<String> {
+    match e {
+        Expr::Column(c) => Ok(c.name.clone()),
+        other => plan_err!("the {which} argument of {fname} must be a column name, not {other}"),
+    }
+}
+
+fn column_index(schema: &Schema, name: &str) -> DfResult<usize> {
+    schema.index_of(name).map_err(|_| {
+        datafusion::error::DataFusionError::SchemaError(
+            Box::new(datafusion::common::SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::from_name(name)),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        )
+    })
 }
 
 fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
@@ -232,7 +257,7 @@ pub struct WindowedRelation {
 
 impl WindowedRelation {
     fn new(input_name: String, input: Arc<dyn TableProvider>, spec: WindowSpec) -> Self {
-        let schema = windowed_schema(&input.schema(), &spec);
+        let schema = windowed_schema(&input.schema(), spec.time_column);
         Self {
             input_name,
             input,
@@ -243,8 +268,8 @@ impl WindowedRelation {
 }
 
 /// The input schema plus `window_start` and `window_end`.
-pub fn windowed_schema(input: &Schema, spec: &WindowSpec) -> SchemaRef {
-    let time_type = input.field(spec.time_column).data_type().clone();
+pub fn windowed_schema(input: &Schema, time_column: usize) -> SchemaRef {
+    let time_type = input.field(time_column).data_type().clone();
     let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("window_start", time_type.clone(), true));
     fields.push(Field::new("window_end", time_type, true));
@@ -294,17 +319,9 @@ pub fn assign_windows(
 ) -> crate::Result<(RecordBatch, Option<Int64Array>)> {
     let time = batch.column(spec.time_column);
     let time_type = time.data_type().clone();
-    let per_ns = match &time_type {
-        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000_000,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000_000,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1,
-        other => {
-            return Err(crate::PlanError::Internal(format!(
-                "window time column has type {other}"
-            )))
-        }
-    };
+    let per_ns = crate::event_time::unit_ns(&time_type).ok_or_else(|| {
+        crate::PlanError::Internal(format!("window time column has type {time_type}"))
+    })?;
     if spec.size_ns % per_ns != 0 || spec.slide_ns % per_ns != 0 || spec.offset_ns % per_ns != 0 {
         return Err(crate::PlanError::Unsupported(format!(
             "window sizes and offsets finer than the precision of column \"{}\"",
@@ -386,10 +403,241 @@ pub fn assign_windows(
     Ok((out, weights))
 }
 
+/// The parameters of a `SESSION` assignment.
+#[derive(Clone, Debug)]
+pub struct SessionSpec {
+    /// Index of the event-time column in the input.
+    pub time_column: usize,
+    /// Name of the event-time column.
+    pub time_column_name: String,
+    /// A session ends when no row follows within this long (nanoseconds).
+    pub gap_ns: i64,
+    /// Indices of the key columns: each key has its own sessions.
+    pub key_columns: Vec<usize>,
+    /// Names of the key columns.
+    pub key_names: Vec<String>,
+}
+
+impl std::fmt::Display for SessionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SESSION(time={}, gap={}",
+            self.time_column_name,
+            fmt_ns(self.gap_ns)
+        )?;
+        if !self.key_names.is_empty() {
+            write!(f, ", key=[{}]", self.key_names.join(", "))?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The `SESSION` table function.
+#[derive(Debug)]
+pub struct SessionFunction {
+    lookup: Arc<dyn RelationLookup>,
+}
+
+impl SessionFunction {
+    /// A session function resolving its input relation through `lookup`.
+    pub fn new(lookup: Arc<dyn RelationLookup>) -> Self {
+        Self { lookup }
+    }
+}
+
+impl TableFunctionImpl for SessionFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() < 3 {
+            return plan_err!(
+                "wrong number of arguments to SESSION: expected SESSION(relation, time_column, gap [, key_column …])"
+            );
+        }
+        let (relation, input, time_column, time_column_name) =
+            window_input(self.lookup.as_ref(), "SESSION", exprs)?;
+        let gap_ns = interval_ns("SESSION", &exprs[2])?;
+        if gap_ns <= 0 {
+            return plan_err!("the SESSION gap must be a positive interval");
+        }
+        let schema = input.schema();
+        let mut key_columns = Vec::new();
+        let mut key_names = Vec::new();
+        for e in &exprs[3..] {
+            let name = column_argument("SESSION", "key", e)?;
+            key_columns.push(column_index(&schema, &name)?);
+            key_names.push(name);
+        }
+        let spec = SessionSpec {
+            time_column,
+            time_column_name,
+            gap_ns,
+            key_columns,
+            key_names,
+        };
+        let schema = windowed_schema(&schema, spec.time_column);
+        Ok(Arc::new(SessionRelation {
+            input_name: relation,
+            input,
+            spec,
+            schema,
+        }))
+    }
+}
+
+/// A relation with sessions assigned: the result of `SESSION`.
+#[derive(Debug)]
+pub struct SessionRelation {
+    /// Name of the input relation.
+    pub input_name: String,
+    input: Arc<dyn TableProvider>,
+    /// The assignment.
+    pub spec: SessionSpec,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for SessionRelation {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = self.input.scan(state, None, &[], None).await?;
+        let batches = collect(input, state.task_ctx()).await?;
+        let all = arrow::compute::concat_batches(&self.input.schema(), &batches)?;
+        let sessions = assign_sessions(&all, &self.spec, &self.schema)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            &[vec![sessions]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?;
+        Ok(exec)
+    }
+}
+
+/// Splits event times, sorted ascending, into sessions: the index ranges
+/// of runs whose consecutive times are less than `gap` apart.
+pub fn session_runs(times: &[i64], gap: i64) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..times.len() {
+        if times[i].saturating_sub(times[i - 1]) >= gap {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    if start < times.len() {
+        runs.push(start..times.len());
+    }
+    runs
+}
+
+/// Assigns every row of `batch` (all rows of a relation) its session's
+/// `window_start` and `window_end`. Rows with a NULL event time belong to
+/// no session and are dropped.
+pub fn assign_sessions(
+    batch: &RecordBatch,
+    spec: &SessionSpec,
+    out_schema: &SchemaRef,
+) -> crate::Result<RecordBatch> {
+    let time = batch.column(spec.time_column);
+    let time_type = time.data_type().clone();
+    let per_ns = session_unit_ns(&time_type, spec)?;
+    let times = crate::event_time::timestamps_ns(time)?;
+    let keys = key_rows(batch, &spec.key_columns)?;
+    let mut order: Vec<usize> = (0..batch.num_rows())
+        .filter(|&i| !times.is_null(i))
+        .collect();
+    let key_of = |i: usize| keys.as_ref().map(|k| k.row(i));
+    order.sort_by(|&a, &b| {
+        key_of(a)
+            .cmp(&key_of(b))
+            .then(times.value(a).cmp(&times.value(b)))
+    });
+    let mut starts = vec![0i64; order.len()];
+    let mut ends = vec![0i64; order.len()];
+    let mut from = 0;
+    while from < order.len() {
+        let key = key_of(order[from]);
+        let mut to = from + 1;
+        while to < order.len() && key_of(order[to]) == key {
+            to += 1;
+        }
+        let ts: Vec<i64> = order[from..to].iter().map(|&i| times.value(i)).collect();
+        for run in session_runs(&ts, spec.gap_ns) {
+            let start = ts[run.start];
+            let end = ts[run.end - 1].saturating_add(spec.gap_ns);
+            for k in run {
+                starts[from + k] = start / per_ns;
+                ends[from + k] = end / per_ns;
+            }
+        }
+        from = to;
+    }
+    let idx = UInt32Array::from(order.iter().map(|&i| i as u32).collect::<Vec<_>>());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 2);
+    for c in batch.columns() {
+        columns.push(take(c.as_ref(), &idx, None)?);
+    }
+    columns.push(cast(&Int64Array::from(starts), &time_type)?);
+    columns.push(cast(&Int64Array::from(ends), &time_type)?);
+    Ok(RecordBatch::try_new(out_schema.clone(), columns)?)
+}
+
+/// Nanoseconds per unit of the session's time column, checking that the gap
+/// is a whole number of units.
+pub(crate) fn session_unit_ns(time_type: &DataType, spec: &SessionSpec) -> crate::Result<i64> {
+    let per_ns = crate::event_time::unit_ns(time_type).ok_or_else(|| {
+        crate::PlanError::Internal(format!("session time column has type {time_type}"))
+    })?;
+    if spec.gap_ns % per_ns != 0 {
+        return Err(crate::PlanError::Unsupported(format!(
+            "a SESSION gap finer than the precision of column \"{}\"",
+            spec.time_column_name
+        )));
+    }
+    Ok(per_ns)
+}
+
+/// The key columns of `batch` in row format; `None` without key columns
+/// (every row has the same, empty key).
+pub(crate) fn key_rows(
+    batch: &RecordBatch,
+    key_columns: &[usize],
+) -> crate::Result<Option<arrow::row::Rows>> {
+    if key_columns.is_empty() {
+        return Ok(None);
+    }
+    let columns: Vec<ArrayRef> = key_columns
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
+    let converter = arrow::row::RowConverter::new(
+        columns
+            .iter()
+            .map(|c| arrow::row::SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    Ok(Some(converter.convert_columns(&columns)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::TimestampNanosecondArray;
+    use arrow::datatypes::TimeUnit;
 
     fn spec(kind: WindowKind, slide_s: i64, size_s: i64) -> WindowSpec {
         WindowSpec {
@@ -414,7 +662,7 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(arr)]).unwrap();
-        let out_schema = windowed_schema(&schema, spec);
+        let out_schema = windowed_schema(&schema, spec.time_column);
         let (out, _) = assign_windows(&batch, None, spec, &out_schema).unwrap();
         let starts = cast(out.column(1), &DataType::Int64).unwrap();
         let starts = starts.as_any().downcast_ref::<Int64Array>().unwrap();
@@ -445,5 +693,16 @@ mod tests {
         // A slide larger than the size leaves gaps: 5 is in no window of [10k, 10k+2).
         let s = spec(WindowKind::Hop, 10, 2);
         assert_eq!(run(&s, &[Some(5), Some(11)]), vec![(11, 10)]);
+    }
+
+    #[test]
+    fn session_runs_split_where_the_gap_is_reached() {
+        assert_eq!(session_runs(&[], 5), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(
+            session_runs(&[1, 3, 7, 12, 12, 30], 5),
+            vec![0..3, 3..5, 5..6]
+        );
+        // A gap of exactly `gap` separates: the first session ended at 7 + 5.
+        assert_eq!(session_runs(&[7, 12], 5), vec![0..1, 1..2]);
     }
 }

@@ -30,7 +30,7 @@ use millrace_planner::event_time::EventTime;
 use millrace_planner::naming;
 use millrace_planner::source::WatermarkDef;
 use millrace_planner::statement::{RelationKind, Statement};
-use millrace_planner::window::{WindowFunction, WindowKind};
+use millrace_planner::window::{SessionFunction, WindowFunction, WindowKind};
 use millrace_storage::{Commit, RelationId, Store};
 use sqlparser::ast::{self, ObjectType, Statement as Sql};
 use tokio::sync::RwLock;
@@ -261,6 +261,7 @@ impl Engine {
         for (name, kind) in [("tumble", WindowKind::Tumble), ("hop", WindowKind::Hop)] {
             ctx.register_udtf(name, Arc::new(WindowFunction::new(kind, catalog.clone())));
         }
+        ctx.register_udtf("session", Arc::new(SessionFunction::new(catalog.clone())));
         let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog,
@@ -472,6 +473,15 @@ impl Engine {
                     "EMIT ON WINDOW CLOSE belongs to CREATE MATERIALIZED VIEW",
                 )),
             },
+            Statement::ExplainViewOnWindowClose(view) => match view.as_ref() {
+                Sql::CreateView(cv) if cv.materialized => {
+                    self.explain_view(cv, EmitMode::OnWindowClose).await
+                }
+                _ => Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "EMIT ON WINDOW CLOSE belongs to CREATE MATERIALIZED VIEW",
+                )),
+            },
             Statement::Sql(sql) => self.execute_sql(sql, params).await,
         }
     }
@@ -504,13 +514,7 @@ impl Engine {
             }
             Sql::Explain { statement, .. } => match statement.as_ref() {
                 Sql::CreateView(cv) if cv.materialized => {
-                    let dataflow = self
-                        .plan_view(&cv.query, view_options(cv, EmitMode::OnUpdate)?)
-                        .await?;
-                    Ok(text_rows(
-                        "QUERY PLAN",
-                        dataflow.explain(&object_name(&cv.name)),
-                    ))
+                    self.explain_view(cv, EmitMode::OnUpdate).await
                 }
                 _ => self.query(sql, params).await,
             },
@@ -523,6 +527,19 @@ impl Engine {
                 first_words(&other.to_string())
             ))),
         }
+    }
+
+    /// `EXPLAIN CREATE MATERIALIZED VIEW`: the dataflow the view would run.
+    async fn explain_view(
+        &self,
+        cv: &sqlparser::ast::CreateView,
+        emit: EmitMode,
+    ) -> SqlResult<Outcome> {
+        let dataflow = self.plan_view(&cv.query, view_options(cv, emit)?).await?;
+        Ok(text_rows(
+            "QUERY PLAN",
+            dataflow.explain(&object_name(&cv.name)),
+        ))
     }
 
     /// Plans `sql` with DataFusion (binding `params`).

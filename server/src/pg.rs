@@ -291,6 +291,9 @@ impl Parser {
             | Statement::DropSource(_)
             | Statement::CreateTable { .. }
             | Statement::CreateViewOnWindowClose(_) => Ok((vec![], None)),
+            Statement::ExplainViewOnWindowClose(_) => {
+                Ok((vec![], Some(session::name_column_schema("QUERY PLAN"))))
+            }
             Statement::Sql(sql) => match sql.as_ref() {
                 Sql::Query(_) | Sql::Insert(_) => {
                     let plan = self
