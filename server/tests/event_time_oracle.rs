@@ -5,6 +5,8 @@
 //!   here, over the on-time events of the windows the watermark closed;
 //! - the continuous view over the same windows must equal the batch GROUP
 //!   BY over all on-time events;
+//! - the same holds for session windows (`SESSION` per auction, the gap
+//!   the window size), whose sessions the oracle computes by sorting;
 //! - a crash (kill -9) and restart in the middle of a case changes neither.
 //!
 //! The oracle decides lateness itself from the documented rule (a row is
@@ -110,6 +112,36 @@ fn group(events: &[(i64, i64, i64)], size_ms: i64) -> Groups {
     g
 }
 
+/// Sessions per auction: (session start ms, auction) → (count, sum, max),
+/// with each session's end (last event + gap).
+fn sessions(events: &[(i64, i64, i64)], gap_ms: i64) -> Vec<((i64, i64), i64, (i64, i64, i64))> {
+    let mut by_auction: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (t, auction, price) in events {
+        by_auction.entry(*auction).or_default().push((*t, *price));
+    }
+    let mut out = Vec::new();
+    for (auction, mut evs) in by_auction {
+        evs.sort();
+        let mut i = 0;
+        while i < evs.len() {
+            let start = evs[i].0;
+            let mut j = i + 1;
+            while j < evs.len() && evs[j].0 - evs[j - 1].0 < gap_ms {
+                j += 1;
+            }
+            let prices = evs[i..j].iter().map(|e| e.1);
+            let agg = (
+                (j - i) as i64,
+                prices.clone().sum(),
+                prices.max().unwrap_or(i64::MIN),
+            );
+            out.push(((start, auction), evs[j - 1].0 + gap_ms, agg));
+            i = j;
+        }
+    }
+    out
+}
+
 fn ts(ms: i64) -> String {
     let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -157,6 +189,7 @@ async fn window_close_views_equal_a_batch_group_by_over_on_time_events() {
     let mut server = TestServer::start(&dir);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut checked_windows = 0usize;
+    let mut checked_sessions = 0usize;
     let mut late_total = 0usize;
     for case_no in 0..CASES {
         let case = random_case(&mut rng);
@@ -174,9 +207,17 @@ async fn window_close_views_equal_a_batch_group_by_over_on_time_events() {
              FROM TUMBLE({t}, ts, INTERVAL '{} milliseconds') GROUP BY window_start, auction",
             case.size_ms
         );
+        let session_select = format!(
+            "SELECT window_start, auction, count(*) AS n, sum(price) AS total, max(price) AS top
+             FROM SESSION({t}, ts, INTERVAL '{} milliseconds', auction)
+             GROUP BY window_start, window_end, auction",
+            case.size_ms
+        );
         c.batch_execute(&format!(
             "CREATE MATERIALIZED VIEW closed_{case_no} AS {select} EMIT ON WINDOW CLOSE;
-             CREATE MATERIALIZED VIEW live_{case_no} AS {select}"
+             CREATE MATERIALIZED VIEW live_{case_no} AS {select};
+             CREATE MATERIALIZED VIEW closed_sessions_{case_no} AS {session_select} EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW live_sessions_{case_no} AS {session_select}"
         ))
         .await
         .unwrap();
@@ -218,6 +259,26 @@ async fn window_close_views_equal_a_batch_group_by_over_on_time_events() {
             as_rows(&all),
             "case {case_no}: continuous view"
         );
+        let all_sessions = sessions(&on_time, case.size_ms);
+        let closed_sessions: Groups = all_sessions
+            .iter()
+            .filter(|(_, end, _)| wm.is_some_and(|w| *end <= w))
+            .map(|(k, _, v)| (*k, *v))
+            .collect();
+        checked_sessions += closed_sessions.len();
+        assert_eq!(
+            rows(&c, &format!("SELECT * FROM closed_sessions_{case_no}")).await,
+            as_rows(&closed_sessions),
+            "case {case_no} (delay {} ms, gap {} ms): EMIT ON WINDOW CLOSE session view",
+            case.delay_ms,
+            case.size_ms
+        );
+        let live_sessions: Groups = all_sessions.iter().map(|(k, _, v)| (*k, *v)).collect();
+        assert_eq!(
+            rows(&c, &format!("SELECT * FROM live_sessions_{case_no}")).await,
+            as_rows(&live_sessions),
+            "case {case_no}: continuous session view"
+        );
         let late: i64 = c
             .query_one(
                 "SELECT late_rows FROM millrace_catalog.watermarks WHERE relation = $1",
@@ -230,7 +291,7 @@ async fn window_close_views_equal_a_batch_group_by_over_on_time_events() {
         assert_eq!(late as usize, expected_late, "case {case_no}: late rows");
     }
     eprintln!(
-        "{CASES} random streams, {checked_windows} closed windows and {late_total} late rows checked against the oracle"
+        "{CASES} random streams, {checked_windows} closed windows, {checked_sessions} closed sessions and {late_total} late rows checked against the oracle"
     );
     server.stop();
 }
