@@ -10,10 +10,18 @@
 //! the views' stored rows are bounded too. Every 10 million events it prints
 //! throughput, the groups held in operator state, the current RSS and the
 //! peak RSS so far. `MILLRACE_BENCH_RETENTION=none` keeps every closed
-//! window's row instead.
+//! window's row instead. `MILLRACE_BENCH_WINDOW=session` uses session
+//! windows instead (`SESSION(bids, date_time, INTERVAL '2 seconds',
+//! auction)`; each auction then bids in bursts of 5 s, so its sessions end).
+//! Its continuous view computes count and sum only: a session's rows can be
+//! retracted (sessions merge), and `max` over a retractable input keeps
+//! every value as its own state record, which costs about 4x in throughput
+//! and grows sled's memory (a known limit of the aggregate, not of
+//! sessions).
 //!
 //! `cargo bench -p millrace-server --bench event_time`
-//! (`MILLRACE_BENCH_EVENTS=5000000` for a quicker run).
+//! (`MILLRACE_BENCH_EVENTS=5000000` for a quicker run,
+//! `MILLRACE_BENCH_REPORT_EVERY` to print more often).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,15 +34,20 @@ mod common;
 use common::{env_count, exec, rss_mib, scratch_dir};
 
 const BATCH: usize = 100_000;
-const REPORT_EVERY: usize = 10_000_000;
 const AUCTIONS: i64 = 100;
 const BASE_NS: i64 = 1_767_225_600_000_000_000;
 
-fn batch(schema: &arrow::datatypes::SchemaRef, start: i64, n: usize) -> RecordBatch {
+fn batch(schema: &arrow::datatypes::SchemaRef, start: i64, n: usize, bursts: bool) -> RecordBatch {
     let ids: Vec<i64> = (start..start + n as i64).collect();
     let auction = Int64Array::from(
         ids.iter()
-            .map(|i| (i * 7919) % AUCTIONS)
+            .map(|i| {
+                if bursts {
+                    (i / 5_000) % AUCTIONS
+                } else {
+                    (i * 7919) % AUCTIONS
+                }
+            })
             .collect::<Vec<_>>(),
     );
     let price = Int64Array::from(
@@ -57,10 +70,27 @@ fn batch(schema: &arrow::datatypes::SchemaRef, start: i64, n: usize) -> RecordBa
 
 fn main() {
     let events = env_count("MILLRACE_BENCH_EVENTS", 50_000_000);
+    let report_every = env_count("MILLRACE_BENCH_REPORT_EVERY", 10_000_000);
     let retention = match std::env::var("MILLRACE_BENCH_RETENTION").as_deref() {
         Ok("none") => String::new(),
         Ok(r) => format!("WITH (retention = '{r}')"),
         Err(_) => "WITH (retention = '1 hour')".to_string(),
+    };
+    let sessions = std::env::var("MILLRACE_BENCH_WINDOW").as_deref() == Ok("session");
+    let (window, group, window_text, live_high) = if sessions {
+        (
+            "SESSION(bids, date_time, INTERVAL '2 seconds', auction)",
+            "window_start, window_end, auction",
+            "SESSION(gap 2 s) per auction, in bursts of 5 s (continuous view: count, sum)",
+            "",
+        )
+    } else {
+        (
+            "TUMBLE(bids, date_time, INTERVAL '10 seconds')",
+            "window_start, auction",
+            "TUMBLE(10 s) by auction",
+            ", max(price) AS high",
+        )
     };
     let dir = scratch_dir("millrace-bench-et");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -73,18 +103,16 @@ fn main() {
                    WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds');
                  CREATE MATERIALIZED VIEW closed {retention} AS
                    SELECT window_start, auction, count(*) AS n, sum(price) AS total, max(price) AS high
-                   FROM TUMBLE(bids, date_time, INTERVAL '10 seconds')
-                   GROUP BY window_start, auction EMIT ON WINDOW CLOSE;
+                   FROM {window} GROUP BY {group} EMIT ON WINDOW CLOSE;
                  CREATE MATERIALIZED VIEW live {retention} AS
-                   SELECT window_start, auction, count(*) AS n, sum(price) AS total, max(price) AS high
-                   FROM TUMBLE(bids, date_time, INTERVAL '10 seconds')
-                   GROUP BY window_start, auction;"
+                   SELECT window_start, auction, count(*) AS n, sum(price) AS total{live_high}
+                   FROM {window} GROUP BY {group};"
             ),
         )
         .await;
         let rel = engine.relation("bids").expect("bids");
         println!(
-            "bounded state: {events} events (1 ms apart, up to 3 s out of order, {AUCTIONS} auctions) -> TUMBLE(10 s) by auction, EMIT ON WINDOW CLOSE + continuous, {}; batches of {BATCH}, durable commit per batch",
+            "bounded state: {events} events (1 ms apart, up to 3 s out of order, {AUCTIONS} auctions) -> {window_text}, EMIT ON WINDOW CLOSE + continuous, {}; batches of {BATCH}, durable commit per batch",
             if retention.is_empty() { "no retention" } else { retention.as_str() }
         );
         let started = Instant::now();
@@ -93,15 +121,15 @@ fn main() {
         while done < events {
             let n = BATCH.min(events - done);
             engine
-                .append(&rel, vec![batch(&rel.schema, done as i64, n)])
+                .append(&rel, vec![batch(&rel.schema, done as i64, n, sessions)])
                 .await
                 .expect("append");
             done += n;
-            if done.is_multiple_of(REPORT_EVERY) || done == events {
+            if done.is_multiple_of(report_every) || done == events {
                 let groups: usize = engine.state_sizes().await.iter().map(|(_, g)| g).sum();
                 let (rss, peak) = rss_mib();
                 let since = segment.elapsed().as_secs_f64();
-                let in_segment = if done.is_multiple_of(REPORT_EVERY) { REPORT_EVERY } else { done % REPORT_EVERY };
+                let in_segment = if done.is_multiple_of(report_every) { report_every } else { done % report_every };
                 println!(
                     "{:>11} events | {:7.1} s | {:9.0} events/s (last segment) | groups in state {groups:>6} | RSS {rss:7.1} MiB | peak RSS {peak:7.1} MiB",
                     done,

@@ -52,9 +52,10 @@ pub struct SessionOperator {
     time_type: DataType,
     per_ns: i64,
     open: HashMap<Vec<u8>, Rows>,
-    /// Pre-images (count, 0 when absent) of the rows changed since the last
-    /// commit or rollback.
-    undo: HashMap<(Vec<u8>, i64, Vec<u8>), i64>,
+    /// Pre-images of the keys changed since the last commit or rollback.
+    /// State is stored per key, one record holding all its open rows: one
+    /// storage write per touched key and batch instead of one per row.
+    undo: HashMap<Vec<u8>, Option<Rows>>,
     /// Keys by the end of their sessions (may hold stale entries).
     close_index: BTreeSet<(i64, Vec<u8>)>,
     /// The index must be rebuilt from `open` (after a load or a rollback).
@@ -163,6 +164,7 @@ impl SessionOperator {
         let gap = self.spec.gap_ns;
         let lo = changes.iter().map(|c| c.0).min().unwrap_or(0);
         let hi = changes.iter().map(|c| c.0).max().unwrap_or(0);
+        self.touch(&key);
         let rows = self.open.entry(key.clone()).or_default();
         // The region the changes can affect: every old session within `gap`
         // of them. Sessions outside it neither merge with nor split from it.
@@ -182,9 +184,7 @@ impl SessionOperator {
         }
         let old = region(rows, from, to);
         for (t, row, w) in &changes {
-            let entry = (key.clone(), *t, row.clone());
             let count = rows.get(&(*t, row.clone())).copied().unwrap_or(0);
-            self.undo.entry(entry).or_insert(count);
             let now = count + w;
             if now > 0 {
                 rows.insert((*t, row.clone()), now);
@@ -259,6 +259,10 @@ impl SessionOperator {
         }
         let mut out = Vec::new();
         for key in keys {
+            if !self.open.contains_key(&key) {
+                continue;
+            }
+            self.touch(&key);
             let Some(rows) = self.open.get_mut(&key) else {
                 continue;
             };
@@ -274,9 +278,6 @@ impl SessionOperator {
                         out.push((row.clone(), start, end, *n));
                     }
                     rows.remove(&(*t, row.clone()));
-                    self.undo
-                        .entry((key.clone(), *t, row.clone()))
-                        .or_insert(*n);
                 }
             }
             if rows.is_empty() {
@@ -284,6 +285,14 @@ impl SessionOperator {
             }
         }
         self.build_output(out)
+    }
+
+    /// Records the pre-image of `key` before its first change since the
+    /// last commit.
+    fn touch(&mut self, key: &[u8]) {
+        if !self.undo.contains_key(key) {
+            self.undo.insert(key.to_vec(), self.open.get(key).cloned());
+        }
     }
 
     fn rebuild_index(&mut self) {
@@ -315,18 +324,22 @@ impl SessionOperator {
         Ok(Delta { batch, weights })
     }
 
-    /// Hands every row changed since the last commit to `persist` (`None`
-    /// when gone). The changes stay pending until [`Self::committed`] or
-    /// [`Self::rollback`].
+    /// Hands every key changed since the last commit to `persist`, with
+    /// all its open rows (`None` when it has none left). The changes stay
+    /// pending until [`Self::committed`] or [`Self::rollback`].
     pub fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
-        for (key, t, row) in self.undo.keys() {
-            let count = self
-                .open
-                .get(key)
-                .and_then(|rows| rows.get(&(*t, row.clone())))
-                .copied();
-            let stored = state_key(key, *t, row);
-            persist(self.id, &stored, count.map(|n| n.to_be_bytes().to_vec()));
+        for key in self.undo.keys() {
+            let value = match self.open.get(key) {
+                Some(rows) => {
+                    let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
+                    Some(
+                        bincode::serialize(&rows)
+                            .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?,
+                    )
+                }
+                None => None,
+            };
+            persist(self.id, key, value);
         }
         Ok(())
     }
@@ -337,18 +350,13 @@ impl SessionOperator {
         self.watermark_before = None;
     }
 
-    /// Restores the rows changed since the last commit.
+    /// Restores the keys changed since the last commit.
     pub fn rollback(&mut self) {
-        for ((key, t, row), count) in self.undo.drain() {
-            let rows = self.open.entry(key.clone()).or_default();
-            if count > 0 {
-                rows.insert((t, row), count);
-            } else {
-                rows.remove(&(t, row));
-            }
-            if rows.is_empty() {
-                self.open.remove(&key);
-            }
+        for (key, pre) in self.undo.drain() {
+            match pre {
+                Some(rows) => self.open.insert(key, rows),
+                None => self.open.remove(&key),
+            };
         }
         if let Some(w) = self.watermark_before.take() {
             self.watermark = w;
@@ -356,15 +364,11 @@ impl SessionOperator {
         self.index_stale = true;
     }
 
-    /// Restores one row read back from storage.
-    pub fn load_state(&mut self, stored: &[u8], value: &[u8]) -> Result<()> {
-        let corrupt = || PlanError::Internal("corrupt session state record".into());
-        let (key, t, row) = split_state_key(stored).ok_or_else(corrupt)?;
-        let count = i64::from_be_bytes(value.try_into().map_err(|_| corrupt())?);
-        self.open
-            .entry(key.to_vec())
-            .or_default()
-            .insert((t, row.to_vec()), count);
+    /// Restores one key's open rows read back from storage.
+    pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let rows: Vec<((i64, Vec<u8>), i64)> = bincode::deserialize(value)
+            .map_err(|e| PlanError::Internal(format!("corrupt session state record: {e}")))?;
+        self.open.insert(key.to_vec(), rows.into_iter().collect());
         self.index_stale = true;
         Ok(())
     }
@@ -389,25 +393,6 @@ fn sessions(rows: &[(i64, Vec<u8>, i64)], gap: i64) -> Vec<(i64, i64, std::ops::
             (start, end, run)
         })
         .collect()
-}
-
-/// Storage key of one held row: key length, key, event time (order
-/// preserving), encoded row.
-fn state_key(key: &[u8], t: i64, row: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + key.len() + row.len());
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&((t as u64) ^ (1 << 63)).to_be_bytes());
-    out.extend_from_slice(row);
-    out
-}
-
-fn split_state_key(stored: &[u8]) -> Option<(&[u8], i64, &[u8])> {
-    let len = u32::from_be_bytes(stored.get(..4)?.try_into().ok()?) as usize;
-    let key = stored.get(4..4 + len)?;
-    let t = u64::from_be_bytes(stored.get(4 + len..12 + len)?.try_into().ok()?);
-    let row = stored.get(12 + len..)?;
-    Some((key, (t ^ (1 << 63)) as i64, row))
 }
 
 #[cfg(test)]
@@ -538,7 +523,7 @@ mod tests {
             .expect("push")
             .is_empty());
         persist(&mut op, &mut store);
-        assert_eq!(store.len(), 3);
+        assert_eq!(store.len(), 1, "one record per key");
         assert!(op.close(7 * S).expect("close").is_empty());
         let out = op.close(8 * S).expect("close");
         assert_eq!(rows(&out), vec![(1, 0, 0, 8, 1), (1, 3, 0, 8, 1)]);
@@ -551,7 +536,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         op.push(&delta(&[(1, 22, 1)])).expect("push");
         persist(&mut op, &mut store);
-        assert_eq!(store.len(), 2, "closed rows leave storage");
+        assert_eq!(store.len(), 1);
         // After a restart the open session [20, 27) comes back and closes.
         let mut restored = operator(true);
         restored.restore_watermark(8 * S);
