@@ -45,6 +45,7 @@ use event_time::{Arrival, Progress};
 use sources::parse_source;
 
 pub mod event_time;
+pub mod functions;
 mod sources;
 
 /// How long `FLUSH` waits for sources to catch up before giving up.
@@ -209,6 +210,9 @@ pub struct Engine {
     /// is in memory can no longer be trusted to match the disk. Writes are
     /// refused until a restart reloads everything from disk.
     poisoned: std::sync::atomic::AtomicBool,
+    /// Rewrites the PostgreSQL-isms of client catalog queries (unqualified
+    /// `pg_class`, `::regclass`, `ANY(array)` …) into what DataFusion plans.
+    compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
     /// The ingest threads of sources, by relation id.
     sources: std::sync::Mutex<HashMap<RelationId, SourceRunner>>,
     /// The sources' live status (the system tables read it).
@@ -262,12 +266,22 @@ impl Engine {
             ctx.register_udtf(name, Arc::new(WindowFunction::new(kind, catalog.clone())));
         }
         ctx.register_udtf("session", Arc::new(SessionFunction::new(catalog.clone())));
+        // pg_catalog and the PostgreSQL helper functions psql, drivers and BI
+        // tools call on connect (datafusion-pg-catalog), then our own on top.
+        datafusion_pg_catalog::setup_pg_catalog(
+            &ctx,
+            "millrace",
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
+        functions::register(&ctx);
         let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog,
             ctx,
             pipelines: RwLock::new(Pipelines::default()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
+            compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             sources: std::sync::Mutex::new(HashMap::new()),
             registry,
             me: me.clone(),
@@ -549,8 +563,9 @@ impl Engine {
         params: Option<&ParamValues>,
     ) -> SqlResult<LogicalPlan> {
         let state = self.ctx.state();
+        let sql = self.compat.rewrite(sql.clone());
         let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(sql.clone())))
+            .statement_to_plan(DfStatement::Statement(Box::new(sql)))
             .await?;
         match params {
             Some(p) => Ok(plan.with_param_values(p.clone())?),
