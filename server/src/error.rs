@@ -35,6 +35,11 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const UNABLE_TO_CONNECT: &str = "08001";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const INVALID_CURSOR_NAME: &str = "34000";
+    pub const DUPLICATE_CURSOR: &str = "42P03";
+    pub const INVALID_CURSOR_DEFINITION: &str = "42P11";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH: &str = "25P01";
 }
 
 /// An error as the client sees it.

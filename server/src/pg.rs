@@ -1,6 +1,7 @@
 //! The PostgreSQL wire protocol front end (pgwire): simple and extended
 //! query protocol, session commands, result encoding and error reporting.
 
+mod cursor;
 mod params;
 mod session;
 mod text;
@@ -30,21 +31,31 @@ use crate::error::{sqlstate, SqlError, SqlResult};
 /// The most `$n` parameters a statement may have (the protocol's limit).
 const MAX_PARAMETERS: usize = 65_535;
 
-/// Serves every connection; cheap to share.
+/// Serves one connection (see [`Frontend::connection`]).
 pub struct Frontend {
     engine: Arc<Engine>,
     parser: Arc<Parser>,
+    /// The connection's cursors.
+    cursors: Arc<cursor::Cursors>,
 }
 
 impl Frontend {
     /// A front end for `engine`.
     pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+        let cursors = Arc::new(cursor::Cursors::default());
         Arc::new(Self {
             parser: Arc::new(Parser {
                 engine: engine.clone(),
+                cursors: cursors.clone(),
             }),
             engine,
+            cursors,
         })
+    }
+
+    /// A front end for a new connection: same engine, its own cursors.
+    pub fn connection(&self) -> Arc<Self> {
+        Self::new(self.engine.clone())
     }
 
     /// Runs one statement, turning panics into internal errors so that no
@@ -56,8 +67,17 @@ impl Frontend {
         params: Option<&ParamValues>,
     ) -> SqlResult<SessionOutcome> {
         if let Some(out) = session::handle(client, stmt)? {
+            if matches!(out, SessionOutcome::TransactionEnd(_)) {
+                self.cursors.end_transaction();
+            }
             return Ok(out);
         }
+        if let Statement::Sql(sql) = stmt {
+            if let Some(command) = cursor::CursorCommand::of(sql)? {
+                return self.cursor(client, command, params).await;
+            }
+        }
+        let stmt = &session::inline_settings(client, stmt)?;
         let fut = self.engine.execute(stmt, params);
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(r) => r.map(SessionOutcome::Engine),
@@ -70,6 +90,58 @@ impl Frontend {
             }
         }
     }
+}
+
+impl Frontend {
+    async fn cursor<C: ClientInfo + Send>(
+        &self,
+        client: &mut C,
+        command: cursor::CursorCommand<'_>,
+        params: Option<&ParamValues>,
+    ) -> SqlResult<SessionOutcome> {
+        use pgwire::messages::response::TransactionStatus;
+        match command {
+            cursor::CursorCommand::Declare { name, hold, query } => {
+                if !hold && client.transaction_status() == TransactionStatus::Idle {
+                    return Err(SqlError::new(
+                        sqlstate::NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH,
+                        "DECLARE CURSOR can only be used in transaction blocks",
+                    )
+                    .with_hint("BEGIN first, or declare the cursor WITH HOLD"));
+                }
+                let select = Statement::Sql(Box::new(sqlparser::ast::Statement::Query(Box::new(
+                    query.clone(),
+                ))));
+                let select = session::inline_settings(client, &select)?;
+                let result = AssertUnwindSafe(self.engine.execute(&select, params))
+                    .catch_unwind()
+                    .await
+                    .map_err(|p| {
+                        SqlError::internal(format!(
+                            "the cursor's query failed unexpectedly: {}",
+                            crate::engine::panic_message(&*p)
+                        ))
+                    })??;
+                self.cursors.declare(name, hold, result)?;
+                Ok(command_outcome("DECLARE CURSOR"))
+            }
+            cursor::CursorCommand::Fetch { name, count } => {
+                Ok(SessionOutcome::Fetched(self.cursors.fetch(&name, count)?))
+            }
+            cursor::CursorCommand::Close(name) => {
+                self.cursors.close(name.as_deref())?;
+                Ok(command_outcome("CLOSE CURSOR"))
+            }
+        }
+    }
+}
+
+fn command_outcome(tag: &str) -> SessionOutcome {
+    SessionOutcome::Engine(Outcome::Command {
+        tag: tag.to_string(),
+        rows: None,
+        oid: false,
+    })
 }
 
 /// Session metadata key counting the writes made inside `BEGIN … `.
@@ -124,6 +196,8 @@ fn track_transaction<C: ClientInfo>(client: &mut C, stmt: &Statement) -> Option<
 /// What a statement produced, including session-level commands.
 pub(crate) enum SessionOutcome {
     Engine(Outcome),
+    /// Rows out of a cursor (tagged `FETCH n`).
+    Fetched(Outcome),
     TransactionStart(&'static str),
     TransactionEnd(&'static str),
 }
@@ -158,6 +232,13 @@ fn into_response(out: SessionOutcome, format: &Format) -> PgWireResult<Response>
             }
             Ok(Response::Execution(t))
         }
+        SessionOutcome::Fetched(out) => {
+            let mut response = into_response(SessionOutcome::Engine(out), format)?;
+            if let Response::Query(q) = &mut response {
+                q.set_command_tag("FETCH");
+            }
+            Ok(response)
+        }
         SessionOutcome::Engine(Outcome::Rows { schema, batches }) => {
             let fields = Arc::new(fields_for(&schema, format)?);
             let rows: Vec<_> = batches
@@ -187,6 +268,10 @@ impl SimpleQueryHandler for Frontend {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
         };
+        if stmts.is_empty() {
+            // Only comments or blanks (pgx's "-- ping").
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             match self.run(client, stmt, None).await {
@@ -222,6 +307,8 @@ pub struct Prepared {
 /// Parses and plans statements for the extended protocol.
 pub struct Parser {
     engine: Arc<Engine>,
+    /// The connection's cursors (a `FETCH` returns a cursor's columns).
+    cursors: Arc<cursor::Cursors>,
 }
 
 #[async_trait]
@@ -230,7 +317,7 @@ impl QueryParser for Parser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
@@ -247,7 +334,10 @@ impl QueryParser for Parser {
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
-        let (param_types, result) = self.describe(&stmt).await.map_err(user_error)?;
+        // Described with this session's settings; executed with the
+        // settings current at execution.
+        let described = session::inline_settings(client, &stmt).map_err(user_error)?;
+        let (param_types, result) = self.describe(&described).await.map_err(user_error)?;
         Ok(Some(Prepared {
             stmt,
             param_types,
@@ -346,6 +436,7 @@ impl Parser {
                     vec![],
                     Some(session::name_column_schema(&session::show_column(variable))),
                 )),
+                Sql::Fetch { name, .. } => Ok((vec![], Some(self.cursors.schema(&name.value)?))),
                 _ => Ok((vec![], None)),
             },
         }

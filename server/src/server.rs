@@ -31,7 +31,7 @@ pub async fn run(
         local.ip(),
         local.port()
     );
-    let handlers = Arc::new(Handlers(Frontend::new(engine.clone())));
+    let frontend = Frontend::new(engine.clone());
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -39,7 +39,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let h = handlers.clone();
+                    let h = Arc::new(Handlers(frontend.connection()));
                     connections.spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
                             tracing::debug!(%peer, "connection ended with error: {e}");

@@ -53,7 +53,18 @@ pub(crate) fn handle<C: ClientInfo>(
     Ok(Some(match sql.as_ref() {
         Sql::StartTransaction { .. } => SessionOutcome::TransactionStart("BEGIN"),
         Sql::Commit { .. } => SessionOutcome::TransactionEnd("COMMIT"),
+        // Every statement commits on its own: a savepoint has nothing to
+        // undo, like the ROLLBACK of a block (see `track_transaction`).
+        Sql::Savepoint { .. } => command("SAVEPOINT"),
+        Sql::ReleaseSavepoint { .. } => command("RELEASE"),
+        Sql::Rollback {
+            savepoint: Some(_), ..
+        } => command("ROLLBACK"),
         Sql::Rollback { .. } => SessionOutcome::TransactionEnd("ROLLBACK"),
+        // SQL-level prepared statements are not kept (protocol-level ones
+        // are, by the driver's Close message): nothing to free.
+        Sql::Deallocate { .. } => command("DEALLOCATE"),
+        Sql::Discard { object_type } => command(&format!("DISCARD {object_type}")),
         Sql::Set(Set::SingleAssignment {
             variable, values, ..
         }) => {
@@ -157,6 +168,7 @@ fn show<C: ClientInfo>(client: &C, variable: &[Ident]) -> SqlResult<SessionOutco
     }
     let key = match name.as_str() {
         "transaction isolation level" => "transaction_isolation",
+        "time zone" => "timezone",
         other => other,
     };
     let value = lookup(key).ok_or_else(|| {
@@ -174,6 +186,102 @@ fn show<C: ClientInfo>(client: &C, variable: &[Ident]) -> SqlResult<SessionOutco
         schema,
         batches: vec![batch],
     }))
+}
+
+/// `current_setting('name' [, missing_ok])` answered with this session's
+/// value (the engine plans statements for all sessions alike, so the value
+/// goes into the statement as a literal). Unknown names are an error unless
+/// `missing_ok`, as in PostgreSQL.
+pub(crate) fn inline_settings<'a, C: ClientInfo>(
+    client: &C,
+    stmt: &'a Statement,
+) -> SqlResult<std::borrow::Cow<'a, Statement>> {
+    use std::ops::ControlFlow;
+    let Statement::Sql(sql) = stmt else {
+        return Ok(std::borrow::Cow::Borrowed(stmt));
+    };
+    let mentions = sqlparser::ast::visit_expressions(sql.as_ref(), |e| match e {
+        Expr::Function(f) if is_current_setting(f) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    if mentions.is_continue() {
+        return Ok(std::borrow::Cow::Borrowed(stmt));
+    }
+    let mut sql = sql.as_ref().clone();
+    let mut error = None;
+    let _ = sqlparser::ast::visit_expressions_mut(&mut sql, |e| {
+        if let Expr::Function(f) = e {
+            if is_current_setting(f) {
+                match setting_call(client, f) {
+                    Ok(value) => *e = value,
+                    Err(err) => {
+                        error = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(std::borrow::Cow::Owned(Statement::Sql(Box::new(sql)))),
+    }
+}
+
+fn is_current_setting(f: &sqlparser::ast::Function) -> bool {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("current_setting"))
+}
+
+/// The literal a `current_setting(…)` call stands for.
+fn setting_call<C: ClientInfo>(client: &C, f: &sqlparser::ast::Function) -> SqlResult<Expr> {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let args: Vec<&Expr> = match &f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    };
+    let text = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (Some(name), missing_ok) = (
+        args.first().and_then(|e| text(e)),
+        args.get(1).and_then(|e| text(e)),
+    ) else {
+        return Err(SqlError::unsupported(
+            "current_setting() of something other than a constant name",
+        ));
+    };
+    let missing_ok = missing_ok.is_some_and(|m| m == "true");
+    let name = name.to_lowercase();
+    let value = client
+        .metadata()
+        .get(&format!("{SETTING_PREFIX}{name}"))
+        .cloned()
+        .or_else(|| default_of(&name).map(str::to_string));
+    match value {
+        Some(v) => Ok(Expr::Value(Value::SingleQuotedString(v).into())),
+        None if missing_ok => Ok(Expr::Value(Value::Null.into())),
+        None => Err(SqlError::new(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("unrecognized configuration parameter \"{name}\""),
+        )),
+    }
 }
 
 /// A single text column called `name`.
