@@ -221,6 +221,18 @@ pub struct Engine {
     me: Weak<Engine>,
 }
 
+/// Fragments of client catalog queries DataFusion cannot plan, with what
+/// they amount to in Millrace, for the queries datafusion-pg-catalog does not
+/// cover. psql sends these texts verbatim.
+const CLIENT_FRAGMENTS: &[(&str, &str)] = &[
+    // psql 15/16 `\d+`: table storage options (and its TOAST table's) by
+    // `array(SELECT …)`. Millrace relations have none.
+    (
+        "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
+        "''",
+    ),
+];
+
 impl Engine {
     /// Opens the data directory `dir`, restoring every table and view.
     pub async fn open(dir: &Path) -> SqlResult<Arc<Self>> {
@@ -541,6 +553,46 @@ impl Engine {
                 first_words(&other.to_string())
             ))),
         }
+    }
+
+    /// Some catalog queries of psql, pgcli, DBeaver and Grafana need SQL
+    /// DataFusion cannot plan (`array(SELECT …)`, unnest of a subquery):
+    /// datafusion-pg-catalog knows equivalents for them. Returns the text
+    /// with such queries swapped, or `None` when `sql` holds none. Only
+    /// text that mentions a `pg_` name is scanned (the scan is per token).
+    pub fn swap_client_queries(&self, sql: &str) -> Option<String> {
+        if !sql.to_ascii_lowercase().contains("pg_") {
+            return None;
+        }
+        let mut own = None;
+        for (fragment, replacement) in CLIENT_FRAGMENTS {
+            if sql.contains(fragment) {
+                own = Some(own.as_deref().unwrap_or(sql).replace(fragment, replacement));
+            }
+        }
+        let sql = own.as_deref().unwrap_or(sql);
+        let swapped = match self.compat.maybe_replace_tokens(sql) {
+            Ok(t) => t,
+            Err(_) => return own,
+        };
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let original: Vec<sqlparser::tokenizer::Token> =
+            sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+                .tokenize()
+                .ok()?
+                .into_iter()
+                .filter(|t| !matches!(t, sqlparser::tokenizer::Token::Whitespace(_)))
+                .collect();
+        if swapped == original {
+            return own;
+        }
+        Some(
+            swapped
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
     }
 
     /// `EXPLAIN CREATE MATERIALIZED VIEW`: the dataflow the view would run.

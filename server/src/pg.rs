@@ -144,6 +144,18 @@ fn command_outcome(tag: &str) -> SessionOutcome {
     })
 }
 
+/// Parses what a client sent, after swapping the catalog queries of known
+/// clients that DataFusion cannot plan (see [`Engine::swap_client_queries`]).
+fn parse_client_sql(
+    engine: &Engine,
+    sql: &str,
+) -> Result<Vec<Statement>, millrace_planner::PlanError> {
+    match engine.swap_client_queries(sql) {
+        Some(swapped) => statement::parse(&swapped),
+        None => statement::parse(sql),
+    }
+}
+
 /// Session metadata key counting the writes made inside `BEGIN … `.
 const TX_WRITES: &str = "millrace.transaction_writes";
 
@@ -264,7 +276,7 @@ impl SimpleQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let stmts = match statement::parse(query) {
+        let stmts = match parse_client_sql(&self.engine, query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
         };
@@ -324,7 +336,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = statement::parse(sql).map_err(|e| user_error(e.into()))?;
+        let mut stmts = parse_client_sql(&self.engine, sql).map_err(|e| user_error(e.into()))?;
         if stmts.len() > 1 {
             return Err(user_error(SqlError::new(
                 sqlstate::SYNTAX_ERROR,

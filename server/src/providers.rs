@@ -53,6 +53,12 @@ impl TableProvider for StoredRelation {
         }
     }
 
+    /// The creating statement: `pg_catalog.pg_class` reads it to list a
+    /// materialized view as relkind `m` (psql's `\dm`).
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(&self.rel.sql)
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,

@@ -234,6 +234,75 @@ fn psql_runs_the_readme_example() {
     assert!(String::from_utf8_lossy(&out.stdout).contains('3'));
 }
 
+/// psql's describe commands (`\\l`, `\\dn`, `\\dt`, `\\dm`, `\\d`, `\\d name`,
+/// `\\d+ name`, `\\df`) run the catalog queries psql 15 sends and show
+/// tables, sources and materialized views with their columns.
+#[test]
+fn psql_describe_commands_list_relations_and_columns() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        panic!("psql is required for this test (apt-get install postgresql-client)");
+    }
+    let dir = scratch_dir("protocol-psql-describe");
+    let server = TestServer::start(&dir);
+    let psql = |command: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "me",
+                "-d",
+                "millrace",
+            ])
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", command])
+            .output()
+            .expect("run psql");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "psql {command} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    psql(
+        "CREATE TABLE clicks (user_id BIGINT, page TEXT, ts TIMESTAMPTZ);
+         CREATE MATERIALIZED VIEW per_user AS SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id;",
+    );
+    let expect = |command: &str, wanted: &[&str]| {
+        let out = psql(command);
+        for w in wanted {
+            assert!(out.contains(w), "psql {command}: no {w:?} in\n{out}");
+        }
+        out
+    };
+    expect("\\l", &["millrace"]);
+    expect("\\dn", &["public"]);
+    let tables = expect("\\dt", &["clicks", "table"]);
+    assert!(!tables.contains("per_user"), "\\dt lists views:\n{tables}");
+    expect("\\dm", &["per_user", "materialized view"]);
+    expect("\\d", &["clicks", "per_user"]);
+    expect(
+        "\\d clicks",
+        &[
+            "Table \"public.clicks\"",
+            "user_id",
+            "bigint",
+            "page",
+            "text",
+            "ts",
+            "timestamp with time zone",
+        ],
+    );
+    expect(
+        "\\d+ per_user",
+        &["Materialized view \"public.per_user\"", "user_id", "n"],
+    );
+    expect("\\df", &["List of functions"]);
+}
+
 #[test]
 fn psycopg3_client() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_client.py");

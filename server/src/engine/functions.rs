@@ -50,6 +50,10 @@ pub fn register(ctx: &SessionContext) {
         ("pg_get_serial_sequence", vec![2]),
         ("pg_get_ruledef", vec![1, 2]),
         ("pg_get_viewdef", vec![1, 2]),
+        // There are no user-defined functions to describe.
+        ("pg_get_function_result", vec![1]),
+        ("pg_get_function_arguments", vec![1]),
+        ("pg_get_function_identity_arguments", vec![1]),
     ] {
         ctx.register_udf(ScalarUDF::from(Constant::new(
             name,

@@ -36,6 +36,31 @@ pub trait CatalogInfo: Clone + Send + Sync + Debug + 'static {
         schema_name: &str,
         table_name: &str,
     ) -> Result<Option<TableType>, DataFusionError>;
+
+    /// Millrace: the statement that created the table, which tells a
+    /// materialized view (relkind `m`) from a plain view.
+    async fn table_definition(
+        &self,
+        _catalog_name: &str,
+        _schema_name: &str,
+        _table_name: &str,
+    ) -> Result<Option<String>, DataFusionError> {
+        Ok(None)
+    }
+}
+
+/// Millrace: `m` for a materialized view, else by table type.
+pub fn relkind(table_type: &TableType, definition: Option<&str>) -> String {
+    let materialized = definition.is_some_and(|d| {
+        d.trim_start()
+            .to_ascii_uppercase()
+            .starts_with("CREATE MATERIALIZED VIEW")
+    });
+    if materialized {
+        "m".to_string()
+    } else {
+        table_type_to_string(table_type)
+    }
 }
 
 #[async_trait]
@@ -93,6 +118,24 @@ impl CatalogInfo for Arc<dyn CatalogProviderList> {
             Ok(table_type)
         } else {
             Ok(None)
+        }
+    }
+
+    async fn table_definition(
+        &self,
+        catalog_name: &str,
+        schema_name: &str,
+        table_name: &str,
+    ) -> Result<Option<String>, DataFusionError> {
+        let schema = self
+            .catalog(catalog_name)
+            .and_then(|c| c.schema(schema_name));
+        match schema {
+            Some(schema) => Ok(schema
+                .table(table_name)
+                .await?
+                .and_then(|t| t.get_table_definition().map(str::to_string))),
+            None => Ok(None),
         }
     }
 }

@@ -16,7 +16,7 @@ use postgres_types::Oid;
 use super::oid_field;
 use tokio::sync::RwLock;
 
-use crate::pg_catalog::catalog_info::{CatalogInfo, table_type_to_string};
+use crate::pg_catalog::catalog_info::{CatalogInfo, relkind};
 
 use super::{OidCacheKey, resolve_oid};
 
@@ -180,7 +180,11 @@ impl<C: CatalogInfo> PgClassTable<C> {
                                 relhasindexes.push(false);
                                 relisshareds.push(false);
                                 relpersistences.push("p".to_string()); // Permanent
-                                relkinds.push(table_type_to_string(&table_type));
+                                let definition = this
+                                    .catalog_list
+                                    .table_definition(&catalog_name, &schema_name, &table_name)
+                                    .await?;
+                                relkinds.push(relkind(&table_type, definition.as_deref()));
                                 relnattses.push(column_count);
                                 relcheckses.push(0);
                                 relhasruleses.push(false);
