@@ -231,6 +231,15 @@ const CLIENT_FRAGMENTS: &[(&str, &str)] = &[
         "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
         "''",
     ),
+    // pgJDBC `getTypeInfo()`: a correlated scalar subquery DataFusion
+    // cannot decorrelate; in a WHERE clause it is this EXISTS.
+    (
+        "(SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)",
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid AND c.relkind = 'c')",
+    ),
+    // pgJDBC's type cache: pg_type.typinput holds the input function's
+    // name here, not its oid.
+    ("typinput='pg_catalog.array_in'::regproc", "typinput='array_in'"),
 ];
 
 impl Engine {

@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use futures::{stream, FutureExt, Sink, SinkExt};
 use millrace_planner::statement::{self, Statement};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
@@ -517,7 +516,44 @@ impl ExtendedQueryHandler for Frontend {
     }
 }
 
-impl NoopStartupHandler for Frontend {}
+/// Backend process ids and cancel keys, unique across connections.
+static PIDS: std::sync::LazyLock<pgwire::api::RandomPidSecretKeyGenerator> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The parameters reported at connection start: PostgreSQL 15's, as
+/// `SHOW` and `version()` report them (drivers parse `server_version`).
+fn server_parameters() -> pgwire::api::auth::DefaultServerParameterProvider {
+    let mut p = pgwire::api::auth::DefaultServerParameterProvider::default();
+    p.server_version = "15.0".to_owned();
+    p.date_style = "ISO, MDY".to_owned();
+    p.time_zone = "UTC".to_owned();
+    p.search_path = "\"$user\", public".to_owned();
+    p
+}
+
+#[async_trait]
+impl pgwire::api::auth::StartupHandler for Frontend {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::PidSecretKeyGenerator;
+        if let pgwire::messages::PgWireFrontendMessage::Startup(ref startup) = message {
+            pgwire::api::auth::protocol_negotiation(client, startup).await?;
+            pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
+            let (pid, key) = PIDS.generate(client);
+            client.set_pid_and_secret_key(pid, key);
+            pgwire::api::auth::finish_authentication(client, &server_parameters()).await?;
+        }
+        Ok(())
+    }
+}
 
 /// Connects pgwire's handler slots to the front end.
 pub struct Handlers(pub Arc<Frontend>);

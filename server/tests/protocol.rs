@@ -327,6 +327,58 @@ fn psycopg3_client() {
     );
 }
 
+#[test]
+fn asyncpg_client() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/asyncpg_client.py");
+    let probe = Command::new("python3")
+        .args(["-c", "import asyncpg"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        panic!("asyncpg is required for this test: python3 -m pip install asyncpg");
+    }
+    let dir = scratch_dir("protocol-asyncpg");
+    let server = TestServer::start(&dir);
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(server.port.to_string())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "asyncpg client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// pgJDBC, Debian's `libpostgresql-jdbc-java`, run by the JDK's source
+/// launcher (`java File.java`).
+#[test]
+fn pgjdbc_client() {
+    let jar = std::env::var("PGJDBC_JAR")
+        .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".to_string());
+    if !std::path::Path::new(&jar).exists()
+        || Command::new("java").arg("-version").output().is_err()
+    {
+        panic!(
+            "pgJDBC and a JDK are required for this test: apt-get install default-jdk-headless libpostgresql-jdbc-java (or set PGJDBC_JAR)"
+        );
+    }
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jdbc/MillraceJdbc.java");
+    let dir = scratch_dir("protocol-pgjdbc");
+    let server = TestServer::start(&dir);
+    let out = Command::new("java")
+        .args(["-cp", &jar, program, &server.port.to_string()])
+        .output()
+        .expect("run java");
+    assert!(
+        out.status.success(),
+        "pgJDBC client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_socket_affects_no_other_session() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
