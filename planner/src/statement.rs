@@ -95,7 +95,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| PlanError::Syntax(format!("syntax error: {e}")))?;
-    let mut parser = Parser::new(&dialect).with_tokens_with_locations(flink_windows(tokens));
+    let tokens = user_as_role(flink_windows(tokens));
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -151,6 +152,29 @@ fn table_with_connector(parser: &mut Parser) -> Result<Option<SourceDef>> {
     parser
         .maybe_parse(parse_create_source)
         .map_err(|e| PlanError::Syntax(syntax_message(e)))
+}
+
+/// `CREATE USER` and `ALTER USER` are PostgreSQL's `CREATE ROLE … LOGIN`
+/// and `ALTER ROLE`; sqlparser reads `CREATE USER` in Snowflake's syntax, so
+/// the statements are parsed as their ROLE forms.
+fn user_as_role(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|i| !matches!(tokens[*i].token, Token::Whitespace(_)))
+        .collect();
+    let mut statement_start = true;
+    for (k, &i) in significant.iter().enumerate() {
+        let starts = statement_start;
+        statement_start = tokens[i].token == Token::SemiColon;
+        if !starts || !(is_word(&tokens[i], "CREATE") || is_word(&tokens[i], "ALTER")) {
+            continue;
+        }
+        if let Some(&next) = significant.get(k + 1) {
+            if is_word(&tokens[next], "USER") {
+                tokens[next].token = Token::make_keyword("ROLE");
+            }
+        }
+    }
+    tokens
 }
 
 /// Rewrites Flink's window spelling `TABLE(TUMBLE(TABLE rel,

@@ -7,7 +7,7 @@ use clap::Parser;
 
 /// Millrace: a streaming SQL database that speaks the PostgreSQL protocol.
 ///
-/// Tables, and materialized views over them (including TUMBLE and HOP
+/// Tables, and materialized views over them (including TUMBLE, HOP and SESSION
 /// windows), are kept up to date incrementally as rows arrive. Connect with
 /// psql or any PostgreSQL driver.
 #[derive(Debug, Clone, Parser)]
@@ -24,4 +24,35 @@ pub struct Config {
     /// Log filter, e.g. `info` or `millrace_server=debug` (RUST_LOG syntax).
     #[arg(long, env = "MILLRACE_LOG", default_value = "info")]
     pub log: String,
+
+    /// How clients log in: `trust` lets anyone connect as any user (the
+    /// default, for trying Millrace on one machine: only allowed on a
+    /// loopback address); `password` checks SCRAM-SHA-256 passwords of
+    /// users made with `CREATE USER name PASSWORD '…'`.
+    #[arg(long, env = "MILLRACE_AUTH", value_enum, default_value = "trust")]
+    pub auth: AuthMode,
+
+    /// Accept `--auth trust` on a non-loopback address: anyone who can
+    /// reach the port gets in.
+    #[arg(long, env = "MILLRACE_ALLOW_TRUST_REMOTE")]
+    pub allow_trust_remote: bool,
+
+    /// With `--auth password`: the user that `MILLRACE_PASSWORD` creates or
+    /// updates at startup, so that a fresh data directory can be logged into.
+    #[arg(long, env = "MILLRACE_USER", default_value = "millrace")]
+    pub user: String,
+
+    /// The password of `--user`, set at startup (read from the environment
+    /// only, so that it stays out of the process list).
+    #[arg(skip = std::env::var("MILLRACE_PASSWORD").ok())]
+    pub password: Option<String>,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// No password asked.
+    Trust,
+    /// SCRAM-SHA-256 against the stored users.
+    Password,
 }

@@ -210,6 +210,8 @@ pub struct Engine {
     /// is in memory can no longer be trusted to match the disk. Writes are
     /// refused until a restart reloads everything from disk.
     poisoned: std::sync::atomic::AtomicBool,
+    /// Users and their password verifiers.
+    users: Arc<crate::users::Users>,
     /// Rewrites the PostgreSQL-isms of client catalog queries (unqualified
     /// `pg_class`, `::regclass`, `ANY(array)` …) into what DataFusion plans.
     compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
@@ -296,6 +298,7 @@ impl Engine {
         )
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
         functions::register(&ctx);
+        let users = crate::users::Users::new(store.clone());
         let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog,
@@ -303,6 +306,7 @@ impl Engine {
             pipelines: RwLock::new(Pipelines::default()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
             compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
+            users,
             sources: std::sync::Mutex::new(HashMap::new()),
             registry,
             me: me.clone(),
@@ -532,6 +536,21 @@ impl Engine {
                 "CREATE VIEW (plain views); use CREATE MATERIALIZED VIEW",
             )),
             Sql::Insert(_) => self.insert(sql, params).await,
+            Sql::CreateRole(cr) => {
+                let names: Vec<String> = cr.names.iter().map(object_name).collect();
+                self.users
+                    .create(&names, cr.if_not_exists, cr.password.as_ref())
+            }
+            Sql::AlterRole { name, operation } => self.users.alter(&name.value, operation),
+            Sql::Drop {
+                object_type: ObjectType::Role | ObjectType::User,
+                if_exists,
+                names,
+                ..
+            } => {
+                let names: Vec<String> = names.iter().map(object_name).collect();
+                self.users.drop_users(&names, *if_exists)
+            }
             Sql::Drop {
                 object_type,
                 if_exists,
@@ -602,6 +621,11 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join(" "),
         )
+    }
+
+    /// The users that password authentication checks.
+    pub fn users(&self) -> Arc<crate::users::Users> {
+        self.users.clone()
     }
 
     /// `EXPLAIN CREATE MATERIALIZED VIEW`: the dataflow the view would run.

@@ -36,6 +36,7 @@ pub mod sqlstate {
     pub const UNABLE_TO_CONNECT: &str = "08001";
     pub const QUERY_CANCELED: &str = "57014";
     pub const INVALID_CURSOR_NAME: &str = "34000";
+    pub const DUPLICATE_OBJECT: &str = "42710";
     pub const DUPLICATE_CURSOR: &str = "42P03";
     pub const INVALID_CURSOR_DEFINITION: &str = "42P11";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";

@@ -15,3 +15,4 @@ pub mod pg;
 pub mod providers;
 pub mod server;
 pub mod source;
+pub mod users;

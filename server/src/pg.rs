@@ -517,7 +517,7 @@ impl ExtendedQueryHandler for Frontend {
 }
 
 /// Backend process ids and cancel keys, unique across connections.
-static PIDS: std::sync::LazyLock<pgwire::api::RandomPidSecretKeyGenerator> =
+static PIDS: std::sync::LazyLock<Arc<pgwire::api::RandomPidSecretKeyGenerator>> =
     std::sync::LazyLock::new(Default::default);
 
 /// The parameters reported at connection start: PostgreSQL 15's, as
@@ -539,7 +539,7 @@ impl pgwire::api::auth::StartupHandler for Frontend {
         message: pgwire::messages::PgWireFrontendMessage,
     ) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -555,19 +555,70 @@ impl pgwire::api::auth::StartupHandler for Frontend {
     }
 }
 
-/// Connects pgwire's handler slots to the front end.
-pub struct Handlers(pub Arc<Frontend>);
+/// How a connection logs in.
+pub enum Startup {
+    /// No password: whoever connects is in.
+    Trust(Arc<Frontend>),
+    /// SCRAM-SHA-256 against the stored users; a wrong password or an
+    /// unknown user is refused with 28P01.
+    Password(
+        Box<
+            pgwire::api::auth::sasl::SASLAuthStartupHandler<
+                pgwire::api::auth::DefaultServerParameterProvider,
+            >,
+        >,
+    ),
+}
+
+impl Startup {
+    /// Password authentication against `users` (one handler per
+    /// connection: it holds the exchange's state).
+    pub fn password(users: Arc<crate::users::Users>) -> Self {
+        use pgwire::api::auth::sasl::{scram::ScramAuth, SASLAuthStartupHandler};
+        let handler = SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+            .with_scram(ScramAuth::new(users))
+            .with_pid_secret_key_generator(PIDS.clone());
+        Startup::Password(Box::new(handler))
+    }
+}
+
+#[async_trait]
+impl pgwire::api::auth::StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Trust(frontend) => frontend.on_startup(client, message).await,
+            Startup::Password(handler) => handler.on_startup(client, message).await,
+        }
+    }
+}
+
+/// Connects pgwire's handler slots to one connection's front end.
+pub struct Handlers {
+    /// Queries.
+    pub frontend: Arc<Frontend>,
+    /// Login.
+    pub startup: Arc<Startup>,
+}
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.0.clone()
+        self.frontend.clone()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.0.clone()
+        self.frontend.clone()
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.0.clone()
+        self.startup.clone()
     }
 }

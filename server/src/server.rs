@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::engine::Engine;
-use crate::pg::{Frontend, Handlers};
+use crate::pg::{Frontend, Handlers, Startup};
 
 /// Opens the data directory, listens, and serves connections until
 /// `shutdown` resolves. Storage is flushed after every commit, so stopping
@@ -15,6 +15,17 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if config.auth == AuthMode::Trust
+        && !config.listen.ip().is_loopback()
+        && !config.allow_trust_remote
+    {
+        anyhow::bail!(
+            "refusing to listen on {} without authentication: anyone who can reach it could log in. \
+             Use --auth password (with users made by CREATE USER … PASSWORD, or MILLRACE_PASSWORD), \
+             listen on 127.0.0.1, or pass --allow-trust-remote if the network is trusted",
+            config.listen
+        );
+    }
     let engine = Engine::open(&config.data_dir).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot open data directory {}: {e}",
@@ -31,6 +42,22 @@ pub async fn run(
         local.ip(),
         local.port()
     );
+    let users = engine.users();
+    if config.auth == AuthMode::Password {
+        if let Some(password) = &config.password {
+            users
+                .set_password(&config.user, password)
+                .map_err(|e| anyhow::anyhow!("cannot set the password of {}: {e}", config.user))?;
+        } else if users
+            .is_empty()
+            .map_err(|e| anyhow::anyhow!("cannot read users: {e}"))?
+        {
+            anyhow::bail!(
+                "--auth password, but no user exists yet: set MILLRACE_PASSWORD to create user \"{}\" (or --user / MILLRACE_USER for another name)",
+                config.user
+            );
+        }
+    }
     let frontend = Frontend::new(engine.clone());
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
@@ -39,7 +66,15 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let h = Arc::new(Handlers(frontend.connection()));
+                    let connection = frontend.connection();
+                    let startup = match config.auth {
+                        AuthMode::Trust => Startup::Trust(connection.clone()),
+                        AuthMode::Password => Startup::password(users.clone()),
+                    };
+                    let h = Arc::new(Handlers {
+                        frontend: connection,
+                        startup: Arc::new(startup),
+                    });
                     connections.spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
                             tracing::debug!(%peer, "connection ended with error: {e}");

@@ -15,10 +15,17 @@ pub(crate) enum Space {
     ViewRows = 4,
     SourceOffsets = 5,
     EventTime = 6,
+    Users = 7,
 }
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {
     let mut k = vec![Space::Meta as u8];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn user(name: &str) -> Vec<u8> {
+    let mut k = vec![Space::Users as u8];
     k.extend_from_slice(name.as_bytes());
     k
 }

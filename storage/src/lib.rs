@@ -101,6 +101,28 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored credentials of user `name` (see [`Commit::put_user`]).
+    pub fn user(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tree
+            .get(keys::user(name))
+            .map_err(|e| StorageError::from_sled(e, "reading a user"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// The names of all users.
+    pub fn user_names(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([Space::Users as u8]) {
+            let (k, _) = item.map_err(|e| StorageError::from_sled(e, "reading users"))?;
+            out.push(
+                String::from_utf8(k[1..].to_vec())
+                    .map_err(|_| StorageError::Corrupt("user name is not UTF-8".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Every batch ever appended to table `id`, in insertion order.
     pub fn table_batches(&self, id: RelationId) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
@@ -296,6 +318,18 @@ impl Commit {
     /// Writes (or replaces) catalog record `name`.
     pub fn put_catalog(&mut self, name: &str, record: Vec<u8>) {
         self.put(keys::catalog(name), record);
+    }
+
+    /// Writes (or replaces) the credentials of user `name`: an opaque
+    /// record (the server stores a SCRAM verifier, never the password).
+    pub fn put_user(&mut self, name: &str, record: Vec<u8>) {
+        self.put(keys::user(name), record);
+    }
+
+    /// Removes user `name`.
+    pub fn delete_user(&mut self, name: &str) {
+        self.batch.remove(keys::user(name));
+        self.ops += 1;
     }
 
     /// Removes catalog record `name`.

@@ -34,11 +34,18 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 impl TestServer {
     /// Starts the binary on `data_dir` and waits for its "ready" line.
     pub fn start(data_dir: &Path) -> TestServer {
+        Self::start_with(data_dir, &[], &[])
+    }
+
+    /// Like [`TestServer::start`], with more flags and environment.
+    pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("MILLRACE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
