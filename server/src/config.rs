@@ -42,6 +42,15 @@ pub struct Config {
     #[arg(long, env = "MILLRACE_USER", default_value = "millrace")]
     pub user: String,
 
+    /// TLS certificate chain (PEM) for client connections; with
+    /// `--tls-key`, clients may (and with `sslmode=require`, must) encrypt.
+    #[arg(long, env = "MILLRACE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "MILLRACE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// The password of `--user`, set at startup (read from the environment
     /// only, so that it stays out of the process list).
     #[arg(skip = std::env::var("MILLRACE_PASSWORD").ok())]

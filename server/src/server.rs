@@ -58,6 +58,7 @@ pub async fn run(
             );
         }
     }
+    let tls = tls_acceptor(&config)?;
     let frontend = Frontend::new(engine.clone());
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
@@ -75,8 +76,9 @@ pub async fn run(
                         frontend: connection,
                         startup: Arc::new(startup),
                     });
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, h).await {
                             tracing::debug!(%peer, "connection ended with error: {e}");
                         }
                     });
@@ -101,4 +103,32 @@ pub async fn run(
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The TLS acceptor of `--tls-cert` / `--tls-key`, if given.
+fn tls_acceptor(config: &Config) -> anyhow::Result<Option<pgwire::tokio::TlsAcceptor>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("TLS certificate {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read TLS key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("TLS certificate and key do not fit: {e}"))?;
+    // PostgreSQL 17 clients may negotiate direct TLS by this ALPN name.
+    tls.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Some(pgwire::tokio::TlsAcceptor::from(Arc::new(tls))))
 }

@@ -133,3 +133,79 @@ async fn scram_passwords_for_durable_users() {
         .expect("if exists");
     server.stop();
 }
+
+/// `--tls-cert` / `--tls-key`: psql with `sslmode=require` gets an
+/// encrypted session (certificate made here with openssl).
+#[test]
+fn tls_with_a_given_certificate_and_key() {
+    if Command::new("openssl").arg("version").output().is_err()
+        || Command::new("psql").arg("--version").output().is_err()
+    {
+        panic!("openssl and psql are required for this test (apt-get install openssl postgresql-client)");
+    }
+    let dir = scratch_dir("auth-tls");
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let data = dir.join("data");
+    let (cert, key) = (
+        cert.to_string_lossy().to_string(),
+        key.to_string_lossy().to_string(),
+    );
+    let server = TestServer::start_with(&data, &["--tls-cert", &cert, "--tls-key", &key], &[]);
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=me dbname=millrace sslmode=require",
+            server.port
+        ))
+        .args(["-X", "-c", "\\conninfo", "-c", "SELECT 40 + 2"])
+        .output()
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SSL connection (protocol: TLS"), "{stdout}");
+    assert!(stdout.contains("42"), "{stdout}");
+    server.stop();
+
+    // A key that does not exist stops the server at startup, saying which.
+    let out = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            "/no/such.key",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("run millrace");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read TLS key /no/such.key"));
+}
