@@ -35,6 +35,10 @@ use crate::window::{
 };
 use crate::{PlanError, Result};
 
+/// Where operators report state changes: `(operator, key, new value or
+/// None when removed)`.
+pub type StateSink<'a> = dyn FnMut(u32, &[u8], Option<Vec<u8>>) + 'a;
+
 /// The changes of one transaction, by relation name.
 pub type Changes = HashMap<String, Delta>;
 
@@ -249,7 +253,7 @@ impl Dataflow {
 
     /// Reports every pending state change to `persist` as
     /// `(operator, group key, new state or None when removed)`.
-    pub fn pending(&mut self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+    pub fn pending(&mut self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
         visit_mut(&mut self.root, &mut |op| op.pending(persist))
     }
 
@@ -401,7 +405,7 @@ trait Stateful {
     fn late_rows(&self) -> u64;
     /// Groups or rows held.
     fn held(&self) -> usize;
-    fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()>;
+    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()>;
     fn committed(&mut self);
     fn rollback(&mut self);
 }
@@ -432,7 +436,7 @@ impl Stateful for AggregateOperator {
     fn held(&self) -> usize {
         self.group_count()
     }
-    fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
         AggregateOperator::pending(self, persist)
     }
     fn committed(&mut self) {
@@ -465,7 +469,7 @@ impl Stateful for SessionOperator {
     fn held(&self) -> usize {
         self.row_count()
     }
-    fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
         SessionOperator::pending(self, persist)
     }
     fn committed(&mut self) {

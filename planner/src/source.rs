@@ -180,25 +180,23 @@ pub fn parse_create_source(parser: &mut Parser) -> Result<SourceDef, ParserError
     let name = fold_name(&parser.parse_object_name(false)?);
     let mut columns = Vec::new();
     let mut watermark = None;
-    if parser.consume_token(&Token::LParen) {
-        if !parser.consume_token(&Token::RParen) {
-            loop {
-                if peek_word(parser, 0, "WATERMARK") {
-                    let w = parse_watermark(parser)?;
-                    if watermark.is_some() {
-                        return Err(ParserError::ParserError(
-                            "a source declares at most one WATERMARK".into(),
-                        ));
-                    }
-                    watermark = Some(w);
-                } else {
-                    columns.push(parser.parse_column_def()?);
+    if parser.consume_token(&Token::LParen) && !parser.consume_token(&Token::RParen) {
+        loop {
+            if peek_word(parser, 0, "WATERMARK") {
+                let w = parse_watermark(parser)?;
+                if watermark.is_some() {
+                    return Err(ParserError::ParserError(
+                        "a source declares at most one WATERMARK".into(),
+                    ));
                 }
-                if parser.consume_token(&Token::RParen) {
-                    break;
-                }
-                parser.expect_token(&Token::Comma)?;
+                watermark = Some(w);
+            } else {
+                columns.push(parser.parse_column_def()?);
             }
+            if parser.consume_token(&Token::RParen) {
+                break;
+            }
+            parser.expect_token(&Token::Comma)?;
         }
     }
     let mut includes = Vec::new();

@@ -224,7 +224,7 @@ fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
     let value = match e {
         Expr::Literal(v, _) => v.clone(),
         Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Literal(v, _) => v.cast_to(&c.field.data_type())?,
+            Expr::Literal(v, _) => v.cast_to(c.field.data_type())?,
             _ => return plan_err!("{fname} needs constant intervals, got {e}"),
         },
         _ => return plan_err!("{fname} needs constant intervals, got {e}"),

@@ -112,9 +112,11 @@ fn group(events: &[(i64, i64, i64)], size_ms: i64) -> Groups {
     g
 }
 
-/// Sessions per auction: (session start ms, auction) → (count, sum, max),
-/// with each session's end (last event + gap).
-fn sessions(events: &[(i64, i64, i64)], gap_ms: i64) -> Vec<((i64, i64), i64, (i64, i64, i64))> {
+/// One session: (start ms, auction), end ms, (count, sum, max).
+type Session = ((i64, i64), i64, (i64, i64, i64));
+
+/// Sessions per auction, each with its end (last event + gap).
+fn sessions(events: &[(i64, i64, i64)], gap_ms: i64) -> Vec<Session> {
     let mut by_auction: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
     for (t, auction, price) in events {
         by_auction.entry(*auction).or_default().push((*t, *price));

@@ -36,6 +36,9 @@ pub type RelationId = u64;
 /// growing table take a gigabyte of memory before anything is evicted.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
+/// One stored operator state record: `(operator, key, value)`.
+pub type StateRecord = (u32, Vec<u8>, Vec<u8>);
+
 /// The durable store of one Millrace data directory.
 #[derive(Clone)]
 pub struct Store {
@@ -171,8 +174,8 @@ impl Store {
         }
     }
 
-    /// All operator state records of view `id`: `(operator, key, value)`.
-    pub fn operator_states(&self, id: RelationId) -> Result<Vec<(u32, Vec<u8>, Vec<u8>)>> {
+    /// All operator state records of view `id`.
+    pub fn operator_states(&self, id: RelationId) -> Result<Vec<StateRecord>> {
         let mut out = Vec::new();
         for item in self
             .tree

@@ -762,7 +762,7 @@ impl AggregateOperator {
     /// Hands every group and value changed since the last commit to
     /// `persist` (`None` when gone). The changes stay pending until
     /// [`AggregateOperator::committed`] or [`AggregateOperator::rollback`].
-    pub fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+    pub fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
         for key in self.undo.keys() {
             match self.groups.get(key) {
                 Some(state) => {

@@ -32,6 +32,9 @@ use crate::{PlanError, Result};
 /// Rows of one key's open sessions: `(event time ns, encoded row)` → count.
 type Rows = BTreeMap<(i64, Vec<u8>), i64>;
 
+/// One key's changes: (event time ns, encoded row, weight).
+type KeyChanges = HashMap<Vec<u8>, Vec<(i64, Vec<u8>, i64)>>;
+
 /// One output row: encoded input row, session bounds (ns), weight.
 type OutRow = (Vec<u8>, i64, i64, i64);
 
@@ -130,7 +133,7 @@ impl SessionOperator {
         let times = crate::event_time::timestamps_ns(batch.column(self.spec.time_column))?;
         let encoded = self.rows.convert_columns(batch.columns())?;
         let keys = key_rows(batch, &self.spec.key_columns)?;
-        let mut by_key: HashMap<Vec<u8>, Vec<(i64, Vec<u8>, i64)>> = HashMap::new();
+        let mut by_key: KeyChanges = HashMap::new();
         for i in 0..batch.num_rows() {
             if times.is_null(i) {
                 continue;
@@ -327,7 +330,7 @@ impl SessionOperator {
     /// Hands every key changed since the last commit to `persist`, with
     /// all its open rows (`None` when it has none left). The changes stay
     /// pending until [`Self::committed`] or [`Self::rollback`].
-    pub fn pending(&self, persist: &mut dyn FnMut(u32, &[u8], Option<Vec<u8>>)) -> Result<()> {
+    pub fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
         for key in self.undo.keys() {
             let value = match self.open.get(key) {
                 Some(rows) => {

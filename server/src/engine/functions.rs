@@ -137,7 +137,7 @@ impl ScalarUDFImpl for JsonBuildObject {
     }
 
     fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
-        if args.len() % 2 != 0 {
+        if !args.len().is_multiple_of(2) {
             return datafusion::common::plan_err!(
                 "argument list of json_build_object must consist of alternating keys and values"
             );
