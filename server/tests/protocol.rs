@@ -303,51 +303,63 @@ fn psql_describe_commands_list_relations_and_columns() {
     expect("\\df", &["List of functions"]);
 }
 
-#[test]
-fn psycopg3_client() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_client.py");
-    let probe = Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .output();
-    if !probe.map(|o| o.status.success()).unwrap_or(false) {
-        panic!("psycopg 3 is required for this test: python3 -m pip install 'psycopg[binary]'");
+/// Runs a driver's client program against a fresh server: `command`
+/// gets the server's port or connection string appended by `with_server`.
+/// `needs` is a command that must succeed for the driver to be there.
+fn run_client(
+    name: &str,
+    needs: &[&str],
+    install: &str,
+    with_server: impl Fn(&TestServer) -> Command,
+) {
+    let present = Command::new(needs[0]).args(&needs[1..]).output();
+    if !present.map(|o| o.status.success()).unwrap_or(false) {
+        panic!("{name} is required for this test: {install}");
     }
-    let dir = scratch_dir("protocol-psycopg");
+    let dir = scratch_dir(&format!("protocol-{name}"));
     let server = TestServer::start(&dir);
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.conninfo())
-        .output()
-        .expect("run python3");
+    let out = with_server(&server).output().expect("run the client");
     assert!(
         out.status.success(),
-        "psycopg client failed:\n{}\n{}",
+        "{name} client failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
+fn psycopg3_client() {
+    run_client(
+        "psycopg",
+        &["python3", "-c", "import psycopg"],
+        "python3 -m pip install 'psycopg[binary]'",
+        |server| {
+            let mut c = Command::new("python3");
+            c.arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/psycopg_client.py"
+            ))
+            .arg(server.conninfo());
+            c
+        },
+    );
+}
+
+#[test]
 fn asyncpg_client() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/asyncpg_client.py");
-    let probe = Command::new("python3")
-        .args(["-c", "import asyncpg"])
-        .output();
-    if !probe.map(|o| o.status.success()).unwrap_or(false) {
-        panic!("asyncpg is required for this test: python3 -m pip install asyncpg");
-    }
-    let dir = scratch_dir("protocol-asyncpg");
-    let server = TestServer::start(&dir);
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.port.to_string())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "asyncpg client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        "asyncpg",
+        &["python3", "-c", "import asyncpg"],
+        "python3 -m pip install asyncpg",
+        |server| {
+            let mut c = Command::new("python3");
+            c.arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/asyncpg_client.py"
+            ))
+            .arg(server.port.to_string());
+            c
+        },
     );
 }
 
@@ -357,25 +369,20 @@ fn asyncpg_client() {
 fn pgjdbc_client() {
     let jar = std::env::var("PGJDBC_JAR")
         .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".to_string());
-    if !std::path::Path::new(&jar).exists()
-        || Command::new("java").arg("-version").output().is_err()
-    {
-        panic!(
-            "pgJDBC and a JDK are required for this test: apt-get install default-jdk-headless libpostgresql-jdbc-java (or set PGJDBC_JAR)"
-        );
-    }
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jdbc/MillraceJdbc.java");
-    let dir = scratch_dir("protocol-pgjdbc");
-    let server = TestServer::start(&dir);
-    let out = Command::new("java")
-        .args(["-cp", &jar, program, &server.port.to_string()])
-        .output()
-        .expect("run java");
-    assert!(
-        out.status.success(),
-        "pgJDBC client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        "pgjdbc",
+        &["test", "-f", &jar],
+        "apt-get install default-jdk-headless libpostgresql-jdbc-java (or set PGJDBC_JAR)",
+        |server| {
+            let mut c = Command::new("java");
+            c.args(["-cp", &jar])
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/jdbc/MillraceJdbc.java"
+                ))
+                .arg(server.port.to_string());
+            c
+        },
     );
 }
 
