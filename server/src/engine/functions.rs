@@ -32,7 +32,11 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(JsonBuildObject::default()));
     // Every type and function is visible on the search path: there is
     // one schema of user objects.
-    for name in ["pg_type_is_visible", "pg_function_is_visible"] {
+    for name in [
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "pg_collation_is_visible",
+    ] {
         ctx.register_udf(ScalarUDF::from(Constant::new(
             name,
             vec![1],
