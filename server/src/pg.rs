@@ -77,8 +77,28 @@ impl Frontend {
             }
         }
         let stmt = &session::inline_settings(client, stmt)?;
-        let fut = self.engine.execute(stmt, params);
-        match AssertUnwindSafe(fut).catch_unwind().await {
+        // statement_timeout bounds queries; a write always runs to its
+        // commit (stopping one halfway would leave nothing to gain).
+        let limit = match stmt.as_ref() {
+            Statement::Sql(sql) if matches!(sql.as_ref(), sqlparser::ast::Statement::Query(_)) => {
+                session::statement_timeout(client)
+            }
+            _ => None,
+        };
+        let fut = AssertUnwindSafe(self.engine.execute(stmt, params)).catch_unwind();
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(SqlError::new(
+                        sqlstate::QUERY_CANCELED,
+                        "canceling statement due to statement timeout",
+                    ))
+                }
+            },
+            None => fut.await,
+        };
+        match result {
             Ok(r) => r.map(SessionOutcome::Engine),
             Err(panic) => {
                 let what = crate::engine::panic_message(&*panic);

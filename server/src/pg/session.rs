@@ -74,6 +74,16 @@ pub(crate) fn handle<C: ClientInfo>(
                 .map(setting_text)
                 .collect::<Vec<_>>()
                 .join(", ");
+            if name == "statement_timeout"
+                && !value.eq_ignore_ascii_case("default")
+                && timeout_ms(&value).is_none()
+            {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
+                )
+                .with_hint("Give milliseconds, or a number with ms, s, min, h or d."));
+            }
             set(client, &name, value);
             command("SET")
         }
@@ -282,6 +292,38 @@ fn setting_call<C: ClientInfo>(client: &C, f: &sqlparser::ast::Function) -> SqlR
             format!("unrecognized configuration parameter \"{name}\""),
         )),
     }
+}
+
+/// The session's `statement_timeout`, if any: a number of milliseconds, or
+/// a number with a unit (`ms`, `s`, `min`, `h`, `d`) as PostgreSQL takes it;
+/// 0 (the default) means none.
+pub(crate) fn statement_timeout<C: ClientInfo>(client: &C) -> Option<std::time::Duration> {
+    let ms = timeout_ms(
+        client
+            .metadata()
+            .get(&format!("{SETTING_PREFIX}statement_timeout"))?,
+    )?;
+    (ms >= 1.0).then(|| std::time::Duration::from_millis(ms as u64))
+}
+
+/// A timeout setting in milliseconds; `None` when it does not parse.
+fn timeout_ms(text: &str) -> Option<f64> {
+    let text = text.trim().to_lowercase();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let ms = number
+        * match unit.trim() {
+            "" | "ms" => 1.0,
+            "s" => 1_000.0,
+            "min" => 60_000.0,
+            "h" => 3_600_000.0,
+            "d" => 86_400_000.0,
+            _ => return None,
+        };
+    Some(ms)
 }
 
 /// A single text column called `name`.
