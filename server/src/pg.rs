@@ -79,24 +79,28 @@ impl Frontend {
         let stmt = &session::inline_settings(client, stmt)?;
         // statement_timeout bounds queries; a write always runs to its
         // commit (stopping one halfway would leave nothing to gain).
-        let limit = match stmt.as_ref() {
-            Statement::Sql(sql) if matches!(sql.as_ref(), sqlparser::ast::Statement::Query(_)) => {
-                session::statement_timeout(client)
-            }
-            _ => None,
+        let limit = if is_query(stmt) {
+            session::statement_timeout(client)
+        } else {
+            None
         };
         let fut = AssertUnwindSafe(self.engine.execute(stmt, params)).catch_unwind();
-        let result = match limit {
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(SqlError::new(
-                        sqlstate::QUERY_CANCELED,
-                        "canceling statement due to statement timeout",
-                    ))
-                }
-            },
-            None => fut.await,
+        // (A CancelRequest is handled by pgwire: it drops the running
+        // statement's future, see `register_for_cancel`.)
+        let deadline = async move {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let result = tokio::select! {
+            r = fut => r,
+            _ = deadline => {
+                return Err(SqlError::new(
+                    sqlstate::QUERY_CANCELED,
+                    "canceling statement due to statement timeout",
+                ))
+            }
         };
         match result {
             Ok(r) => r.map(SessionOutcome::Engine),
@@ -173,6 +177,11 @@ fn parse_client_sql(
         Some(swapped) => statement::parse(&swapped),
         None => statement::parse(sql),
     }
+}
+
+/// True for a read: what statement_timeout and cancelling may stop.
+fn is_query(stmt: &Statement) -> bool {
+    matches!(stmt, Statement::Sql(sql) if matches!(sql.as_ref(), sqlparser::ast::Statement::Query(_)))
 }
 
 /// Session metadata key counting the writes made inside `BEGIN … `.
@@ -536,6 +545,23 @@ impl ExtendedQueryHandler for Frontend {
     }
 }
 
+/// The running connections by process id and cancel key: a CancelRequest
+/// (sent on a new connection) finds its target here.
+static CONNECTIONS: std::sync::LazyLock<Arc<pgwire::api::ConnectionManager>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Registers the connection with [`CONNECTIONS`] for the rest of its life:
+/// pgwire then runs each statement against the connection's cancel signal
+/// and answers a CancelRequest for it with 57014.
+fn register_for_cancel<C: ClientInfo>(client: &C) {
+    let (pid, key) = client.pid_and_secret_key();
+    let (handle, guard) = CONNECTIONS.register(pid, key);
+    client
+        .session_extensions()
+        .insert::<Arc<pgwire::api::ConnectionHandle>>(handle);
+    client.session_extensions().insert(guard);
+}
+
 /// Backend process ids and cancel keys, unique across connections.
 static PIDS: std::sync::LazyLock<Arc<pgwire::api::RandomPidSecretKeyGenerator>> =
     std::sync::LazyLock::new(Default::default);
@@ -569,6 +595,7 @@ impl pgwire::api::auth::StartupHandler for Frontend {
             pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
             let (pid, key) = PIDS.generate(client);
             client.set_pid_and_secret_key(pid, key);
+            register_for_cancel(client);
             pgwire::api::auth::finish_authentication(client, &server_parameters()).await?;
         }
         Ok(())
@@ -597,7 +624,8 @@ impl Startup {
         use pgwire::api::auth::sasl::{scram::ScramAuth, SASLAuthStartupHandler};
         let handler = SASLAuthStartupHandler::new(Arc::new(server_parameters()))
             .with_scram(ScramAuth::new(users))
-            .with_pid_secret_key_generator(PIDS.clone());
+            .with_pid_secret_key_generator(PIDS.clone())
+            .with_connection_manager(CONNECTIONS.clone());
         Startup::Password(Box::new(handler))
     }
 }
@@ -640,5 +668,11 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(pgwire::api::cancel::DefaultCancelHandler::new(
+            CONNECTIONS.clone(),
+        ))
     }
 }

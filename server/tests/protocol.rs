@@ -386,6 +386,44 @@ fn pgjdbc_client() {
     );
 }
 
+/// A CancelRequest (sent by the driver on a second connection) stops a
+/// running query with 57014; the session stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_a_running_query() {
+    let dir = scratch_dir("protocol-cancel");
+    let server = TestServer::start(&dir);
+    let client = server.connect().await;
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send the cancel request");
+    });
+    let started = std::time::Instant::now();
+    let err = client
+        .query_one(
+            "SELECT count(*) FROM generate_series(1, 2000000000) AS g(x) WHERE x % 7 = 3",
+            &[],
+        )
+        .await
+        .expect_err("the query is cancelled");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "cancelled only after {:?}",
+        started.elapsed()
+    );
+    canceller.await.expect("canceller");
+    let one: i64 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("usable")
+        .get(0);
+    assert_eq!(one, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_socket_affects_no_other_session() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
