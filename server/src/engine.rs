@@ -589,7 +589,13 @@ impl Engine {
     /// with such queries swapped, or `None` when `sql` holds none. Only
     /// text that mentions a `pg_` name is scanned (the scan is per token).
     pub fn swap_client_queries(&self, sql: &str) -> Option<String> {
-        if !sql.to_ascii_lowercase().contains("pg_") {
+        // Checked in place: this runs for every statement a client sends,
+        // and a long INSERT must not be copied for it.
+        if !sql
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"pg_"))
+        {
             return None;
         }
         let mut own = None;
