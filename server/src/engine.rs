@@ -46,6 +46,7 @@ use sources::parse_source;
 
 pub mod event_time;
 pub mod functions;
+mod information_schema;
 mod sources;
 
 /// How long `FLUSH` waits for sources to catch up before giving up.
@@ -251,7 +252,9 @@ impl Engine {
         let catalog = Arc::new(Catalog::new(store.clone()));
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("millrace", "public")
-            .with_information_schema(true)
+            // Served by the catalog instead (see `information_schema.rs`),
+            // with PostgreSQL's type names.
+            .with_information_schema(false)
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
             // 1.005 is an exact numeric in PostgreSQL, not a double.
             .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
@@ -263,6 +266,11 @@ impl Engine {
         let default_catalog = ctx
             .catalog("millrace")
             .ok_or_else(|| SqlError::internal("default catalog missing"))?;
+        let catalogs = Arc::downgrade(ctx.state().catalog_list());
+        let default_catalog: Arc<dyn datafusion::catalog::CatalogProvider> = Arc::new(
+            information_schema::CatalogWithInformationSchema::new(default_catalog, catalogs),
+        );
+        ctx.register_catalog("millrace", default_catalog.clone());
         default_catalog
             .register_schema("public", Arc::new(CatalogSchema(catalog.clone())))
             .map_err(SqlError::from)?;

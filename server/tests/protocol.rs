@@ -386,6 +386,69 @@ fn pgjdbc_client() {
     );
 }
 
+/// node-postgres (`pg` from npm, pinned in `tests/node/package.json`;
+/// `.ci/run` installs it into `tests/node/node_modules`).
+#[test]
+fn node_postgres_client() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    run_client(
+        "node-postgres",
+        &["node", "-e", &format!("require('{dir}/node_modules/pg')")],
+        "apt-get install nodejs npm, then npm install in server/tests/node",
+        |server| {
+            let mut c = Command::new("node");
+            c.current_dir(dir)
+                .arg("millrace_pg.js")
+                .arg(server.port.to_string());
+            c
+        },
+    )
+}
+
+/// Go pgx v4 from Debian's golang-github-jackc-pgx-v4-dev, built in GOPATH
+/// mode (Debian's Go sources, no module proxy).
+#[test]
+fn pgx_client() {
+    let gopath = std::env::var("PGX_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".to_string());
+    let pgx = format!("{gopath}/src/github.com/jackc/pgx/v4");
+    run_client(
+        "pgx",
+        &["sh", "-c", &format!("command -v go && test -d {pgx}")],
+        "apt-get install golang-go golang-github-jackc-pgx-v4-dev (or set PGX_GOPATH)",
+        |server| {
+            let mut c = Command::new("go");
+            c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pgx"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", &gopath)
+                .env("GOFLAGS", "")
+                .args(["run", "millrace_pgx.go"])
+                .arg(server.port.to_string());
+            c
+        },
+    )
+}
+
+/// psqlODBC (Debian's odbc-postgresql) through unixODBC and pyodbc,
+/// reading every result with `DECLARE … CURSOR WITH HOLD` / `FETCH`.
+#[test]
+fn psqlodbc_client() {
+    run_client(
+        "psqlodbc",
+        &[
+            "python3",
+            "-c",
+            "import pyodbc; assert 'PostgreSQL Unicode' in pyodbc.drivers()",
+        ],
+        "apt-get install odbc-postgresql unixodbc-dev; python3 -m pip install pyodbc",
+        |server| {
+            let mut c = Command::new("python3");
+            c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/odbc_client.py"))
+                .arg(server.port.to_string());
+            c
+        },
+    )
+}
+
 /// A CancelRequest (sent by the driver on a second connection) stops a
 /// running query with 57014; the session stays usable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
