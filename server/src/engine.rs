@@ -299,13 +299,13 @@ impl Engine {
         ctx.register_udtf("session", Arc::new(SessionFunction::new(catalog.clone())));
         // pg_catalog and the PostgreSQL helper functions psql, drivers and BI
         // tools call on connect (datafusion-pg-catalog), then our own on top.
-        datafusion_pg_catalog::setup_pg_catalog(
+        let relation_oids = datafusion_pg_catalog::setup_pg_catalog(
             &ctx,
             "millrace",
             datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
-        functions::register(&ctx);
+        functions::register(&ctx, catalog.clone(), relation_oids);
         let users = crate::users::Users::new(store.clone());
         let engine = Arc::new_cyclic(|me| Self {
             store,

@@ -298,7 +298,13 @@ fn psql_describe_commands_list_relations_and_columns() {
     );
     expect(
         "\\d+ per_user",
-        &["Materialized view \"public.per_user\"", "user_id", "n"],
+        &[
+            "Materialized view \"public.per_user\"",
+            "user_id",
+            "n",
+            "View definition:",
+            "SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id;",
+        ],
     );
     expect("\\df", &["List of functions"]);
 }

@@ -3,6 +3,8 @@
 //! misread): `version()` must look like PostgreSQL's, or drivers and BI
 //! tools that parse it refuse the server.
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
@@ -10,6 +12,11 @@ use datafusion::logical_expr::{
     Volatility,
 };
 use datafusion::prelude::SessionContext;
+use datafusion_pg_catalog::pg_catalog::RelationOids;
+use millrace_planner::statement::Statement;
+use sqlparser::ast::Statement as SqlStatement;
+
+use crate::catalog::{Catalog, Kind};
 
 /// What `version()` answers: PostgreSQL's shape (drivers parse the number
 /// after "PostgreSQL"), naming Millrace.
@@ -22,14 +29,16 @@ pub fn version_string() -> String {
 }
 
 /// Registers the functions of this module in `ctx` (replacing DataFusion's
-/// own `version()`).
-pub fn register(ctx: &SessionContext) {
+/// own `version()`). `catalog` and `oids` let `pg_get_viewdef` find a view
+/// by name or by its `pg_class.oid`.
+pub fn register(ctx: &SessionContext, catalog: Arc<Catalog>, oids: RelationOids) {
     ctx.register_udf(ScalarUDF::from(Constant::new(
         "version",
         vec![],
         ScalarValue::Utf8(Some(version_string())),
     )));
     ctx.register_udf(ScalarUDF::from(JsonBuildObject::default()));
+    ctx.register_udf(ScalarUDF::from(ViewDefinition::new(catalog, oids)));
     // Every type and function is visible on the search path: there is
     // one schema of user objects.
     for name in [
@@ -45,15 +54,13 @@ pub fn register(ctx: &SessionContext) {
     }
     // NULL where PostgreSQL answers NULL for objects without one: views,
     // tables and columns carry no comments (COMMENT ON is not supported),
-    // no column owns a sequence, no relation has rules. View definitions
-    // are not reconstructed yet.
+    // no column owns a sequence, no relation has rules.
     for (name, args) in [
         ("obj_description", vec![1, 2]),
         ("col_description", vec![2]),
         ("shobj_description", vec![2]),
         ("pg_get_serial_sequence", vec![2]),
         ("pg_get_ruledef", vec![1, 2]),
-        ("pg_get_viewdef", vec![1, 2]),
         // There are no user-defined functions to describe.
         ("pg_get_function_result", vec![1]),
         ("pg_get_function_arguments", vec![1]),
@@ -112,6 +119,140 @@ impl ScalarUDFImpl for Constant {
         _args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
         Ok(ColumnarValue::Scalar(self.value.clone()))
+    }
+}
+
+/// `pg_get_viewdef(view [, pretty])`: the query of a materialized view,
+/// given its `pg_class.oid` or its name (psql's `\d+` "View definition",
+/// pgAdmin's and DBeaver's view DDL). NULL for anything but a view, as in
+/// PostgreSQL. `EMIT ON WINDOW CLOSE` follows the query for views that
+/// have it, so the text says what the view computes.
+#[derive(Debug)]
+struct ViewDefinition {
+    catalog: Arc<Catalog>,
+    oids: RelationOids,
+    signature: Signature,
+}
+
+impl ViewDefinition {
+    fn new(catalog: Arc<Catalog>, oids: RelationOids) -> Self {
+        Self {
+            catalog,
+            oids,
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Stable,
+            ),
+        }
+    }
+
+    /// The definition of the view `arg` (an oid or a name) names.
+    fn definition(&self, arg: &ScalarValue) -> Option<String> {
+        let name = match arg {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => relation_name(s)?,
+            other => {
+                let oid = match other {
+                    ScalarValue::Int32(Some(i)) => u32::try_from(*i).ok()?,
+                    ScalarValue::Int64(Some(i)) => u32::try_from(*i).ok()?,
+                    ScalarValue::UInt32(Some(i)) => *i,
+                    ScalarValue::UInt64(Some(i)) => u32::try_from(*i).ok()?,
+                    _ => return None,
+                };
+                let rel = self.oids.get(oid)?;
+                if rel.schema != "public" {
+                    return None;
+                }
+                rel.name
+            }
+        };
+        let rel = self.catalog.get(&name)?;
+        if rel.kind != Kind::MaterializedView {
+            return None;
+        }
+        view_query(&rel.sql)
+    }
+}
+
+/// The relation a `pg_get_viewdef(text)` argument names: `name`,
+/// `public.name` or `"Quoted"`, as PostgreSQL reads a relation name.
+fn relation_name(text: &str) -> Option<String> {
+    let text = text.trim();
+    let name = match text.split_once('.') {
+        Some((schema, name)) if schema.trim_matches('"') == "public" => name,
+        Some(_) => return None,
+        None => text,
+    };
+    Some(
+        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => name.to_lowercase(),
+        },
+    )
+}
+
+/// The query of a stored `CREATE MATERIALIZED VIEW` statement, ending in
+/// `;` like PostgreSQL's.
+fn view_query(sql: &str) -> Option<String> {
+    let mut stmts = millrace_planner::statement::parse(sql).ok()?;
+    let (stmt, emit) = match stmts.pop()? {
+        Statement::Sql(s) => (s, ""),
+        Statement::CreateViewOnWindowClose(s) => (s, "\nEMIT ON WINDOW CLOSE"),
+        _ => return None,
+    };
+    match *stmt {
+        SqlStatement::CreateView(view) => Some(format!("{}{emit};", view.query)),
+        _ => None,
+    }
+}
+
+impl PartialEq for ViewDefinition {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+
+impl Eq for ViewDefinition {}
+
+impl std::hash::Hash for ViewDefinition {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ViewDefinition {
+    fn name(&self) -> &str {
+        "pg_get_viewdef"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let Some(view) = args.args.first() else {
+            return datafusion::common::plan_err!("pg_get_viewdef needs a view");
+        };
+        match view {
+            ColumnarValue::Scalar(v) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(self.definition(v))))
+            }
+            ColumnarValue::Array(a) => {
+                let mut out = datafusion::arrow::array::StringBuilder::new();
+                for row in 0..a.len() {
+                    out.append_option(self.definition(&ScalarValue::try_from_array(a, row)?));
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+        }
     }
 }
 
@@ -176,7 +317,7 @@ impl ScalarUDFImpl for JsonBuildObject {
             }
             out.append_value(serde_json::Value::Object(object).to_string());
         }
-        Ok(ColumnarValue::Array(std::sync::Arc::new(out.finish())))
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
 
@@ -208,6 +349,27 @@ fn json_value(v: ScalarValue) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn view_names_read_like_relation_names() {
+        use super::relation_name;
+        assert_eq!(relation_name("Per_Minute").as_deref(), Some("per_minute"));
+        assert_eq!(relation_name("public.v").as_deref(), Some("v"));
+        assert_eq!(relation_name("\"Mixed\"").as_deref(), Some("Mixed"));
+        assert_eq!(relation_name("pg_catalog.pg_class"), None);
+    }
+
+    #[test]
+    fn a_view_definition_is_its_query() {
+        let q = super::view_query(
+            "CREATE MATERIALIZED VIEW v AS SELECT a, count(*) AS n FROM t GROUP BY a",
+        );
+        assert_eq!(
+            q.as_deref(),
+            Some("SELECT a, count(*) AS n FROM t GROUP BY a;")
+        );
+        assert_eq!(super::view_query("CREATE TABLE t (a INT)"), None);
+    }
+
     #[test]
     fn version_reads_like_postgres() {
         let v = super::version_string();

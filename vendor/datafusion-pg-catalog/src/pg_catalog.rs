@@ -255,12 +255,57 @@ pub(crate) fn resolve_oid(
     }
 }
 
+/// Millrace: which relation a `pg_class.oid` stands for, as of the last
+/// `pg_class` scan, so functions given an oid (`pg_get_viewdef(oid)`) can
+/// find the relation. A plain (not async) lock: scalar functions are not
+/// async, and it is never held across an await.
+#[derive(Debug, Clone, Default)]
+pub struct RelationOids(Arc<std::sync::RwLock<HashMap<Oid, RelationName>>>);
+
+/// Millrace: a relation's catalog, schema and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationName {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+}
+
+impl RelationOids {
+    /// The relation `oid` named in the last `pg_class` scan.
+    pub fn get(&self, oid: Oid) -> Option<RelationName> {
+        self.0.read().ok()?.get(&oid).cloned()
+    }
+
+    /// Records the relations of `cache` (after a `pg_class` scan).
+    pub(crate) fn publish(&self, cache: &HashMap<OidCacheKey, Oid>) {
+        let relations = cache
+            .iter()
+            .filter_map(|(key, oid)| match key {
+                OidCacheKey::Table(catalog, schema, name) => Some((
+                    *oid,
+                    RelationName {
+                        catalog: catalog.clone(),
+                        schema: schema.clone(),
+                        name: name.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        if let Ok(mut map) = self.0.write() {
+            *map = relations;
+        }
+    }
+}
+
 // Create custom schema provider for pg_catalog
 #[derive(Debug)]
 pub struct PgCatalogSchemaProvider<C, P> {
     catalog_list: C,
     oid_counter: Arc<AtomicU32>,
     oid_cache: Arc<RwLock<HashMap<OidCacheKey, Oid>>>,
+    /// Millrace: see [`RelationOids`].
+    relation_oids: RelationOids,
     static_tables: Arc<PgCatalogStaticTables>,
     context_provider: P,
 }
@@ -295,6 +340,7 @@ impl<C: CatalogInfo, P: PgCatalogContextProvider> PgCatalogSchemaProvider<C, P> 
             catalog_list,
             oid_counter: Arc::new(AtomicU32::new(16384)),
             oid_cache: Arc::new(RwLock::new(HashMap::new())),
+            relation_oids: RelationOids::default(),
             static_tables,
             context_provider,
         })
@@ -441,6 +487,7 @@ impl<C: CatalogInfo, P: PgCatalogContextProvider> PgCatalogSchemaProvider<C, P> 
                     self.catalog_list.clone(),
                     self.oid_counter.clone(),
                     self.oid_cache.clone(),
+                    self.relation_oids.clone(),
                 ));
                 Ok(Some(PgCatalogTable::Dynamic(table)))
             }
@@ -1493,11 +1540,12 @@ pub fn create_pg_get_partition_ancestors_udf() -> ScalarUDF {
 }
 
 /// Install pg_catalog and postgres UDFs to current `SessionContext`
+/// Millrace: returns the oids of relations (see [`RelationOids`]).
 pub fn setup_pg_catalog<P>(
     session_context: &SessionContext,
     catalog_name: &str,
     context_provider: P,
-) -> Result<(), Box<DataFusionError>>
+) -> Result<RelationOids, Box<DataFusionError>>
 where
     P: PgCatalogContextProvider,
 {
@@ -1515,6 +1563,7 @@ where
             ))
         })?
         .register_schema("pg_catalog", pg_catalog.clone())?;
+    let relation_oids = pg_catalog.relation_oids.clone();
 
     session_context.register_udf(create_current_database_udf(catalog_name));
     session_context.register_udf(create_current_schema_udf());
@@ -1581,7 +1630,7 @@ where
     // replacing the former CastArrayBoundsForGenerateSeries SQL rewrite.
     generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(session_context);
 
-    Ok(())
+    Ok(relation_oids)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::sync::RwLock;
 
 use crate::pg_catalog::catalog_info::{CatalogInfo, relkind};
 
-use super::{OidCacheKey, resolve_oid};
+use super::{OidCacheKey, RelationOids, resolve_oid};
 
 #[derive(Debug, Clone)]
 pub(crate) struct PgClassTable<C> {
@@ -26,6 +26,8 @@ pub(crate) struct PgClassTable<C> {
     catalog_list: C,
     oid_counter: Arc<AtomicU32>,
     oid_cache: Arc<RwLock<HashMap<OidCacheKey, Oid>>>,
+    /// Millrace: where the relations' oids are published after a scan.
+    relation_oids: RelationOids,
 }
 
 impl<C: CatalogInfo> PgClassTable<C> {
@@ -33,6 +35,7 @@ impl<C: CatalogInfo> PgClassTable<C> {
         catalog_list: C,
         oid_counter: Arc<AtomicU32>,
         oid_cache: Arc<RwLock<HashMap<OidCacheKey, Oid>>>,
+        relation_oids: RelationOids,
     ) -> Self {
         // Define the schema for pg_class
         // This matches key columns from PostgreSQL's pg_class
@@ -75,6 +78,7 @@ impl<C: CatalogInfo> PgClassTable<C> {
             catalog_list,
             oid_counter,
             oid_cache,
+            relation_oids,
         }
     }
 
@@ -206,6 +210,7 @@ impl<C: CatalogInfo> PgClassTable<C> {
             }
         }
 
+        this.relation_oids.publish(&swap_cache);
         *oid_cache = swap_cache;
 
         // Create Arrow arrays from the collected data
