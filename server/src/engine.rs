@@ -662,7 +662,8 @@ impl Engine {
         params: Option<&ParamValues>,
     ) -> SqlResult<LogicalPlan> {
         let state = self.ctx.state();
-        let sql = self.compat.rewrite(sql.clone());
+        let mut sql = self.compat.rewrite(sql.clone());
+        functions::rewrite_like_escapes(&mut sql)?;
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(sql)))
             .await?;

@@ -23,6 +23,8 @@ pub mod sqlstate {
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_ESCAPE_SEQUENCE: &str = "22025";
+    pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";

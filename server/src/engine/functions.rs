@@ -17,6 +17,7 @@ use millrace_planner::statement::Statement;
 use sqlparser::ast::Statement as SqlStatement;
 
 use crate::catalog::{Catalog, Kind};
+use crate::error::{sqlstate, SqlError};
 
 /// What `version()` answers: PostgreSQL's shape (drivers parse the number
 /// after "PostgreSQL"), naming Millrace.
@@ -39,6 +40,9 @@ pub fn register(ctx: &SessionContext, catalog: Arc<Catalog>, oids: RelationOids)
     )));
     ctx.register_udf(ScalarUDF::from(JsonBuildObject::default()));
     ctx.register_udf(ScalarUDF::from(ViewDefinition::new(catalog, oids)));
+    ctx.register_udf(ScalarUDF::from(LikeEscape::default()));
+    ctx.register_udf(ScalarUDF::from(ToRegtype::default()));
+    ctx.register_udf(ScalarUDF::from(Format::default()));
     // Every type and function is visible on the search path: there is
     // one schema of user objects.
     for name in [
@@ -256,6 +260,424 @@ impl ScalarUDFImpl for ViewDefinition {
     }
 }
 
+/// `like_escape(pattern, escape)`: `pattern` with `escape` as its escape
+/// character, rewritten to use backslash, the only escape DataFusion's
+/// LIKE knows. As in PostgreSQL, `x LIKE p ESCAPE e` means
+/// `x LIKE like_escape(p, e)` (the engine rewrites the one into the other:
+/// SQLAlchemy escapes with `/`), and an empty `e` turns escaping off.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LikeEscape {
+    signature: Signature,
+}
+
+impl Default for LikeEscape {
+    fn default() -> Self {
+        Self {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// `pattern` with escapes by `escape` (none if `None`) turned into
+/// backslash escapes.
+pub(crate) fn backslash_escapes(pattern: &str, escape: Option<char>) -> Result<String, SqlError> {
+    if escape == Some('\\') {
+        return Ok(pattern.to_string());
+    }
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            let Some(next) = chars.next() else {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_ESCAPE_SEQUENCE,
+                    "LIKE pattern must not end with escape character",
+                ));
+            };
+            out.push('\\');
+            out.push(next);
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// The escape character of `ESCAPE 'e'`: one character, or none for `''`.
+pub(crate) fn escape_char(text: &str) -> Result<Option<char>, SqlError> {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (None, _) => Ok(None),
+        (Some(c), None) => Ok(Some(c)),
+        _ => Err(SqlError::new(
+            sqlstate::INVALID_ESCAPE_SEQUENCE,
+            "invalid escape string: it must be empty or one character",
+        )),
+    }
+}
+
+impl ScalarUDFImpl for LikeEscape {
+    fn name(&self) -> &str {
+        "like_escape"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (Some(patterns), Some(escapes)) = (arrays.first(), arrays.get(1)) else {
+            return datafusion::common::plan_err!("like_escape takes a pattern and an escape");
+        };
+        let patterns = datafusion::common::cast::as_string_array(patterns)?;
+        let escapes = datafusion::common::cast::as_string_array(escapes)?;
+        let external = |e: SqlError| datafusion::error::DataFusionError::External(Box::new(e));
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for row in 0..n {
+            if datafusion::arrow::array::Array::is_null(patterns, row)
+                || datafusion::arrow::array::Array::is_null(escapes, row)
+            {
+                out.append_null();
+                continue;
+            }
+            let escape = escape_char(escapes.value(row)).map_err(external)?;
+            out.append_value(backslash_escapes(patterns.value(row), escape).map_err(external)?);
+        }
+        let array: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
+        if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// `to_regtype(name)`: the oid of the built-in type `name`, or NULL when
+/// there is none (psycopg's `TypeInfo.fetch`, SQLAlchemy's hstore probe).
+/// Takes PostgreSQL's catalog names (`int8`), SQL spellings (`bigint`,
+/// `double precision`), a `pg_catalog.` prefix and `[]` for arrays.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToRegtype {
+    signature: Signature,
+}
+
+impl Default for ToRegtype {
+    fn default() -> Self {
+        Self {
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+        }
+    }
+}
+
+/// The oid of the type PostgreSQL's `regtype` input would read `name` as.
+pub(crate) fn type_oid(name: &str) -> Option<i32> {
+    use pgwire::api::Type;
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static BY_NAME: OnceLock<HashMap<String, u32>> = OnceLock::new();
+    let by_name = BY_NAME.get_or_init(|| {
+        // Every type postgres-types knows, by its pg_type name.
+        (0..=u16::MAX as u32)
+            .filter_map(|oid| Type::from_oid(oid).map(|t| (t.name().to_string(), oid)))
+            .collect()
+    });
+    let name = name.trim().to_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name).trim();
+    let (base, array) = match name.strip_suffix("[]") {
+        Some(base) => (base.trim(), true),
+        None => (name, false),
+    };
+    let base = match base {
+        "integer" | "int" => "int4",
+        "smallint" => "int2",
+        "bigint" => "int8",
+        "real" => "float4",
+        "double precision" | "float" => "float8",
+        "boolean" => "bool",
+        "character varying" => "varchar",
+        "character" | "char" => "bpchar",
+        "decimal" => "numeric",
+        "timestamp without time zone" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "time without time zone" => "time",
+        "time with time zone" => "timetz",
+        other => other,
+    };
+    let key = if array {
+        format!("_{base}")
+    } else {
+        base.to_string()
+    };
+    by_name.get(&key).and_then(|oid| i32::try_from(*oid).ok())
+}
+
+impl ScalarUDFImpl for ToRegtype {
+    fn name(&self) -> &str {
+        "to_regtype"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let Some(name) = args.args.first() else {
+            return datafusion::common::plan_err!("to_regtype takes a type name");
+        };
+        let oid = |v: &ScalarValue| match v {
+            ScalarValue::Utf8(Some(s)) => type_oid(s),
+            _ => None,
+        };
+        match name {
+            ColumnarValue::Scalar(v) => Ok(ColumnarValue::Scalar(ScalarValue::Int32(oid(v)))),
+            ColumnarValue::Array(a) => {
+                let mut out = datafusion::arrow::array::Int32Builder::new();
+                for row in 0..a.len() {
+                    out.append_option(oid(&ScalarValue::try_from_array(a, row)?));
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+        }
+    }
+}
+
+/// `format(formatstr, arg, …)`: PostgreSQL's `%s` (text, NULL as
+/// nothing), `%I` (quoted identifier), `%L` (quoted literal, NULL as
+/// `NULL`) and `%%`, with arguments in order (Metabase builds type and
+/// relation names with it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl Default for Format {
+    fn default() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Stable),
+        }
+    }
+}
+
+/// An argument of `format` as text (None for NULL).
+fn format_arg(v: &ScalarValue) -> Option<String> {
+    match v {
+        v if v.is_null() => None,
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        ScalarValue::Boolean(Some(b)) => Some(if *b { "t" } else { "f" }.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `format`'s result for one row.
+pub(crate) fn format_row(fmt: &str, args: &[Option<String>]) -> Result<String, SqlError> {
+    let mut out = String::with_capacity(fmt.len());
+    let mut next = args.iter();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let spec = chars.next();
+        if spec == Some('%') {
+            out.push('%');
+            continue;
+        }
+        let arg = match spec {
+            Some('s' | 'I' | 'L') => next.next().ok_or_else(|| {
+                SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "too few arguments for format()",
+                )
+            })?,
+            _ => {
+                return Err(SqlError::unsupported(format!(
+                    "format() conversion \"%{}\" (only %s, %I, %L and %% are)",
+                    spec.map(String::from).unwrap_or_default()
+                )))
+            }
+        };
+        match (spec, arg) {
+            (Some('s'), Some(a)) => out.push_str(a),
+            (Some('s'), None) => {}
+            (Some('I'), Some(a)) => {
+                let plain = a
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                    && a.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if plain {
+                    out.push_str(a);
+                } else {
+                    out.push('"');
+                    out.push_str(&a.replace('"', "\"\""));
+                    out.push('"');
+                }
+            }
+            (Some('I'), None) => {
+                return Err(SqlError::new(
+                    sqlstate::NULL_VALUE_NOT_ALLOWED,
+                    "null values cannot be formatted as an SQL identifier",
+                ))
+            }
+            (_, Some(a)) => {
+                out.push('\'');
+                out.push_str(&a.replace('\'', "''"));
+                out.push('\'');
+            }
+            (_, None) => out.push_str("NULL"),
+        }
+    }
+    Ok(out)
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let n = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let external = |e: SqlError| datafusion::error::DataFusionError::External(Box::new(e));
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        for row in 0..n {
+            let mut values = Vec::with_capacity(arrays.len());
+            for a in &arrays {
+                values.push(format_arg(&ScalarValue::try_from_array(a, row)?));
+            }
+            match values.split_first() {
+                Some((Some(fmt), rest)) => {
+                    out.append_value(format_row(fmt, rest).map_err(external)?)
+                }
+                _ => out.append_null(),
+            }
+        }
+        let array: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// Rewrites `x [NOT] [I]LIKE p ESCAPE 'e'` (e not backslash) in `stmt` to
+/// `x [NOT] [I]LIKE like_escape(p, 'e')`, which DataFusion plans (the
+/// pattern may be a parameter, so it is converted when the query runs).
+pub(crate) fn rewrite_like_escapes(stmt: &mut SqlStatement) -> Result<(), SqlError> {
+    use sqlparser::ast::{
+        Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+        Ident, ObjectName, Value,
+    };
+    use std::ops::ControlFlow;
+    let mut error = None;
+    let _ = sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        let (Expr::Like {
+            pattern,
+            escape_char: escape,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char: escape,
+            ..
+        }) = e
+        else {
+            return ControlFlow::Continue(());
+        };
+        if escape.is_none() {
+            return ControlFlow::Continue(());
+        }
+        let Some(escape) = escape.take() else {
+            return ControlFlow::Continue(());
+        };
+        let text = match &escape.value {
+            Value::SingleQuotedString(t) | Value::EscapedStringLiteral(t) => t.clone(),
+            _ => {
+                error = Some(SqlError::new(
+                    sqlstate::INVALID_ESCAPE_SEQUENCE,
+                    "ESCAPE takes a string literal",
+                ));
+                return ControlFlow::Break(());
+            }
+        };
+        if let Err(e) = escape_char(&text) {
+            error = Some(e);
+            return ControlFlow::Break(());
+        }
+        if text == "\\" {
+            return ControlFlow::Continue(());
+        }
+        let arg = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
+        let original = std::mem::replace(pattern.as_mut(), Expr::Value(Value::Null.into()));
+        **pattern = Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("like_escape")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![arg(original), arg(Expr::Value(escape))],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        });
+        ControlFlow::Continue(())
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// `json_build_object(key, value, …)`: a JSON object of alternating keys
 /// and values (SQLAlchemy's reflection queries build column descriptions
 /// with it).
@@ -349,6 +771,49 @@ fn json_value(v: ScalarValue) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn type_names_read_like_regtype_input() {
+        use super::type_oid;
+        assert_eq!(type_oid("int8"), Some(20));
+        assert_eq!(type_oid("bigint"), Some(20));
+        assert_eq!(type_oid("pg_catalog.text"), Some(25));
+        assert_eq!(type_oid("double precision"), Some(701));
+        assert_eq!(type_oid("integer[]"), Some(1007));
+        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
+        assert_eq!(type_oid("hstore"), None);
+    }
+
+    #[test]
+    fn format_quotes_like_postgres() {
+        use super::format_row;
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            format_row("%I.%I", &[s("public"), s("My T")]).unwrap(),
+            "public.\"My T\""
+        );
+        assert_eq!(
+            format_row("%s=%L", &[s("a"), s("it's")]).unwrap(),
+            "a='it''s'"
+        );
+        assert_eq!(
+            format_row("%L|%s|100%%", &[None, None]).unwrap(),
+            "NULL||100%"
+        );
+        assert!(format_row("%s %s", &[s("a")]).is_err());
+    }
+
+    #[test]
+    fn like_escapes_become_backslashes() {
+        use super::backslash_escapes;
+        assert_eq!(backslash_escapes("pg/_%", Some('/')).unwrap(), "pg\\_%");
+        assert_eq!(backslash_escapes("a//b", Some('/')).unwrap(), "a\\/b");
+        assert_eq!(backslash_escapes("a\\b", Some('/')).unwrap(), "a\\\\b");
+        assert_eq!(backslash_escapes("a\\_", None).unwrap(), "a\\\\_");
+        assert_eq!(backslash_escapes("a\\_", Some('\\')).unwrap(), "a\\_");
+        assert!(backslash_escapes("ab/", Some('/')).is_err());
+        assert!(super::escape_char("ab").is_err());
+    }
+
     #[test]
     fn view_names_read_like_relation_names() {
         use super::relation_name;

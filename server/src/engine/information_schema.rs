@@ -81,21 +81,116 @@ struct PgInformationSchema {
 #[async_trait]
 impl SchemaProvider for PgInformationSchema {
     fn table_names(&self) -> Vec<String> {
-        self.datafusion().table_names()
+        let mut names = self.datafusion().table_names();
+        names.extend(CONSTRAINT_TABLES.iter().map(|(name, _)| name.to_string()));
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if name.eq_ignore_ascii_case("columns") {
+        let name = name.to_ascii_lowercase();
+        if name == "columns" {
             return Ok(Some(Arc::new(Columns {
                 catalogs: self.catalogs.clone(),
             })));
         }
-        self.datafusion().table(name).await
+        if let Some(schema) = constraint_table(&name) {
+            return Ok(Some(Arc::new(
+                datafusion::datasource::empty::EmptyTable::new(schema),
+            )));
+        }
+        self.datafusion().table(&name).await
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.datafusion().table_exist(name)
+        constraint_table(&name.to_ascii_lowercase()).is_some()
+            || self.datafusion().table_exist(name)
     }
+}
+
+/// The constraint views of `information_schema`, with their columns (the
+/// `int` ones are PostgreSQL's `cardinal_number`). Millrace has no primary,
+/// unique, foreign-key or check constraints, so they are empty, but tools
+/// join them to find primary keys (Metabase's field sync) and must find
+/// them.
+const CONSTRAINT_TABLES: &[(&str, &[&str])] = &[
+    (
+        "table_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "constraint_type",
+            "is_deferrable",
+            "initially_deferred",
+            "enforced",
+            "nulls_distinct",
+        ],
+    ),
+    (
+        "key_column_usage",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "ordinal_position int",
+            "position_in_unique_constraint int",
+        ],
+    ),
+    (
+        "constraint_column_usage",
+        &[
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+        ],
+    ),
+    (
+        "referential_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "unique_constraint_catalog",
+            "unique_constraint_schema",
+            "unique_constraint_name",
+            "match_option",
+            "update_rule",
+            "delete_rule",
+        ],
+    ),
+    (
+        "check_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "check_clause",
+        ],
+    ),
+];
+
+/// The columns of the constraint view `name`, if it is one.
+fn constraint_table(name: &str) -> Option<SchemaRef> {
+    let (_, columns) = CONSTRAINT_TABLES.iter().find(|(n, _)| *n == name)?;
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| match c.strip_suffix(" int") {
+            Some(c) => Field::new(c, DataType::Int32, true),
+            None => Field::new(*c, DataType::Utf8, true),
+        })
+        .collect();
+    Some(Arc::new(Schema::new(fields)))
 }
 
 impl PgInformationSchema {
