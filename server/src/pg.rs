@@ -4,7 +4,7 @@
 mod cursor;
 mod params;
 mod session;
-mod text;
+pub(crate) mod text;
 
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
@@ -12,6 +13,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 use datafusion::prelude::SessionContext;
+use datafusion_pg_catalog::pg_catalog::quote_ident_udf::quote_ident;
 use datafusion_pg_catalog::pg_catalog::RelationOids;
 use millrace_planner::statement::Statement;
 use sqlparser::ast::Statement as SqlStatement;
@@ -180,20 +182,48 @@ impl ViewDefinition {
 }
 
 /// The relation a `pg_get_viewdef(text)` argument names: `name`,
-/// `public.name` or `"Quoted"`, as PostgreSQL reads a relation name.
+/// `public.name` or `"Quoted"` (which may hold dots), as PostgreSQL reads a
+/// relation name: unquoted parts folded to lowercase, quoted ones kept with
+/// `""` read as `"`. None for a name in another schema or one that does not
+/// parse.
 fn relation_name(text: &str) -> Option<String> {
-    let text = text.trim();
-    let name = match text.split_once('.') {
-        Some((schema, name)) if schema.trim_matches('"') == "public" => name,
-        Some(_) => return None,
-        None => text,
-    };
-    Some(
-        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(quoted) => quoted.replace("\"\"", "\""),
-            None => name.to_lowercase(),
-        },
-    )
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != '.') {
+                part.push(c);
+            }
+            part = part.trim().to_lowercase();
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => {}
+            Some(_) => return None,
+        }
+    }
+    match parts.as_slice() {
+        [name] => Some(name.clone()),
+        [schema, name] if schema == "public" => Some(name.clone()),
+        _ => None,
+    }
 }
 
 /// The query of a stored `CREATE MATERIALIZED VIEW` statement, ending in
@@ -338,7 +368,7 @@ impl ScalarUDFImpl for LikeEscape {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        let n = args.number_rows;
+        // Of length 1 when both arguments are scalars, else one per row.
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let (Some(patterns), Some(escapes)) = (arrays.first(), arrays.get(1)) else {
             return datafusion::common::plan_err!("like_escape takes a pattern and an escape");
@@ -347,9 +377,9 @@ impl ScalarUDFImpl for LikeEscape {
         let escapes = datafusion::common::cast::as_string_array(escapes)?;
         let external = |e: SqlError| datafusion::error::DataFusionError::External(Box::new(e));
         let mut out = datafusion::arrow::array::StringBuilder::new();
-        for row in 0..n {
-            if datafusion::arrow::array::Array::is_null(patterns, row)
-                || datafusion::arrow::array::Array::is_null(escapes, row)
+        for row in 0..patterns.len().min(escapes.len()) {
+            if patterns.is_null(row)
+                || escapes.is_null(row)
             {
                 out.append_null();
                 continue;
@@ -374,7 +404,12 @@ impl ScalarUDFImpl for LikeEscape {
 /// `to_regtype(name)`: the oid of the built-in type `name`, or NULL when
 /// there is none (psycopg's `TypeInfo.fetch`, SQLAlchemy's hstore probe).
 /// Takes PostgreSQL's catalog names (`int8`), SQL spellings (`bigint`,
-/// `double precision`), a `pg_catalog.` prefix and `[]` for arrays.
+/// `double precision`), a `pg_catalog.` prefix, a length or precision
+/// (`varchar(255)`, `numeric(10,2)`) and `[]` for arrays.
+///
+/// Unlike PostgreSQL's, which returns a `regtype` (printed as the type's
+/// name), it returns the type's oid as an `int4`: clients compare it with
+/// oids or test it for NULL, and Millrace has no `regtype` type.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct ToRegtype {
     signature: Signature,
@@ -400,7 +435,25 @@ pub(crate) fn type_oid(name: &str) -> Option<i32> {
             .filter_map(|oid| Type::from_oid(oid).map(|t| (t.name().to_string(), oid)))
             .collect()
     });
-    let name = name.trim().to_lowercase();
+    // Without type modifiers (`(255)`, `(10,2)`), which name no other type.
+    let mut bare = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    for c in name.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.checked_sub(1)?,
+            c if depth == 0 => bare.push(c),
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return None;
+    }
+    let name = bare
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
     let name = name.strip_prefix("pg_catalog.").unwrap_or(&name).trim();
     let (base, array) = match name.strip_suffix("[]") {
         Some(base) => (base.trim(), true),
@@ -484,20 +537,27 @@ impl Default for Format {
     }
 }
 
-/// An argument of `format` as text (None for NULL).
-fn format_arg(v: &ScalarValue) -> Option<String> {
-    match v {
-        v if v.is_null() => None,
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
-        ScalarValue::Boolean(Some(b)) => Some(if *b { "t" } else { "f" }.to_string()),
-        other => Some(other.to_string()),
+/// `text` as PostgreSQL's `quote_literal` writes it: in single quotes with
+/// `'` doubled, and as an `E'…'` string with `\` doubled when it holds a
+/// backslash.
+fn quote_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    if text.contains('\\') {
+        out.push('E');
     }
+    out.push('\'');
+    for c in text.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
 
 /// `format`'s result for one row.
-pub(crate) fn format_row(fmt: &str, args: &[Option<String>]) -> Result<String, SqlError> {
+pub(crate) fn format_row(fmt: &str, args: &[Option<&str>]) -> Result<String, SqlError> {
     let mut out = String::with_capacity(fmt.len());
     let mut next = args.iter();
     let mut chars = fmt.chars();
@@ -518,42 +578,36 @@ pub(crate) fn format_row(fmt: &str, args: &[Option<String>]) -> Result<String, S
                     "too few arguments for format()",
                 )
             })?,
-            _ => {
+            // An argument position, flags or a width: PostgreSQL's, not ours.
+            Some(c) if c.is_ascii_digit() || c == '-' || c == '*' => {
                 return Err(SqlError::unsupported(format!(
-                    "format() conversion \"%{}\" (only %s, %I, %L and %% are)",
-                    spec.map(String::from).unwrap_or_default()
+                    "format() with a position, flag or width (\"%{c}…\"; only %s, %I, %L and %% are)"
                 )))
+            }
+            Some(c) => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unrecognized format() type specifier \"{c}\""),
+                ))
+            }
+            None => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "unterminated format() type specifier",
+                ))
             }
         };
         match (spec, arg) {
             (Some('s'), Some(a)) => out.push_str(a),
             (Some('s'), None) => {}
-            (Some('I'), Some(a)) => {
-                let plain = a
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                    && a.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                if plain {
-                    out.push_str(a);
-                } else {
-                    out.push('"');
-                    out.push_str(&a.replace('"', "\"\""));
-                    out.push('"');
-                }
-            }
+            (Some('I'), Some(a)) => out.push_str(&quote_ident(a)),
             (Some('I'), None) => {
                 return Err(SqlError::new(
                     sqlstate::NULL_VALUE_NOT_ALLOWED,
                     "null values cannot be formatted as an SQL identifier",
                 ))
             }
-            (_, Some(a)) => {
-                out.push('\'');
-                out.push_str(&a.replace('\'', "''"));
-                out.push('\'');
-            }
+            (_, Some(a)) => out.push_str(&quote_literal(a)),
             (_, None) => out.push_str("NULL"),
         }
     }
@@ -577,19 +631,31 @@ impl ScalarUDFImpl for Format {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        let n = args.number_rows;
         let scalar = args
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // Every argument as PostgreSQL's text output of it; all of length 1
+        // when every argument is a scalar.
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?
+            .iter()
+            .map(crate::pg::text::text_array)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(rows) = arrays.first().map(|a| a.len()) else {
+            return datafusion::common::plan_err!("format needs a format string");
+        };
+        let texts = arrays
+            .iter()
+            .map(|a| datafusion::common::cast::as_string_array(a))
+            .collect::<Result<Vec<_>, _>>()?;
         let external = |e: SqlError| datafusion::error::DataFusionError::External(Box::new(e));
         let mut out = datafusion::arrow::array::StringBuilder::new();
-        for row in 0..n {
-            let mut values = Vec::with_capacity(arrays.len());
-            for a in &arrays {
-                values.push(format_arg(&ScalarValue::try_from_array(a, row)?));
-            }
+        let mut values = Vec::with_capacity(texts.len());
+        for row in 0..rows {
+            values.clear();
+            values.extend(texts.iter().map(|t| {
+                (!t.is_null(row)).then(|| t.value(row))
+            }));
             match values.split_first() {
                 Some((Some(fmt), rest)) => {
                     out.append_value(format_row(fmt, rest).map_err(external)?)
@@ -638,21 +704,28 @@ pub(crate) fn rewrite_like_escapes(stmt: &mut SqlStatement) -> Result<(), SqlErr
             return ControlFlow::Continue(());
         };
         let text = match &escape.value {
-            Value::SingleQuotedString(t) | Value::EscapedStringLiteral(t) => t.clone(),
-            _ => {
-                error = Some(SqlError::new(
-                    sqlstate::INVALID_ESCAPE_SEQUENCE,
-                    "ESCAPE takes a string literal",
-                ));
+            Value::SingleQuotedString(t)
+            | Value::EscapedStringLiteral(t)
+            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: t, .. }) => {
+                Some(t.clone())
+            }
+            // ESCAPE NULL: like_escape(p, NULL) is NULL, so is the LIKE.
+            Value::Null => None,
+            other => {
+                error = Some(SqlError::unsupported(format!(
+                    "ESCAPE {other} (only a string literal or NULL is)"
+                )));
                 return ControlFlow::Break(());
             }
         };
-        if let Err(e) = escape_char(&text) {
-            error = Some(e);
-            return ControlFlow::Break(());
-        }
-        if text == "\\" {
-            return ControlFlow::Continue(());
+        if let Some(text) = &text {
+            if let Err(e) = escape_char(text) {
+                error = Some(e);
+                return ControlFlow::Break(());
+            }
+            if text == "\\" {
+                return ControlFlow::Continue(());
+            }
         }
         let arg = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
         let original = std::mem::replace(pattern.as_mut(), Expr::Value(Value::Null.into()));
@@ -716,17 +789,33 @@ impl ScalarUDFImpl for JsonBuildObject {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        let n = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        // Of length 1 when every argument is a scalar, else one per row.
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let rows = match arrays.first() {
+            Some(a) => a.len(),
+            None => 1, // json_build_object(): one empty object
+        };
         let mut out = datafusion::arrow::array::StringBuilder::new();
-        for row in 0..n {
+        for row in 0..rows {
             let mut object = serde_json::Map::new();
             for pair in arrays.chunks(2) {
-                let key = ScalarValue::try_from_array(&pair[0], row)?;
-                if key.is_null() {
-                    return datafusion::common::exec_err!(
-                        "json_build_object: a key must not be NULL"
+                let (Some(key), Some(value)) = (pair.first(), pair.get(1)) else {
+                    return datafusion::common::plan_err!(
+                        "argument list of json_build_object must consist of alternating keys and values"
                     );
+                };
+                let key = ScalarValue::try_from_array(key, row)?;
+                if key.is_null() {
+                    return Err(datafusion::error::DataFusionError::External(Box::new(
+                        SqlError::new(
+                            sqlstate::NULL_VALUE_NOT_ALLOWED,
+                            "null value not allowed for object key",
+                        ),
+                    )));
                 }
                 let key = match key {
                     ScalarValue::Utf8(Some(k))
@@ -734,12 +823,18 @@ impl ScalarUDFImpl for JsonBuildObject {
                     | ScalarValue::Utf8View(Some(k)) => k,
                     other => other.to_string(),
                 };
-                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                let value = ScalarValue::try_from_array(value, row)?;
                 object.insert(key, json_value(value));
             }
             out.append_value(serde_json::Value::Object(object).to_string());
         }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        let array: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(array))
     }
 }
 
@@ -781,25 +876,119 @@ mod tests {
         assert_eq!(type_oid("integer[]"), Some(1007));
         assert_eq!(type_oid("timestamp with time zone"), Some(1184));
         assert_eq!(type_oid("hstore"), None);
+        assert_eq!(type_oid("varchar(255)"), Some(1043));
+        assert_eq!(type_oid("numeric(10,2)"), Some(1700));
+        assert_eq!(type_oid("character varying(10)[]"), Some(1015));
+        assert_eq!(type_oid("timestamp(3) with time zone"), Some(1184));
+        assert_eq!(type_oid("numeric(10"), None);
     }
 
     #[test]
     fn format_quotes_like_postgres() {
         use super::format_row;
-        let s = |v: &str| Some(v.to_string());
         assert_eq!(
-            format_row("%I.%I", &[s("public"), s("My T")]).unwrap(),
+            format_row("%I.%I", &[Some("public"), Some("My T")]).unwrap(),
             "public.\"My T\""
         );
         assert_eq!(
-            format_row("%s=%L", &[s("a"), s("it's")]).unwrap(),
+            format_row("%I %I %I", &[Some("order"), Some("Foo"), Some("foo_1")]).unwrap(),
+            "\"order\" \"Foo\" foo_1"
+        );
+        assert_eq!(
+            format_row("%s=%L", &[Some("a"), Some("it's")]).unwrap(),
             "a='it''s'"
         );
+        assert_eq!(format_row("%L", &[Some("a\\b")]).unwrap(), "E'a\\\\b'");
         assert_eq!(
             format_row("%L|%s|100%%", &[None, None]).unwrap(),
             "NULL||100%"
         );
-        assert!(format_row("%s %s", &[s("a")]).is_err());
+        assert!(format_row("%s %s", &[Some("a")]).is_err());
+    }
+
+    #[test]
+    fn format_errors_carry_postgres_sqlstates() {
+        use super::format_row;
+        let code = |f: &str, args: &[Option<&str>]| format_row(f, args).unwrap_err().code;
+        assert_eq!(code("%d", &[Some("1")]), "22023");
+        let e = format_row("%d", &[Some("1")]).unwrap_err();
+        assert_eq!(e.message, "unrecognized format() type specifier \"d\"");
+        let e = format_row("abc%", &[]).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("22023", "unterminated format() type specifier")
+        );
+        assert_eq!(code("%I", &[None]), "22004");
+        assert_eq!(code("%s %s", &[Some("a")]), "22023");
+        for accepted_by_postgres in ["%1$s", "%-10s", "%*s", "%10s"] {
+            assert_eq!(code(accepted_by_postgres, &[Some("a")]), "0A000");
+        }
+    }
+
+    /// Invokes `udf` as DataFusion does for `rows` rows whose arguments
+    /// are all constants.
+    fn invoke_scalars(
+        udf: &dyn datafusion::logical_expr::ScalarUDFImpl,
+        args: Vec<datafusion::common::ScalarValue>,
+        rows: usize,
+    ) -> datafusion::common::ScalarValue {
+        use datafusion::arrow::datatypes::Field;
+        use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs};
+        use std::sync::Arc;
+        let arg_fields = args
+            .iter()
+            .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
+            .collect();
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: args.into_iter().map(ColumnarValue::Scalar).collect(),
+                arg_fields,
+                number_rows: rows,
+                return_field: Arc::new(Field::new("r", udf.return_type(&[]).unwrap(), true)),
+                config_options: Arc::new(Default::default()),
+            })
+            .unwrap();
+        match out {
+            ColumnarValue::Scalar(s) => s,
+            ColumnarValue::Array(a) => {
+                assert_eq!(a.len(), rows, "an array must have one value per row");
+                datafusion::common::ScalarValue::try_from_array(&a, 0).unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn constant_arguments_over_many_rows() {
+        use datafusion::common::ScalarValue as S;
+        let text = |s: &str| S::Utf8(Some(s.to_string()));
+        assert_eq!(
+            invoke_scalars(
+                &super::LikeEscape::default(),
+                vec![text("a/_b"), text("/")],
+                5
+            ),
+            text("a\\_b")
+        );
+        assert_eq!(
+            invoke_scalars(
+                &super::Format::default(),
+                vec![text("%s-%L"), S::Int64(Some(7)), S::Utf8(None)],
+                5
+            ),
+            text("7-NULL")
+        );
+        assert_eq!(
+            invoke_scalars(
+                &super::JsonBuildObject::default(),
+                vec![text("a"), S::Int64(Some(1))],
+                5
+            ),
+            text("{\"a\":1}")
+        );
+        assert_eq!(
+            invoke_scalars(&super::JsonBuildObject::default(), vec![], 3),
+            text("{}")
+        );
     }
 
     #[test]
@@ -821,6 +1010,14 @@ mod tests {
         assert_eq!(relation_name("public.v").as_deref(), Some("v"));
         assert_eq!(relation_name("\"Mixed\"").as_deref(), Some("Mixed"));
         assert_eq!(relation_name("pg_catalog.pg_class"), None);
+        assert_eq!(relation_name("PUBLIC.v").as_deref(), Some("v"));
+        assert_eq!(relation_name("\"public\".\"V\"").as_deref(), Some("V"));
+        assert_eq!(relation_name("\"a.b\"").as_deref(), Some("a.b"));
+        assert_eq!(relation_name("public.\"a.b\"").as_deref(), Some("a.b"));
+        assert_eq!(relation_name("\"Public\".v"), None);
+        assert_eq!(relation_name("\"q\"\"x\"").as_deref(), Some("q\"x"));
+        assert_eq!(relation_name("\"open"), None);
+        assert_eq!(relation_name("a..b"), None);
     }
 
     #[test]

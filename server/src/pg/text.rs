@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, TimeUnit};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::DateTime;
 use pgwire::api::results::{FieldFormat, FieldInfo};
@@ -72,6 +73,112 @@ fn render_column(column: &ArrayRef) -> Option<ArrayRef> {
         _ => return None,
     }
     Some(Arc::new(out.finish()))
+}
+
+/// `column`'s values as PostgreSQL's text output prints them (NULL stays
+/// NULL): timestamps and floats as the wire layer renders them, booleans
+/// as `t`/`f`, binary as `\x` and hex, lists as array literals
+/// (`{1,2}`), everything else as Arrow's cast to text. What `format()`
+/// receives for a non-text argument.
+pub(crate) fn text_array(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    if let Some(rendered) = render_column(column) {
+        return Ok(rendered);
+    }
+    let mut out = StringBuilder::with_capacity(column.len(), column.len() * 8);
+    match column.data_type() {
+        DataType::Boolean => {
+            for v in column.as_boolean().iter() {
+                out.append_option(v.map(|b| if b { "t" } else { "f" }));
+            }
+        }
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
+            let binary = arrow::compute::cast(column, &DataType::LargeBinary)?;
+            for v in binary.as_binary::<i64>().iter() {
+                out.append_option(v.map(|bytes| {
+                    let mut s = String::with_capacity(2 + 2 * bytes.len());
+                    s.push_str("\\x");
+                    for b in bytes {
+                        s.push_str(&format!("{b:02x}"));
+                    }
+                    s
+                }));
+            }
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let list = arrow::compute::cast(
+                column,
+                &DataType::LargeList(Arc::new(Field::new_list_field(
+                    list_element_type(column.data_type()),
+                    true,
+                ))),
+            )?;
+            let list = list.as_list::<i64>();
+            let nested = matches!(
+                list.value_type(),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)
+            );
+            for i in 0..list.len() {
+                if list.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                let elements = text_array(&list.value(i))?;
+                let elements = elements.as_string::<i32>();
+                let mut s = String::from("{");
+                for (j, e) in elements.iter().enumerate() {
+                    if j > 0 {
+                        s.push(',');
+                    }
+                    match e {
+                        None => s.push_str("NULL"),
+                        Some(e) if nested => s.push_str(e),
+                        Some(e) => push_array_element(&mut s, e),
+                    }
+                }
+                s.push('}');
+                out.append_value(s);
+            }
+        }
+        DataType::Utf8 => return Ok(column.clone()),
+        _ => return arrow::compute::cast(column, &DataType::Utf8),
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The element type of the list type `t`.
+fn list_element_type(t: &DataType) -> DataType {
+    match t {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            f.data_type().clone()
+        }
+        other => other.clone(),
+    }
+}
+
+/// `e` as an element of an array literal: double-quoted (with `"` and `\`
+/// backslash-escaped) when empty, `NULL`, or holding a character that
+/// would end or split it, as PostgreSQL's array output does.
+fn push_array_element(out: &mut String, e: &str) {
+    let quote = e.is_empty()
+        || e.eq_ignore_ascii_case("null")
+        || e
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+    if !quote {
+        out.push_str(e);
+        return;
+    }
+    out.push('"');
+    for c in e.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 fn append_floats(out: &mut StringBuilder, values: impl Iterator<Item = Option<f64>>, single: bool) {
@@ -158,6 +265,54 @@ mod tests {
         assert_eq!(
             timestamp_text(1_767_225_601_000, 1_000, true),
             "2026-01-01 00:00:01+00"
+        );
+    }
+
+    #[test]
+    fn values_as_postgres_text_output() {
+        use arrow::array::{
+            BinaryArray, BooleanArray, Int64Array, ListArray, StringArray, TimestampNanosecondArray,
+        };
+        use arrow::datatypes::Int64Type;
+        let text = |a: ArrayRef| -> Vec<Option<String>> {
+            let t = text_array(&a).unwrap();
+            t.as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect()
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            text(Arc::new(TimestampNanosecondArray::from(vec![
+                Some(1_767_225_600_000_000_000),
+                None
+            ]))),
+            [s("2026-01-01 00:00:00"), None]
+        );
+        assert_eq!(text(Arc::new(Int64Array::from(vec![-7]))), [s("-7")]);
+        assert_eq!(
+            text(Arc::new(BooleanArray::from(vec![true, false]))),
+            [s("t"), s("f")]
+        );
+        assert_eq!(
+            text(Arc::new(BinaryArray::from(vec![&[0xde_u8, 0xad, 0x01][..]]))),
+            [s("\\xdead01")]
+        );
+        assert_eq!(
+            text(Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+                vec![Some(vec![Some(1), Some(2), None]), None, Some(vec![])]
+            ))),
+            [s("{1,2,NULL}"), None, s("{}")]
+        );
+        let words = ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Utf8, true)),
+            arrow::buffer::OffsetBuffer::from_lengths([4]),
+            Arc::new(StringArray::from(vec!["a b", "", "x\"y", "null"])),
+            None,
+        );
+        assert_eq!(
+            text(Arc::new(words)),
+            [s(r#"{"a b","","x\"y","null"}"#)]
         );
     }
 

@@ -18,20 +18,7 @@ pub fn create_quote_ident_udf() -> ScalarUDF {
         let mut builder = StringBuilder::new();
         for ident in string_array.iter() {
             if let Some(ident) = ident {
-                // PostgreSQL quote_ident implementation:
-                // 1. If identifier is already quoted and contains no special chars, return as-is
-                // 2. If identifier contains no special chars and is not a reserved word, return as-is
-                // 3. Otherwise, wrap in double quotes and escape any internal double quotes
-                let quoted = if ident.starts_with('"') && ident.ends_with('"') {
-                    // Already quoted, just escape internal quotes
-                    ident.replace('"', "\"\"")
-                } else if needs_quoting(ident) {
-                    // Needs quoting - wrap in quotes and escape internal quotes
-                    format!("\"{}\"", ident.replace('"', "\"\""))
-                } else {
-                    // No quoting needed
-                    ident.to_string()
-                };
+                let quoted = quote_ident(ident);
                 builder.append_value(&quoted);
             } else {
                 builder.append_null();
@@ -215,29 +202,33 @@ fn parse_ident_string(ident: &str, strict: bool) -> Result<Vec<String>, &'static
     }
 }
 
-/// Check if an identifier needs quoting according to PostgreSQL rules
+/// `ident` as PostgreSQL's `quote_ident` writes it: as is when it reads
+/// back unchanged unquoted, else in double quotes with `"` doubled.
+/// Millrace: public, so Millrace's `format('%I', …)` quotes the same way
+/// (and quoting an already quoted name doubles its quotes, as PostgreSQL's
+/// does, instead of dropping the outer ones).
+pub fn quote_ident(ident: &str) -> String {
+    if needs_quoting(ident) {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    } else {
+        ident.to_string()
+    }
+}
+
+/// Check if an identifier needs quoting according to PostgreSQL rules:
+/// unless it starts with a lowercase ASCII letter or underscore, holds only
+/// those and digits, and is no keyword PostgreSQL reserves in some
+/// position. Millrace: ASCII lowercase only (an uppercase letter would be
+/// folded to lowercase when read back, so `Foo` must be quoted).
 fn needs_quoting(ident: &str) -> bool {
-    if ident.is_empty() {
-        return true;
-    }
-
-    // Check if identifier starts with a letter or underscore and contains only letters, digits, underscores
     let mut chars = ident.chars();
-    if let Some(first_char) = chars.next()
-        && !first_char.is_alphabetic()
-        && first_char != '_'
-    {
+    match chars.next() {
+        Some(c) if c.is_ascii_lowercase() || c == '_' => {}
+        _ => return true,
+    }
+    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
         return true;
     }
-
-    // Check remaining characters
-    for c in chars {
-        if !c.is_alphanumeric() && c != '_' {
-            return true;
-        }
-    }
-
-    // Check if it's a PostgreSQL reserved word
     is_reserved_word(ident)
 }
 
@@ -343,6 +334,61 @@ fn is_reserved_word(word: &str) -> bool {
         "WHERE",
         "WINDOW",
         "WITH",
+        // Millrace: the rest of PostgreSQL 15's type_func_name keywords and
+        // its col_name keywords, which its quote_ident quotes too (only
+        // unreserved keywords stay bare).
+        "COLLATION",
+        "FREEZE",
+        "BIGINT",
+        "BIT",
+        "BOOLEAN",
+        "CHAR",
+        "CHARACTER",
+        "COALESCE",
+        "DEC",
+        "DECIMAL",
+        "EXISTS",
+        "EXTRACT",
+        "FLOAT",
+        "GREATEST",
+        "GROUPING",
+        "INOUT",
+        "INT",
+        "INTEGER",
+        "INTERVAL",
+        "LEAST",
+        "NATIONAL",
+        "NCHAR",
+        "NONE",
+        "NORMALIZE",
+        "NULLIF",
+        "NUMERIC",
+        "OUT",
+        "OVERLAY",
+        "POSITION",
+        "PRECISION",
+        "REAL",
+        "ROW",
+        "SETOF",
+        "SMALLINT",
+        "SUBSTRING",
+        "TIME",
+        "TIMESTAMP",
+        "TREAT",
+        "TRIM",
+        "VALUES",
+        "VARCHAR",
+        "XMLATTRIBUTES",
+        "XMLCONCAT",
+        "XMLELEMENT",
+        "XMLEXISTS",
+        "XMLFOREST",
+        "XMLNAMESPACES",
+        "XMLPARSE",
+        "XMLPI",
+        "XMLROOT",
+        "XMLSERIALIZE",
+        "XMLTABLE",
     ];
 
     reserved_words.contains(&word.to_uppercase().as_str())
@@ -363,6 +409,15 @@ mod tests {
         assert_eq!(needs_quoting("select"), true);
         assert_eq!(needs_quoting("SELECT"), true);
         assert_eq!(needs_quoting(""), true);
+        // Millrace: uppercase letters and non-ASCII letters are quoted, as
+        // are col_name keywords; quoting doubles inner quotes.
+        assert_eq!(quote_ident("Foo"), "\"Foo\"");
+        assert_eq!(quote_ident("é"), "\"é\"");
+        assert_eq!(quote_ident("order"), "\"order\"");
+        assert_eq!(quote_ident("int"), "\"int\"");
+        assert_eq!(quote_ident("name"), "name");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_ident("\"q\""), "\"\"\"q\"\"\"");
 
         // Test reserved word detection
         assert_eq!(is_reserved_word("select"), true);
