@@ -4,11 +4,18 @@
 //! Arrow way (`Int64`, `Timestamp(ns, "UTC")`) and lacks PostgreSQL's
 //! `udt_name` / `is_identity` columns, so Grafana's column picker,
 //! node-postgres and pgx programs and Metabase's field sync see types no
-//! PostgreSQL has. DataFusion answers `information_schema.*` itself before
-//! asking the catalog when its `information_schema` option is on, so the
-//! engine turns that option off and serves the schema from the catalog
-//! instead, through [`CatalogWithInformationSchema`]: `columns` is ours,
-//! every other table is DataFusion's.
+//! PostgreSQL has; and it has no constraint views, which tools join to
+//! find primary keys. DataFusion answers `information_schema.*` itself
+//! before asking the catalog when its `information_schema` option is on,
+//! so the engine turns that option off and serves the schema from the
+//! catalog instead, through [`CatalogWithInformationSchema`]: `columns`
+//! and the (empty) constraint views are ours, every other table is
+//! DataFusion's.
+//!
+//! Unlike PostgreSQL, which leaves materialized views out of
+//! `information_schema`, `tables` lists them (as `VIEW`) and `columns`
+//! lists their columns: they are what Millrace users query, and tools
+//! that browse `information_schema` would otherwise show nothing to pick.
 
 use std::sync::{Arc, Weak};
 
@@ -205,38 +212,81 @@ struct Columns {
     catalogs: Arc<dyn CatalogProviderList>,
 }
 
-/// The columns of `information_schema.columns` clients read (PostgreSQL 15
-/// has more, about domains, collations and identity sequences; none apply).
+/// A column of `information_schema.columns`: text (PostgreSQL's
+/// `sql_identifier`, `character_data`, `yes_or_no`) or a number
+/// (`cardinal_number`).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Number,
+}
+
+/// The columns of PostgreSQL 15's `information_schema.columns`, in its
+/// order, with their kind and whether they may be NULL. Those about
+/// collations, character sets, domains, reference scopes and identity
+/// sequences are NULL for every Millrace column, as in PostgreSQL for a
+/// column without them; tools select them by name.
+const COLUMNS: &[(&str, Kind, bool)] = &[
+    ("table_catalog", Kind::Text, false),
+    ("table_schema", Kind::Text, false),
+    ("table_name", Kind::Text, false),
+    ("column_name", Kind::Text, false),
+    ("ordinal_position", Kind::Number, false),
+    ("column_default", Kind::Text, true),
+    ("is_nullable", Kind::Text, false),
+    ("data_type", Kind::Text, false),
+    ("character_maximum_length", Kind::Number, true),
+    ("character_octet_length", Kind::Number, true),
+    ("numeric_precision", Kind::Number, true),
+    ("numeric_precision_radix", Kind::Number, true),
+    ("numeric_scale", Kind::Number, true),
+    ("datetime_precision", Kind::Number, true),
+    ("interval_type", Kind::Text, true),
+    ("interval_precision", Kind::Number, true),
+    ("character_set_catalog", Kind::Text, true),
+    ("character_set_schema", Kind::Text, true),
+    ("character_set_name", Kind::Text, true),
+    ("collation_catalog", Kind::Text, true),
+    ("collation_schema", Kind::Text, true),
+    ("collation_name", Kind::Text, true),
+    ("domain_catalog", Kind::Text, true),
+    ("domain_schema", Kind::Text, true),
+    ("domain_name", Kind::Text, true),
+    ("udt_catalog", Kind::Text, false),
+    ("udt_schema", Kind::Text, false),
+    ("udt_name", Kind::Text, false),
+    ("scope_catalog", Kind::Text, true),
+    ("scope_schema", Kind::Text, true),
+    ("scope_name", Kind::Text, true),
+    ("maximum_cardinality", Kind::Number, true),
+    ("dtd_identifier", Kind::Text, false),
+    ("is_self_referencing", Kind::Text, false),
+    ("is_identity", Kind::Text, false),
+    ("identity_generation", Kind::Text, true),
+    ("identity_start", Kind::Text, true),
+    ("identity_increment", Kind::Text, true),
+    ("identity_maximum", Kind::Text, true),
+    ("identity_minimum", Kind::Text, true),
+    ("identity_cycle", Kind::Text, false),
+    ("is_generated", Kind::Text, false),
+    ("generation_expression", Kind::Text, true),
+    ("is_updatable", Kind::Text, false),
+];
+
+/// The schema of `information_schema.columns`, from [`COLUMNS`].
 fn columns_schema() -> SchemaRef {
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    let number = |name: &str| Field::new(name, DataType::Int32, true);
-    Arc::new(Schema::new(vec![
-        text("table_catalog", false),
-        text("table_schema", false),
-        text("table_name", false),
-        text("column_name", false),
-        Field::new("ordinal_position", DataType::Int32, false),
-        text("column_default", true),
-        text("is_nullable", false),
-        text("data_type", false),
-        number("character_maximum_length"),
-        number("character_octet_length"),
-        number("numeric_precision"),
-        number("numeric_precision_radix"),
-        number("numeric_scale"),
-        number("datetime_precision"),
-        text("interval_type", true),
-        text("udt_catalog", false),
-        text("udt_schema", false),
-        text("udt_name", false),
-        text("dtd_identifier", false),
-        text("is_self_referencing", false),
-        text("is_identity", false),
-        text("identity_generation", true),
-        text("is_generated", false),
-        text("generation_expression", true),
-        text("is_updatable", false),
-    ]))
+    Arc::new(Schema::new(
+        COLUMNS
+            .iter()
+            .map(|(name, kind, nullable)| {
+                let t = match kind {
+                    Kind::Text => DataType::Utf8,
+                    Kind::Number => DataType::Int32,
+                };
+                Field::new(*name, t, *nullable)
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// PostgreSQL's `data_type` for `t`: the SQL-standard spelling for built-in
@@ -349,23 +399,15 @@ impl TableProvider for Columns {
     }
 }
 
-/// One row of `information_schema.columns`: the text columns in the order
-/// of [`columns_schema`] (with `ordinal_position` and the numbers apart).
-struct ColumnRow {
-    text: Vec<Option<String>>,
-    ordinal: i32,
-    /// character_maximum_length, character_octet_length, numeric_precision,
-    /// numeric_precision_radix, numeric_scale, datetime_precision.
-    numbers: [Option<i32>; 6],
+/// One value of a row of `information_schema.columns`.
+enum Cell {
+    Text(Option<String>),
+    Number(Option<i32>),
 }
 
-/// Text columns before `ordinal_position` (table_catalog … column_name).
-const TEXT_BEFORE_ORDINAL: usize = 4;
-/// Text columns between `ordinal_position` and the numbers
-/// (column_default, is_nullable, data_type).
-const TEXT_BEFORE_NUMBERS: usize = 7;
-/// All text columns.
-const TEXT_COLUMNS: usize = 18;
+/// One row of `information_schema.columns`: a value per entry of
+/// [`COLUMNS`], in its order, named by [`column_row`].
+type ColumnRow = Vec<Cell>;
 
 fn column_row(
     catalog: &str,
@@ -384,56 +426,96 @@ fn column_row(
         "" | "public" => "pg_catalog",
         s => s,
     };
-    let s = |v: &str| Some(v.to_string());
-    ColumnRow {
-        text: vec![
-            s(catalog),
-            s(schema),
-            s(table),
-            s(field.name()),
-            None, // column_default: Millrace columns have none
-            s(if field.is_nullable() { "YES" } else { "NO" }),
-            Some(data_type_name(&pg)),
-            None, // interval_type
-            s(catalog),
-            s(udt_schema),
-            s(pg.name()),
-            Some(ordinal.to_string()), // dtd_identifier
-            s("NO"),                   // is_self_referencing
-            s("NO"),                   // is_identity
-            None,                      // identity_generation
-            s("NEVER"),                // is_generated
-            None,                      // generation_expression
-            s("YES"),                  // is_updatable
-        ],
-        ordinal,
-        numbers: [None, octets, precision, radix, scale, datetime],
-    }
+    let mut values = std::collections::HashMap::from([
+        ("table_catalog", Cell::Text(Some(catalog.to_string()))),
+        ("table_schema", Cell::Text(Some(schema.to_string()))),
+        ("table_name", Cell::Text(Some(table.to_string()))),
+        ("column_name", Cell::Text(Some(field.name().to_string()))),
+        ("ordinal_position", Cell::Number(Some(ordinal))),
+        (
+            "is_nullable",
+            Cell::Text(Some(if field.is_nullable() { "YES" } else { "NO" }.into())),
+        ),
+        ("data_type", Cell::Text(Some(data_type_name(&pg)))),
+        ("character_octet_length", Cell::Number(octets)),
+        ("numeric_precision", Cell::Number(precision)),
+        ("numeric_precision_radix", Cell::Number(radix)),
+        ("numeric_scale", Cell::Number(scale)),
+        ("datetime_precision", Cell::Number(datetime)),
+        ("udt_catalog", Cell::Text(Some(catalog.to_string()))),
+        ("udt_schema", Cell::Text(Some(udt_schema.to_string()))),
+        ("udt_name", Cell::Text(Some(pg.name().to_string()))),
+        ("dtd_identifier", Cell::Text(Some(ordinal.to_string()))),
+        ("is_self_referencing", Cell::Text(Some("NO".into()))),
+        ("is_identity", Cell::Text(Some("NO".into()))),
+        ("identity_cycle", Cell::Text(Some("NO".into()))),
+        ("is_generated", Cell::Text(Some("NEVER".into()))),
+        // Millrace has no UPDATE or DELETE.
+        ("is_updatable", Cell::Text(Some("NO".into()))),
+    ]);
+    // Every other column is NULL: no column has a default, an interval
+    // field restriction, a collation, a domain, a scope or an identity.
+    COLUMNS
+        .iter()
+        .map(|(name, kind, _)| {
+            values.remove(name).unwrap_or(match kind {
+                Kind::Text => Cell::Text(None),
+                Kind::Number => Cell::Number(None),
+            })
+        })
+        .collect()
 }
 
+/// The arrays of `information_schema.columns` for `rows`, one per entry of
+/// [`COLUMNS`].
 fn columns_arrays(rows: &[ColumnRow]) -> Vec<ArrayRef> {
-    let text = |i: usize| -> ArrayRef {
-        let mut b = StringBuilder::new();
-        for r in rows {
-            b.append_option(r.text[i].as_deref());
+    COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind, _))| -> ArrayRef {
+            match kind {
+                Kind::Text => {
+                    let mut b = StringBuilder::new();
+                    for r in rows {
+                        match r.get(i) {
+                            Some(Cell::Text(v)) => b.append_option(v.as_deref()),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Number => {
+                    let mut b = Int32Builder::new();
+                    for r in rows {
+                        match r.get(i) {
+                            Some(Cell::Number(v)) => b.append_option(*v),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_row_fills_every_column_with_its_kind() {
+        let field = Arc::new(Field::new("n", DataType::Int64, false));
+        let row = column_row("millrace", "public", "t", 0, &field);
+        assert_eq!(row.len(), COLUMNS.len());
+        for (cell, (name, kind, nullable)) in row.iter().zip(COLUMNS) {
+            match (cell, kind) {
+                (Cell::Text(v), Kind::Text) => assert!(*nullable || v.is_some(), "{name}"),
+                (Cell::Number(v), Kind::Number) => assert!(*nullable || v.is_some(), "{name}"),
+                _ => panic!("{name} has the wrong kind"),
+            }
         }
-        Arc::new(b.finish())
-    };
-    let number = |i: usize| -> ArrayRef {
-        let mut b = Int32Builder::new();
-        for r in rows {
-            b.append_option(r.numbers[i]);
-        }
-        Arc::new(b.finish())
-    };
-    let mut arrays: Vec<ArrayRef> = (0..TEXT_BEFORE_ORDINAL).map(text).collect();
-    let mut ordinals = Int32Builder::new();
-    for r in rows {
-        ordinals.append_value(r.ordinal);
+        let batch = RecordBatch::try_new(columns_schema(), columns_arrays(&[row]));
+        assert!(batch.is_ok(), "{batch:?}");
     }
-    arrays.push(Arc::new(ordinals.finish()));
-    arrays.extend((TEXT_BEFORE_ORDINAL..TEXT_BEFORE_NUMBERS).map(text));
-    arrays.extend((0..6).map(number));
-    arrays.extend((TEXT_BEFORE_NUMBERS..TEXT_COLUMNS).map(text));
-    arrays
 }
