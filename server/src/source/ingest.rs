@@ -449,8 +449,6 @@ impl Ingest {
         self.status.set_state(State::Running, None);
         let mut hw_refreshed = Instant::now() - Duration::from_secs(60);
         let mut batch = Batch::new(&self.config);
-        let now = Instant::now();
-        batch.last_seen = parts.iter().map(|p| (*p, now)).collect();
         loop {
             match self.fill(&c, &parts, &mut batch, &mut hw_refreshed) {
                 Ok(true) => {}
@@ -512,13 +510,14 @@ impl Ingest {
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     batch.eof.insert(p);
+                    batch.at_end_since.entry(p).or_insert_with(Instant::now);
                 }
                 Some(Err(e)) => {
                     // librdkafka retries by itself; show what it reports.
                     self.status.set_state(State::Retrying, Some(e.to_string()));
                 }
                 Some(Ok(m)) => {
-                    batch.last_seen.insert(m.partition(), Instant::now());
+                    batch.at_end_since.remove(&m.partition());
                     if opened.is_none() {
                         opened = Some(Instant::now());
                         self.status.set_state(State::Running, None);
@@ -539,7 +538,7 @@ impl Ingest {
             return false;
         };
         let idle: BTreeSet<i32> = batch
-            .last_seen
+            .at_end_since
             .iter()
             .filter(|(_, at)| at.elapsed() >= timeout)
             .map(|(p, _)| *p)
@@ -704,9 +703,12 @@ struct Batch {
     counts: BTreeMap<i32, Counts>,
     /// Undecodable messages, for the dead-letter topic.
     dead_letters: Vec<DeadLetter>,
-    /// When each partition last delivered a message (event-time sources
-    /// let idle partitions go).
-    last_seen: BTreeMap<i32, Instant>,
+    /// Since when each partition has been at its end with no message
+    /// after (event-time sources let partitions idle there go). Only a
+    /// partition known to be at its end can be idle: one that is merely
+    /// slow to deliver while catching up on a backlog still holds the
+    /// watermark back, or its messages would arrive late and be dropped.
+    at_end_since: BTreeMap<i32, Instant>,
     /// The partitions idle at the last look.
     idle: BTreeSet<i32>,
 }
@@ -736,7 +738,7 @@ impl Batch {
             eof: BTreeSet::new(),
             counts: BTreeMap::new(),
             dead_letters: Vec::new(),
-            last_seen: BTreeMap::new(),
+            at_end_since: BTreeMap::new(),
             idle: BTreeSet::new(),
         }
     }
