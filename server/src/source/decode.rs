@@ -17,6 +17,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
+use serde::de;
 use serde_json::Value;
 
 /// How payloads are encoded (`ENCODE …`).
@@ -103,29 +104,51 @@ impl Decoder {
         Ok(out)
     }
 
+    /// Reads one JSON object field by field, straight into its columns'
+    /// cells: the object as a whole is never built, and fields that are not
+    /// columns are skipped unparsed. A payload that is not an object is
+    /// left to [`Decoder::json_value_row`] for its error.
     fn json_row(&self, payload: &[u8]) -> Result<Vec<Cell>, DecodeError> {
+        let starts_object = payload
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{');
+        if !starts_object {
+            return self.json_value_row(payload);
+        }
+        let mut slots: Vec<Option<(Result<Cell, String>, bool)>> = vec![None; self.fields.len()];
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let read = de::DeserializeSeed::deserialize(
+            ObjectRow {
+                fields: &self.fields,
+                json: &self.json,
+                slots: &mut slots,
+            },
+            &mut de,
+        )
+        .and_then(|()| de.end());
+        // A syntax error wins over a field that did not convert: the
+        // message is not JSON at all.
+        read.map_err(|e| format!("invalid JSON: {e}"))?;
+        slots
+            .into_iter()
+            .zip(&self.fields)
+            .map(|(slot, field)| match slot {
+                None => Ok(Cell::Null),
+                Some((cell, _)) => cell.map_err(|e| format!("field \"{}\": {e}", field.name())),
+            })
+            .collect()
+    }
+
+    /// The whole payload as a JSON value: only for payloads that do not
+    /// start with `{`, to say why they are not a row.
+    fn json_value_row(&self, payload: &[u8]) -> Result<Vec<Cell>, DecodeError> {
         let value: Value =
             serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
-        let Value::Object(object) = value else {
-            return Err("the JSON message is not an object".into());
-        };
-        let mut row = Vec::with_capacity(self.fields.len());
-        for (field, is_json) in self.fields.iter().zip(&self.json) {
-            let v = object.get(field.name()).or_else(|| {
-                object
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(field.name()))
-                    .map(|(_, v)| v)
-            });
-            let cell = match v {
-                None | Some(Value::Null) => Cell::Null,
-                Some(v) if *is_json => Cell::Text(v.to_string()),
-                Some(v) => from_json(v, field.data_type())
-                    .map_err(|e| format!("field \"{}\": {e}", field.name()))?,
-            };
-            row.push(cell);
+        match value {
+            Value::Object(_) => Err("internal: a JSON object not read as one".into()),
+            _ => Err("the JSON message is not an object".into()),
         }
-        Ok(row)
     }
 
     fn csv_row(&self, payload: &[u8], delimiter: u8) -> Result<Vec<Cell>, DecodeError> {
@@ -157,6 +180,84 @@ impl Decoder {
             row.push(cell);
         }
         Ok(row)
+    }
+}
+
+/// The fields of one JSON object, read into one slot per column. A slot
+/// holds the cell (or why the value does not fit the column) and whether
+/// its key matched the column's name exactly: an exact match wins over one
+/// that differs only in case, and among exact matches the last one wins.
+struct ObjectRow<'a> {
+    fields: &'a [Arc<Field>],
+    json: &'a [bool],
+    slots: &'a mut [Option<(Result<Cell, String>, bool)>],
+}
+
+impl<'de> de::DeserializeSeed<'de> for ObjectRow<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for ObjectRow<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(column) = map.next_key_seed(ColumnOf(self.fields))? {
+            let Some((i, exact)) = column else {
+                map.next_value::<de::IgnoredAny>()?;
+                continue;
+            };
+            let value: Value = map.next_value()?;
+            if !exact && self.slots[i].is_some() {
+                continue;
+            }
+            let field = &self.fields[i];
+            let cell = match value {
+                Value::Null => Ok(Cell::Null),
+                v if self.json[i] => Ok(Cell::Text(v.to_string())),
+                Value::String(s) if *field.data_type() == DataType::Utf8 => Ok(Cell::Text(s)),
+                v => from_json(&v, field.data_type()),
+            };
+            self.slots[i] = Some((cell, exact));
+        }
+        Ok(())
+    }
+}
+
+/// Reads an object key as the column it names, if any: `(index, exact)`.
+struct ColumnOf<'a>(&'a [Arc<Field>]);
+
+impl<'de> de::DeserializeSeed<'de> for ColumnOf<'_> {
+    type Value = Option<(usize, bool)>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl de::Visitor<'_> for ColumnOf<'_> {
+    type Value = Option<(usize, bool)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        if let Some(i) = self.0.iter().position(|f| f.name() == key) {
+            return Ok(Some((i, true)));
+        }
+        Ok(self
+            .0
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(key))
+            .map(|i| (i, false)))
     }
 }
 
@@ -439,6 +540,38 @@ mod tests {
         let ts = cols[2].as_primitive::<TimestampNanosecondType>();
         assert_eq!(ts.value(1) - ts.value(0), 1_000_000_000);
         assert_eq!(d.rows(), 0);
+    }
+
+    #[test]
+    fn json_fields_match_columns_by_name_exact_first() {
+        let mut d = Decoder::new(Encoding::Json, fields(), vec![false, true]);
+        // Unknown fields, nested or not, are skipped; a JSONB column takes
+        // any value as its text; an exact name wins over one that differs in
+        // case, wherever it stands; a repeated exact name keeps the last.
+        d.push(br#"{"skip": {"a": [1, {"b": 2}]}, "ID": 9, "id": 1, "name": {"k": [1]}}"#)
+            .unwrap();
+        d.push(br#"{"id": 2, "id": 3, "ID": 4}"#).unwrap();
+        d.push(br#"{"Id": 5, "ID": 6}"#).unwrap();
+        let cols = d.finish().unwrap();
+        assert_eq!(cols[0].as_primitive::<Int64Type>().values(), &[1, 3, 5]);
+        assert_eq!(cols[1].as_string::<i32>().value(0), r#"{"k":[1]}"#);
+        // Errors name the field; a syntax error wins; trailing bytes refuse
+        // the message; a value that converts is not hurt by a bad
+        // case-insensitive duplicate it overrides.
+        let e = d.push(br#"{"id": 1, "ts": true}"#).unwrap_err();
+        assert_eq!(
+            e,
+            "field \"ts\": a boolean cannot be read as timestamp without time zone"
+        );
+        let e = d.push(br#"{"id": "x", "name": }"#).unwrap_err();
+        assert!(e.starts_with("invalid JSON"), "{e}");
+        assert!(d.push(br#"{"id": 1} x"#).is_err());
+        assert_eq!(
+            d.push(b"  [1]").unwrap_err(),
+            "the JSON message is not an object"
+        );
+        d.push(br#"{"ID": "x", "id": 7}"#).unwrap();
+        assert_eq!(d.rows(), 1);
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! Engine-only mode: bids generated in-process as Arrow batches and
+//! appended straight to a table, with no Kafka and no JSON, to separate the
+//! cost of the operators (and of durable commits) from that of ingestion.
+
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use millrace_server::engine::{Engine, Outcome};
+
+use crate::events::{self, BID_COLUMNS};
+use crate::measure::{self, Figures};
+use crate::queries::Query;
+
+/// Rows per appended batch: what a Kafka source commits at most at once.
+const BATCH_ROWS: usize = 100_000;
+
+/// Runs `query` over `events` bids in a fresh engine and data directory.
+pub async fn run(query: &Query, events: u64, scratch: &std::path::Path) -> anyhow::Result<Figures> {
+    let dir = scratch.join(format!("engine-{}", query.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = Engine::open(&dir).await?;
+    execute(&engine, &format!("CREATE TABLE bid ({BID_COLUMNS})")).await?;
+    for view in query.views {
+        execute(&engine, view).await?;
+    }
+    let rel = engine
+        .relation("bid")
+        .ok_or_else(|| anyhow::anyhow!("table bid was not created"))?;
+
+    // The generator runs on its own thread, two batches ahead; its CPU time
+    // is measured by itself and left out of the engine's.
+    let (tx, rx) = sync_channel(2);
+    let schema = rel.schema.clone();
+    let generator = std::thread::spawn(move || -> anyhow::Result<f64> {
+        let mut bids = events::bids(1_767_225_600_000);
+        let mut left = events;
+        while left > 0 {
+            let n = (BATCH_ROWS as u64).min(left) as usize;
+            let batch = events::to_batch(&schema, &mut bids, n)?;
+            left -= n as u64;
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+        Ok(measure::thread_cpu_seconds())
+    });
+
+    let pid = std::process::id();
+    let peak = measure::PeakRss::start(pid);
+    let cpu_before = measure::process_cpu_seconds(pid);
+    let started = Instant::now();
+    let mut appended = 0u64;
+    while let Ok(batch) = rx.recv() {
+        appended += engine.append(&rel, vec![batch]).await? as u64;
+    }
+    let wall = started.elapsed();
+    let generator_cpu = generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the event generator panicked"))??;
+    let cpu = measure::process_cpu_seconds(pid) - cpu_before - generator_cpu;
+    let peak = peak.stop();
+    anyhow::ensure!(appended == events, "appended {appended} of {events} bids");
+    let summary = first_value(&engine, query.summary).await?;
+    println!("  {}: {} = {summary}", query.name, query.summary);
+    query.check(&summary, events)?;
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Figures {
+        query: query.name.to_string(),
+        events,
+        wall,
+        cpu_seconds: cpu,
+        peak_rss_mib: peak,
+    })
+}
+
+async fn execute(engine: &Engine, sql: &str) -> anyhow::Result<Outcome> {
+    let mut last = None;
+    for stmt in millrace_planner::statement::parse(sql)? {
+        last = Some(engine.execute(&stmt, None).await?);
+    }
+    last.ok_or_else(|| anyhow::anyhow!("no statement in {sql:?}"))
+}
+
+/// The first column of the first row of `sql`'s result, as text.
+async fn first_value(engine: &Engine, sql: &str) -> anyhow::Result<String> {
+    match execute(engine, sql).await? {
+        Outcome::Rows { batches, .. } => {
+            let value = batches
+                .iter()
+                .find(|b| b.num_rows() > 0)
+                .map(|b| arrow::util::display::array_value_to_string(b.column(0), 0))
+                .transpose()?;
+            Ok(value.unwrap_or_else(|| "(no rows)".into()))
+        }
+        _ => Ok("(no rows)".into()),
+    }
+}
