@@ -8,17 +8,47 @@ functions (SQLTables, SQLColumns) run psqlODBC's own pg_catalog queries.
 Connects, runs parameterized queries, reads catalog metadata and a windowed
 view. Exits non-zero on any mismatch.
 Run: python3 odbc_client.py PORT"""
+import atexit
 import datetime
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
-import pyodbc
+
+def quiet_odbcinst() -> None:
+    """Debian's odbcinst.ini turns psqlODBC's communication log on
+    (CommLog=1), and the driver writes a /tmp/psqlodbc_*.log per process
+    even with CommLog=0 in the connection string (its disconnect logs by
+    the driver-wide setting). Point unixODBC at a copy with the log off;
+    before pyodbc is imported, as unixODBC reads ODBCSYSINI once."""
+    try:
+        out = subprocess.run(["odbcinst", "-j"], capture_output=True, text=True).stdout
+        found = re.search(r"DRIVERS\.*:\s*(\S+)", out)
+        path = found.group(1) if found else "/etc/odbcinst.ini"
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return
+    quiet = tempfile.mkdtemp(prefix="millrace-odbc-")
+    atexit.register(shutil.rmtree, quiet, ignore_errors=True)
+    with open(os.path.join(quiet, "odbcinst.ini"), "w") as f:
+        f.write(re.sub(r"(?im)^(\s*CommLog\s*=\s*)1", r"\g<1>0", text))
+    os.environ["ODBCSYSINI"] = quiet
+
+
+quiet_odbcinst()
+import pyodbc  # noqa: E402
 
 
 def main(port: int) -> None:
     conn = pyodbc.connect(
         "Driver={PostgreSQL Unicode};Server=127.0.0.1;"
         f"Port={port};Database=millrace;Uid=tester;Pwd=;"
-        "UseDeclareFetch=1;Fetch=3",
+        # no communication log (see quiet_odbcinst)
+        "UseDeclareFetch=1;Fetch=3;CommLog=0;Debug=0",
         autocommit=True,
     )
     cur = conn.cursor()

@@ -392,15 +392,15 @@ fn pgjdbc_client() {
     );
 }
 
-/// node-postgres (`pg` from npm, pinned in `tests/node/package.json`;
-/// `.ci/run` installs it into `tests/node/node_modules`).
+/// node-postgres (`pg` from npm, pinned in `tests/node/package-lock.json`;
+/// `.ci/run` installs it into `tests/node/node_modules` with `npm ci`).
 #[test]
 fn node_postgres_client() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
     run_client(
         "node-postgres",
         &["node", "-e", &format!("require('{dir}/node_modules/pg')")],
-        "apt-get install nodejs npm, then npm install in server/tests/node",
+        "apt-get install nodejs npm, then npm ci in server/tests/node",
         |server| {
             let mut c = Command::new("node");
             c.current_dir(dir)

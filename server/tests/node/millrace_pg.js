@@ -5,7 +5,7 @@
 // type OID, and sends plain `client.query(text)` as a simple Query.
 // Connects, runs parameterized queries, reads catalog metadata and a
 // windowed view.
-// Run: (cd server/tests/node && npm install) && node server/tests/node/millrace_pg.js PORT
+// Run: (cd server/tests/node && npm ci) && node server/tests/node/millrace_pg.js PORT
 // Exits non-zero (a thrown error) on any mismatch.
 'use strict';
 
