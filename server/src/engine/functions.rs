@@ -378,9 +378,7 @@ impl ScalarUDFImpl for LikeEscape {
         let external = |e: SqlError| datafusion::error::DataFusionError::External(Box::new(e));
         let mut out = datafusion::arrow::array::StringBuilder::new();
         for row in 0..patterns.len().min(escapes.len()) {
-            if patterns.is_null(row)
-                || escapes.is_null(row)
-            {
+            if patterns.is_null(row) || escapes.is_null(row) {
                 out.append_null();
                 continue;
             }
@@ -653,9 +651,11 @@ impl ScalarUDFImpl for Format {
         let mut values = Vec::with_capacity(texts.len());
         for row in 0..rows {
             values.clear();
-            values.extend(texts.iter().map(|t| {
-                (!t.is_null(row)).then(|| t.value(row))
-            }));
+            values.extend(
+                texts
+                    .iter()
+                    .map(|t| (!t.is_null(row)).then(|| t.value(row))),
+            );
             match values.split_first() {
                 Some((Some(fmt), rest)) => {
                     out.append_value(format_row(fmt, rest).map_err(external)?)

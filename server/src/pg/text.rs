@@ -164,8 +164,7 @@ fn list_element_type(t: &DataType) -> DataType {
 fn push_array_element(out: &mut String, e: &str) {
     let quote = e.is_empty()
         || e.eq_ignore_ascii_case("null")
-        || e
-            .chars()
+        || e.chars()
             .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
     if !quote {
         out.push_str(e);
@@ -295,7 +294,9 @@ mod tests {
             [s("t"), s("f")]
         );
         assert_eq!(
-            text(Arc::new(BinaryArray::from(vec![&[0xde_u8, 0xad, 0x01][..]]))),
+            text(Arc::new(BinaryArray::from(vec![
+                &[0xde_u8, 0xad, 0x01][..]
+            ]))),
             [s("\\xdead01")]
         );
         assert_eq!(
@@ -310,10 +311,7 @@ mod tests {
             Arc::new(StringArray::from(vec!["a b", "", "x\"y", "null"])),
             None,
         );
-        assert_eq!(
-            text(Arc::new(words)),
-            [s(r#"{"a b","","x\"y","null"}"#)]
-        );
+        assert_eq!(text(Arc::new(words)), [s(r#"{"a b","","x\"y","null"}"#)]);
     }
 
     #[test]
