@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder, TimestampMillisecondBuilder, TimestampNanosecondBuilder,
     TimestampSecondBuilder,
 };
@@ -56,27 +56,29 @@ pub struct Decoder {
     fields: Vec<Arc<Field>>,
     /// Which columns are JSONB: they take any JSON value, as its text.
     json: Vec<bool>,
-    /// The decoded values, column by column.
-    cells: Vec<Vec<Cell>>,
+    /// The decoded values, in one Arrow builder per column.
+    columns: Vec<Column>,
+    rows: usize,
 }
 
 impl Decoder {
     /// A decoder for the payload columns `fields`; `json` marks the JSONB
     /// ones (missing entries count as not JSONB).
     pub fn new(encoding: Encoding, fields: Vec<Arc<Field>>, mut json: Vec<bool>) -> Self {
-        let cells = vec![Vec::new(); fields.len()];
+        let columns = fields.iter().map(|f| Column::new(f.data_type())).collect();
         json.resize(fields.len(), false);
         Self {
             encoding,
             fields,
             json,
-            cells,
+            columns,
+            rows: 0,
         }
     }
 
     /// Rows decoded since the last [`Decoder::finish`].
     pub fn rows(&self) -> usize {
-        self.cells.first().map_or(0, Vec::len)
+        self.rows
     }
 
     /// Decodes one payload and keeps its row, or keeps nothing and says why.
@@ -86,29 +88,41 @@ impl Decoder {
         }
         let row = match &self.encoding {
             Encoding::Json => self.json_row(payload)?,
-            Encoding::Csv { delimiter } => self.csv_row(payload, *delimiter)?,
-            Encoding::Bytes => vec![Cell::Bytes(payload.to_vec())],
+            Encoding::Csv { delimiter } => self
+                .csv_row(payload, *delimiter)?
+                .into_iter()
+                .map(Value_::Cell)
+                .collect(),
+            Encoding::Bytes => vec![Value_::Cell(Cell::Bytes(payload.to_vec()))],
         };
-        for (column, cell) in self.cells.iter_mut().zip(row) {
-            column.push(cell);
+        // Every value converted: the row is whole, append it everywhere.
+        let mut mismatch = None;
+        for (column, value) in self.columns.iter_mut().zip(row) {
+            if let Err(e) = column.append(value) {
+                mismatch.get_or_insert(e);
+            }
         }
-        Ok(())
+        self.rows += 1;
+        mismatch.map_or(Ok(()), Err)
     }
 
     /// The decoded rows as arrays, one per payload column; starts afresh.
     pub fn finish(&mut self) -> Result<Vec<ArrayRef>, DecodeError> {
-        let mut out = Vec::with_capacity(self.fields.len());
-        for (field, cells) in self.fields.iter().zip(self.cells.iter_mut()) {
-            out.push(build(field.data_type(), std::mem::take(cells))?);
-        }
-        Ok(out)
+        self.rows = 0;
+        self.fields
+            .iter()
+            .zip(self.columns.iter_mut())
+            .map(|(field, column)| {
+                std::mem::replace(column, Column::new(field.data_type())).finish()
+            })
+            .collect()
     }
 
     /// Reads one JSON object field by field, straight into its columns'
     /// cells: the object as a whole is never built, and fields that are not
     /// columns are skipped unparsed. A payload that is not an object is
     /// left to [`Decoder::json_value_row`] for its error.
-    fn json_row(&self, payload: &[u8]) -> Result<Vec<Cell>, DecodeError> {
+    fn json_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Value_<'p>>, DecodeError> {
         let starts_object = payload
             .iter()
             .find(|b| !b.is_ascii_whitespace())
@@ -116,7 +130,8 @@ impl Decoder {
         if !starts_object {
             return self.json_value_row(payload);
         }
-        let mut slots: Vec<Option<(Result<Cell, String>, bool)>> = vec![None; self.fields.len()];
+        let mut slots: Vec<Option<(Result<Value_<'p>, String>, bool)>> =
+            vec![None; self.fields.len()];
         let mut de = serde_json::Deserializer::from_slice(payload);
         let read = de::DeserializeSeed::deserialize(
             ObjectRow {
@@ -134,7 +149,7 @@ impl Decoder {
             .into_iter()
             .zip(&self.fields)
             .map(|(slot, field)| match slot {
-                None => Ok(Cell::Null),
+                None => Ok(Value_::Cell(Cell::Null)),
                 Some((cell, _)) => cell.map_err(|e| format!("field \"{}\": {e}", field.name())),
             })
             .collect()
@@ -142,7 +157,7 @@ impl Decoder {
 
     /// The whole payload as a JSON value: only for payloads that do not
     /// start with `{`, to say why they are not a row.
-    fn json_value_row(&self, payload: &[u8]) -> Result<Vec<Cell>, DecodeError> {
+    fn json_value_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Value_<'p>>, DecodeError> {
         let value: Value =
             serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
         match value {
@@ -184,16 +199,16 @@ impl Decoder {
 }
 
 /// The fields of one JSON object, read into one slot per column. A slot
-/// holds the cell (or why the value does not fit the column) and whether
-/// its key matched the column's name exactly: an exact match wins over one
-/// that differs only in case, and among exact matches the last one wins.
-struct ObjectRow<'a> {
+/// holds the value (or why it does not fit the column) and whether its key
+/// matched the column's name exactly: an exact match wins over one that
+/// differs only in case, and among exact matches the last one wins.
+struct ObjectRow<'a, 'de> {
     fields: &'a [Arc<Field>],
     json: &'a [bool],
-    slots: &'a mut [Option<(Result<Cell, String>, bool)>],
+    slots: &'a mut [Option<(Result<Value_<'de>, String>, bool)>],
 }
 
-impl<'de> de::DeserializeSeed<'de> for ObjectRow<'_> {
+impl<'de> de::DeserializeSeed<'de> for ObjectRow<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -201,7 +216,7 @@ impl<'de> de::DeserializeSeed<'de> for ObjectRow<'_> {
     }
 }
 
-impl<'de> de::Visitor<'de> for ObjectRow<'_> {
+impl<'de> de::Visitor<'de> for ObjectRow<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -214,20 +229,93 @@ impl<'de> de::Visitor<'de> for ObjectRow<'_> {
                 map.next_value::<de::IgnoredAny>()?;
                 continue;
             };
-            let value: Value = map.next_value()?;
+            let value = if self.json[i] {
+                // JSONB keeps any value, as its JSON text.
+                match map.next_value::<Value>()? {
+                    Value::Null => Ok(Value_::Cell(Cell::Null)),
+                    v => Ok(Value_::Cell(Cell::Text(v.to_string()))),
+                }
+            } else {
+                let field = &self.fields[i];
+                match map.next_value::<Json<'de>>()? {
+                    Json::Null => Ok(Value_::Cell(Cell::Null)),
+                    Json::Str(s) if *field.data_type() == DataType::Utf8 => Ok(Value_::Str(s)),
+                    Json::Value(v) => from_json(&v, field.data_type()).map(Value_::Cell),
+                    Json::Str(s) => from_json(&Value::String(s.to_string()), field.data_type())
+                        .map(Value_::Cell),
+                }
+            };
             if !exact && self.slots[i].is_some() {
                 continue;
             }
-            let field = &self.fields[i];
-            let cell = match value {
-                Value::Null => Ok(Cell::Null),
-                v if self.json[i] => Ok(Cell::Text(v.to_string())),
-                Value::String(s) if *field.data_type() == DataType::Utf8 => Ok(Cell::Text(s)),
-                v => from_json(&v, field.data_type()),
-            };
-            self.slots[i] = Some((cell, exact));
+            self.slots[i] = Some((value, exact));
         }
         Ok(())
+    }
+}
+
+/// A decoded value waiting to be appended to its column: a cell, or text
+/// still borrowed from the message (no copy until it lands in the column).
+#[derive(Clone, Debug)]
+enum Value_<'p> {
+    Cell(Cell),
+    Str(&'p str),
+}
+
+/// One JSON field's value: text without escapes stays borrowed from the
+/// message, everything else is a [`Value`].
+enum Json<'de> {
+    Null,
+    Str(&'de str),
+    Value(Value),
+}
+
+impl<'de> de::Deserialize<'de> for Json<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> de::Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Value(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Value(Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Value(Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
+        Ok(Json::Value(Value::from(v)))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Value(Value::String(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::Value(Value::String(v)))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Json<'de>, A::Error> {
+        de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Json::Value)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Json<'de>, A::Error> {
+        de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map)).map(Json::Value)
     }
 }
 
@@ -404,76 +492,6 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-macro_rules! build_with {
-    ($builder:expr, $cells:expr, $pat:pat => $val:expr) => {{
-        let mut b = $builder;
-        for cell in $cells {
-            match cell {
-                Cell::Null => b.append_null(),
-                $pat => b.append_value($val),
-                other => return Err(format!("internal: {other:?} in a column of another type")),
-            }
-        }
-        Ok(Arc::new(b.finish()) as ArrayRef)
-    }};
-}
-
-fn build(t: &DataType, cells: Vec<Cell>) -> Result<ArrayRef, DecodeError> {
-    let n = cells.len();
-    match t {
-        DataType::Int16 => {
-            build_with!(Int16Builder::with_capacity(n), cells, Cell::Int(v) => v as i16)
-        }
-        DataType::Int32 => {
-            build_with!(Int32Builder::with_capacity(n), cells, Cell::Int(v) => v as i32)
-        }
-        DataType::Int64 => build_with!(Int64Builder::with_capacity(n), cells, Cell::Int(v) => v),
-        DataType::Float32 => {
-            build_with!(Float32Builder::with_capacity(n), cells, Cell::Float(v) => v as f32)
-        }
-        DataType::Float64 => {
-            build_with!(Float64Builder::with_capacity(n), cells, Cell::Float(v) => v)
-        }
-        DataType::Boolean => {
-            build_with!(BooleanBuilder::with_capacity(n), cells, Cell::Bool(v) => v)
-        }
-        DataType::Utf8 => {
-            build_with!(StringBuilder::with_capacity(n, n * 16), cells, Cell::Text(v) => v)
-        }
-        DataType::Binary => {
-            build_with!(BinaryBuilder::with_capacity(n, n * 16), cells, Cell::Bytes(v) => v)
-        }
-        DataType::Date32 => build_with!(Date32Builder::with_capacity(n), cells, Cell::Date(v) => v),
-        DataType::Decimal128(p, s) => {
-            let b = Decimal128Builder::with_capacity(n)
-                .with_precision_and_scale(*p, *s)
-                .map_err(|e| e.to_string())?;
-            build_with!(b, cells, Cell::Decimal(v) => v)
-        }
-        DataType::Timestamp(unit, tz) => {
-            let tz = tz.clone();
-            match unit {
-                TimeUnit::Second => {
-                    build_with!(TimestampSecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000_000))
-                }
-                TimeUnit::Millisecond => {
-                    build_with!(TimestampMillisecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000_000))
-                }
-                TimeUnit::Microsecond => {
-                    build_with!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v.div_euclid(1_000))
-                }
-                TimeUnit::Nanosecond => {
-                    build_with!(TimestampNanosecondBuilder::with_capacity(n).with_timezone_opt(tz), cells, Cell::Timestamp(v) => v)
-                }
-            }
-        }
-        other => Err(format!(
-            "columns of type {} cannot be decoded from messages yet",
-            crate::engine::pg_type_name(other)
-        )),
-    }
-}
-
 /// Whether a column of type `t` can be decoded from messages.
 pub fn decodable(t: &DataType) -> bool {
     matches!(
@@ -490,6 +508,158 @@ pub fn decodable(t: &DataType) -> bool {
             | DataType::Decimal128(_, _)
             | DataType::Timestamp(_, _)
     )
+}
+
+/// The values of one column being decoded, in its Arrow builder.
+enum Column {
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    Date32(Date32Builder),
+    Decimal(Decimal128Builder),
+    TimestampSecond(TimestampSecondBuilder),
+    TimestampMillisecond(TimestampMillisecondBuilder),
+    TimestampMicrosecond(TimestampMicrosecondBuilder),
+    TimestampNanosecond(TimestampNanosecondBuilder),
+    /// A type messages cannot hold (refused at CREATE SOURCE already).
+    Unsupported(DataType, usize),
+}
+
+impl Column {
+    fn new(t: &DataType) -> Column {
+        match t {
+            DataType::Int16 => Column::Int16(Int16Builder::new()),
+            DataType::Int32 => Column::Int32(Int32Builder::new()),
+            DataType::Int64 => Column::Int64(Int64Builder::new()),
+            DataType::Float32 => Column::Float32(Float32Builder::new()),
+            DataType::Float64 => Column::Float64(Float64Builder::new()),
+            DataType::Boolean => Column::Boolean(BooleanBuilder::new()),
+            DataType::Utf8 => Column::Utf8(StringBuilder::new()),
+            DataType::Binary => Column::Binary(BinaryBuilder::new()),
+            DataType::Date32 => Column::Date32(Date32Builder::new()),
+            DataType::Decimal128(p, s) => {
+                match Decimal128Builder::new().with_precision_and_scale(*p, *s) {
+                    Ok(b) => Column::Decimal(b),
+                    Err(_) => Column::Unsupported(t.clone(), 0),
+                }
+            }
+            DataType::Timestamp(unit, tz) => {
+                let tz = tz.clone();
+                match unit {
+                    TimeUnit::Second => {
+                        Column::TimestampSecond(TimestampSecondBuilder::new().with_timezone_opt(tz))
+                    }
+                    TimeUnit::Millisecond => Column::TimestampMillisecond(
+                        TimestampMillisecondBuilder::new().with_timezone_opt(tz),
+                    ),
+                    TimeUnit::Microsecond => Column::TimestampMicrosecond(
+                        TimestampMicrosecondBuilder::new().with_timezone_opt(tz),
+                    ),
+                    TimeUnit::Nanosecond => Column::TimestampNanosecond(
+                        TimestampNanosecondBuilder::new().with_timezone_opt(tz),
+                    ),
+                }
+            }
+            other => Column::Unsupported(other.clone(), 0),
+        }
+    }
+
+    /// Appends one value. A value of another type than the column's is a
+    /// bug of this module: the column gets a NULL (rows stay aligned) and
+    /// the caller an internal error.
+    fn append(&mut self, value: Value_<'_>) -> Result<(), DecodeError> {
+        let cell = match (self, value) {
+            (Column::Utf8(b), Value_::Str(s)) => {
+                b.append_value(s);
+                return Ok(());
+            }
+            (column, Value_::Str(s)) => {
+                column.append_null();
+                return Err(format!("internal: text {s:?} for a column of another type"));
+            }
+            (column, Value_::Cell(cell)) => (column, cell),
+        };
+        match cell {
+            (c, Cell::Null) => c.append_null(),
+            (Column::Int16(b), Cell::Int(v)) => b.append_value(v as i16),
+            (Column::Int32(b), Cell::Int(v)) => b.append_value(v as i32),
+            (Column::Int64(b), Cell::Int(v)) => b.append_value(v),
+            (Column::Float32(b), Cell::Float(v)) => b.append_value(v as f32),
+            (Column::Float64(b), Cell::Float(v)) => b.append_value(v),
+            (Column::Boolean(b), Cell::Bool(v)) => b.append_value(v),
+            (Column::Utf8(b), Cell::Text(v)) => b.append_value(v),
+            (Column::Binary(b), Cell::Bytes(v)) => b.append_value(v),
+            (Column::Date32(b), Cell::Date(v)) => b.append_value(v),
+            (Column::Decimal(b), Cell::Decimal(v)) => b.append_value(v),
+            (Column::TimestampSecond(b), Cell::Timestamp(v)) => {
+                b.append_value(v.div_euclid(1_000_000_000))
+            }
+            (Column::TimestampMillisecond(b), Cell::Timestamp(v)) => {
+                b.append_value(v.div_euclid(1_000_000))
+            }
+            (Column::TimestampMicrosecond(b), Cell::Timestamp(v)) => {
+                b.append_value(v.div_euclid(1_000))
+            }
+            (Column::TimestampNanosecond(b), Cell::Timestamp(v)) => b.append_value(v),
+            (c, other) => {
+                c.append_null();
+                return Err(format!("internal: {other:?} in a column of another type"));
+            }
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Int16(b) => b.append_null(),
+            Column::Int32(b) => b.append_null(),
+            Column::Int64(b) => b.append_null(),
+            Column::Float32(b) => b.append_null(),
+            Column::Float64(b) => b.append_null(),
+            Column::Boolean(b) => b.append_null(),
+            Column::Utf8(b) => b.append_null(),
+            Column::Binary(b) => b.append_null(),
+            Column::Date32(b) => b.append_null(),
+            Column::Decimal(b) => b.append_null(),
+            Column::TimestampSecond(b) => b.append_null(),
+            Column::TimestampMillisecond(b) => b.append_null(),
+            Column::TimestampMicrosecond(b) => b.append_null(),
+            Column::TimestampNanosecond(b) => b.append_null(),
+            Column::Unsupported(_, n) => *n += 1,
+        }
+    }
+
+    fn finish(self) -> Result<ArrayRef, DecodeError> {
+        fn done(mut b: impl ArrayBuilder) -> Result<ArrayRef, DecodeError> {
+            Ok(b.finish())
+        }
+        match self {
+            Column::Int16(b) => done(b),
+            Column::Int32(b) => done(b),
+            Column::Int64(b) => done(b),
+            Column::Float32(b) => done(b),
+            Column::Float64(b) => done(b),
+            Column::Boolean(b) => done(b),
+            Column::Utf8(b) => done(b),
+            Column::Binary(b) => done(b),
+            Column::Date32(b) => done(b),
+            Column::Decimal(b) => done(b),
+            Column::TimestampSecond(b) => done(b),
+            Column::TimestampMillisecond(b) => done(b),
+            Column::TimestampMicrosecond(b) => done(b),
+            Column::TimestampNanosecond(b) => done(b),
+            Column::Unsupported(t, 0) => Ok(arrow::array::new_empty_array(&t)),
+            Column::Unsupported(t, _) => Err(format!(
+                "columns of type {} cannot be decoded from messages yet",
+                crate::engine::pg_type_name(&t)
+            )),
+        }
+    }
 }
 
 /// A batch of `schema` from payload columns plus metadata columns.
