@@ -74,6 +74,33 @@ pub async fn run(query: &Query, events: u64, scratch: &std::path::Path) -> anyho
     })
 }
 
+/// Runs `query` in a new process of this binary (`engine --child`) and
+/// returns the figures it prints; its other output is passed on.
+pub fn run_in_child(
+    query: &Query,
+    events: u64,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Figures> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["engine", "--child", "--queries", query.name])
+        .arg("--events")
+        .arg(events.to_string())
+        .arg("--scratch")
+        .arg(scratch)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut figures = None;
+    for line in stdout.lines() {
+        match Figures::from_line(line) {
+            Some(f) => figures = Some(f),
+            None => println!("{line}"),
+        }
+    }
+    anyhow::ensure!(out.status.success(), "the run of {} failed", query.name);
+    figures.ok_or_else(|| anyhow::anyhow!("the run of {} printed no figures", query.name))
+}
+
 async fn execute(engine: &Engine, sql: &str) -> anyhow::Result<Outcome> {
     let mut last = None;
     for stmt in millrace_planner::statement::parse(sql)? {

@@ -43,6 +43,11 @@ enum Mode {
         /// Where the data directories go.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
         scratch: PathBuf,
+        /// Runs the one query in this process and prints its figures as a
+        /// line for the parent (each query runs in a process of its own, so
+        /// that its peak RSS is its own).
+        #[arg(long, hide = true)]
+        child: bool,
     },
     /// Bids as JSON through a tansu broker on loopback and `CREATE SOURCE`.
     Kafka {
@@ -125,17 +130,25 @@ fn run() -> anyhow::Result<()> {
             events,
             queries,
             scratch,
+            child,
         } => runtime.block_on(async {
             let queries = queries::select(&queries)?;
             std::fs::create_dir_all(&scratch)?;
+            if child {
+                for q in queries {
+                    let f = engine_only::run(q, events, &scratch).await?;
+                    println!("{}", f.to_line());
+                }
+                return Ok(());
+            }
             println!(
-                "engine-only: {events} Nexmark bids per query, Arrow batches of 100,000, a durable commit per batch; load before {}",
+                "engine-only: {events} Nexmark bids per query, Arrow batches of 100,000, a durable commit per batch, one process per query; load before {}",
                 measure::load_average()
             );
             let mut all = Vec::new();
             for q in queries {
                 println!("{}: {}", q.name, q.what);
-                all.push(engine_only::run(q, events, &scratch).await?);
+                all.push(engine_only::run_in_child(q, events, &scratch)?);
             }
             println!("load after {}", measure::load_average());
             measure::print_header();

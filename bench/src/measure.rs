@@ -115,6 +115,30 @@ impl Figures {
     pub fn events_per_cpu_second(&self) -> f64 {
         self.events as f64 / self.cpu_seconds.max(1e-9)
     }
+
+    /// The figures as one line, for a parent process to read back.
+    pub fn to_line(&self) -> String {
+        format!(
+            "figures {} {} {} {} {}",
+            self.query,
+            self.events,
+            self.wall.as_secs_f64(),
+            self.cpu_seconds,
+            self.peak_rss_mib
+        )
+    }
+
+    /// Reads a line written by [`Figures::to_line`].
+    pub fn from_line(line: &str) -> Option<Figures> {
+        let mut parts = line.strip_prefix("figures ")?.split_whitespace();
+        Some(Figures {
+            query: parts.next()?.to_string(),
+            events: parts.next()?.parse().ok()?,
+            wall: Duration::from_secs_f64(parts.next()?.parse().ok()?),
+            cpu_seconds: parts.next()?.parse().ok()?,
+            peak_rss_mib: parts.next()?.parse().ok()?,
+        })
+    }
 }
 
 /// Prints the table header for [`print_row`].
