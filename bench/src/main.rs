@@ -222,12 +222,6 @@ fn serve(runtime: &tokio::runtime::Runtime, args: Vec<String>) -> anyhow::Result
     let config = millrace_server::config::Config::try_parse_from(
         std::iter::once("millrace".to_string()).chain(args),
     )?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    millrace_server::server::init_logging(&config.log);
     runtime.block_on(millrace_server::server::run(config, std::future::pending()))
 }

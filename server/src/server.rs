@@ -8,6 +8,18 @@ use crate::config::{AuthMode, Config};
 use crate::engine::Engine;
 use crate::pg::{Frontend, Handlers, Startup};
 
+/// Sends log lines to stderr, filtered by `filter` (`RUST_LOG` syntax, as
+/// `--log` takes it; an invalid filter falls back to `info`).
+pub fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
 /// Opens the data directory, listens, and serves connections until
 /// `shutdown` resolves. Storage is flushed after every commit, so stopping
 /// only needs to stop accepting and let in-flight statements finish.
