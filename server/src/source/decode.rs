@@ -91,9 +91,9 @@ impl Decoder {
             Encoding::Csv { delimiter } => self
                 .csv_row(payload, *delimiter)?
                 .into_iter()
-                .map(Value_::Cell)
+                .map(Pending::Cell)
                 .collect(),
-            Encoding::Bytes => vec![Value_::Cell(Cell::Bytes(payload.to_vec()))],
+            Encoding::Bytes => vec![Pending::Cell(Cell::Bytes(payload.to_vec()))],
         };
         // Every value converted: the row is whole, append it everywhere.
         let mut mismatch = None;
@@ -122,7 +122,7 @@ impl Decoder {
     /// cells: the object as a whole is never built, and fields that are not
     /// columns are skipped unparsed. A payload that is not an object is
     /// left to [`Decoder::json_value_row`] for its error.
-    fn json_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Value_<'p>>, DecodeError> {
+    fn json_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Pending<'p>>, DecodeError> {
         let starts_object = payload
             .iter()
             .find(|b| !b.is_ascii_whitespace())
@@ -130,7 +130,7 @@ impl Decoder {
         if !starts_object {
             return self.json_value_row(payload);
         }
-        let mut slots: Vec<Option<(Result<Value_<'p>, String>, bool)>> =
+        let mut slots: Vec<Option<(Result<Pending<'p>, String>, bool)>> =
             vec![None; self.fields.len()];
         let mut de = serde_json::Deserializer::from_slice(payload);
         let read = de::DeserializeSeed::deserialize(
@@ -149,7 +149,7 @@ impl Decoder {
             .into_iter()
             .zip(&self.fields)
             .map(|(slot, field)| match slot {
-                None => Ok(Value_::Cell(Cell::Null)),
+                None => Ok(Pending::Cell(Cell::Null)),
                 Some((cell, _)) => cell.map_err(|e| format!("field \"{}\": {e}", field.name())),
             })
             .collect()
@@ -157,7 +157,7 @@ impl Decoder {
 
     /// The whole payload as a JSON value: only for payloads that do not
     /// start with `{`, to say why they are not a row.
-    fn json_value_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Value_<'p>>, DecodeError> {
+    fn json_value_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Pending<'p>>, DecodeError> {
         let value: Value =
             serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
         match value {
@@ -205,7 +205,7 @@ impl Decoder {
 struct ObjectRow<'a, 'de> {
     fields: &'a [Arc<Field>],
     json: &'a [bool],
-    slots: &'a mut [Option<(Result<Value_<'de>, String>, bool)>],
+    slots: &'a mut [Option<(Result<Pending<'de>, String>, bool)>],
 }
 
 impl<'de> de::DeserializeSeed<'de> for ObjectRow<'_, 'de> {
@@ -232,17 +232,17 @@ impl<'de> de::Visitor<'de> for ObjectRow<'_, 'de> {
             let value = if self.json[i] {
                 // JSONB keeps any value, as its JSON text.
                 match map.next_value::<Value>()? {
-                    Value::Null => Ok(Value_::Cell(Cell::Null)),
-                    v => Ok(Value_::Cell(Cell::Text(v.to_string()))),
+                    Value::Null => Ok(Pending::Cell(Cell::Null)),
+                    v => Ok(Pending::Cell(Cell::Text(v.to_string()))),
                 }
             } else {
                 let field = &self.fields[i];
                 match map.next_value::<Json<'de>>()? {
-                    Json::Null => Ok(Value_::Cell(Cell::Null)),
-                    Json::Str(s) if *field.data_type() == DataType::Utf8 => Ok(Value_::Str(s)),
-                    Json::Value(v) => from_json(&v, field.data_type()).map(Value_::Cell),
+                    Json::Null => Ok(Pending::Cell(Cell::Null)),
+                    Json::Str(s) if *field.data_type() == DataType::Utf8 => Ok(Pending::Str(s)),
+                    Json::Value(v) => from_json(&v, field.data_type()).map(Pending::Cell),
                     Json::Str(s) => from_json(&Value::String(s.to_string()), field.data_type())
-                        .map(Value_::Cell),
+                        .map(Pending::Cell),
                 }
             };
             if !exact && self.slots[i].is_some() {
@@ -257,7 +257,7 @@ impl<'de> de::Visitor<'de> for ObjectRow<'_, 'de> {
 /// A decoded value waiting to be appended to its column: a cell, or text
 /// still borrowed from the message (no copy until it lands in the column).
 #[derive(Clone, Debug)]
-enum Value_<'p> {
+enum Pending<'p> {
     Cell(Cell),
     Str(&'p str),
 }
@@ -572,17 +572,17 @@ impl Column {
     /// Appends one value. A value of another type than the column's is a
     /// bug of this module: the column gets a NULL (rows stay aligned) and
     /// the caller an internal error.
-    fn append(&mut self, value: Value_<'_>) -> Result<(), DecodeError> {
+    fn append(&mut self, value: Pending<'_>) -> Result<(), DecodeError> {
         let cell = match (self, value) {
-            (Column::Utf8(b), Value_::Str(s)) => {
+            (Column::Utf8(b), Pending::Str(s)) => {
                 b.append_value(s);
                 return Ok(());
             }
-            (column, Value_::Str(s)) => {
+            (column, Pending::Str(s)) => {
                 column.append_null();
                 return Err(format!("internal: text {s:?} for a column of another type"));
             }
-            (column, Value_::Cell(cell)) => (column, cell),
+            (column, Pending::Cell(cell)) => (column, cell),
         };
         match cell {
             (c, Cell::Null) => c.append_null(),
