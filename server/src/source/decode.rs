@@ -241,8 +241,9 @@ impl<'de> de::Visitor<'de> for ObjectRow<'_, 'de> {
                     Json::Null => Ok(Pending::Cell(Cell::Null)),
                     Json::Str(s) if *field.data_type() == DataType::Utf8 => Ok(Pending::Str(s)),
                     Json::Value(v) => from_json(&v, field.data_type()).map(Pending::Cell),
-                    Json::Str(s) => from_json(&Value::String(s.to_string()), field.data_type())
-                        .map(Pending::Cell),
+                    // Text for another type parses in place (what from_json
+                    // does with a string), without copying it into a Value.
+                    Json::Str(s) => from_text(s, field.data_type()).map(Pending::Cell),
                 }
             };
             if !exact && self.slots[i].is_some() {
