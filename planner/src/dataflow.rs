@@ -1,20 +1,29 @@
-//! Incremental dataflows: a materialized view's query as a tree of operators
-//! that turn input changes into output changes.
+//! Incremental dataflows: a materialized view's query as a graph of
+//! operators that turn input changes into output changes.
 //!
 //! [`Dataflow::plan`] rewrites DataFusion's (analyzed, unoptimized) logical
-//! plan node by node: scans become sources, filters and projections stateless
-//! maps over changes, `TUMBLE`/`HOP` a stateless window assignment, `GROUP
-//! BY` and `DISTINCT` an [`AggregateOperator`]. Anything else is refused with
-//! [`PlanError::Unsupported`] naming the construct: a view is never silently
-//! recomputed from scratch.
+//! plan node by node into a [`graph::Graph`] of [`operator::Operator`]s, one
+//! type per file: scans become [`input::Input`]s, filters and projections
+//! stateless [`filter::Filter`]s and [`project::Project`]s, `TUMBLE`/`HOP` a
+//! stateless [`window_assign::WindowAssign`], `SESSION` a
+//! [`session::SessionOperator`], `GROUP BY` and `DISTINCT` an
+//! [`aggregate::AggregateOperator`], `UNION ALL` a [`union::Union`].
+//! Anything else is refused with [`PlanError::Unsupported`] naming the
+//! construct: a view is never silently recomputed from scratch.
 
 pub mod aggregate;
+pub mod filter;
+pub mod graph;
+pub mod input;
+pub mod operator;
+pub mod project;
 pub mod session;
+pub mod union;
+pub mod window_assign;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::TreeNode;
@@ -26,13 +35,19 @@ use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use aggregate::{AggCall, AggKind, AggregateOperator, GroupClosing};
+pub use operator::{Operator, Stateful};
 pub use session::SessionOperator;
+
+use filter::Filter;
+use graph::{Graph, NodeId};
+use input::Input;
+use project::Project;
+use union::Union;
+use window_assign::WindowAssign;
 
 use crate::delta::Delta;
 use crate::error::unsupported;
-use crate::window::{
-    assign_windows, RelationLookup, SessionRelation, WindowSpec, WindowedRelation,
-};
+use crate::window::{RelationLookup, SessionRelation, WindowedRelation};
 use crate::{PlanError, Result};
 
 /// Where operators report state changes: `(operator, key, new value or
@@ -80,61 +95,19 @@ pub struct Closing {
     /// See above.
     pub after_ns: i64,
 }
-/// One operator of a dataflow.
-#[derive(Debug)]
-pub enum Node {
-    /// The changes of a table or view.
-    Source {
-        /// Relation name.
-        relation: String,
-        /// Its schema.
-        schema: SchemaRef,
-    },
-    /// Stateless assignment of `window_start` / `window_end`.
-    Window {
-        input: Box<Node>,
-        spec: WindowSpec,
-        schema: SchemaRef,
-    },
-    /// Keeps the changes whose row satisfies the predicate.
-    Filter {
-        input: Box<Node>,
-        predicate: Arc<dyn PhysicalExpr>,
-        display: String,
-    },
-    /// Computes new columns from each changed row.
-    Project {
-        input: Box<Node>,
-        exprs: Vec<Arc<dyn PhysicalExpr>>,
-        display: Vec<String>,
-        schema: SchemaRef,
-    },
-    /// Session assignment, which keeps the rows of open sessions.
-    Session {
-        input: Box<Node>,
-        op: SessionOperator,
-    },
-    /// Incremental `GROUP BY`.
-    Aggregate {
-        input: Box<Node>,
-        op: AggregateOperator,
-    },
-    /// `UNION ALL`: the changes of all inputs.
-    Union {
-        inputs: Vec<Node>,
-        schema: SchemaRef,
-    },
-}
-
 /// A materialized view's incremental plan.
 #[derive(Debug)]
 pub struct Dataflow {
-    root: Node,
+    graph: Graph,
+    root: NodeId,
     schema: SchemaRef,
     inputs: BTreeSet<String>,
+    /// The view's changes are insertions only.
+    append_only: bool,
 }
 
 struct Builder<'a> {
+    graph: Graph,
     state: &'a SessionState,
     lookup: &'a dyn RelationLookup,
     next_op: u32,
@@ -152,6 +125,7 @@ impl Dataflow {
         options: ViewOptions,
     ) -> Result<Self> {
         let mut b = Builder {
+            graph: Graph::default(),
             state,
             lookup,
             next_op: 0,
@@ -179,11 +153,29 @@ impl Dataflow {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
+        let append_only = b.graph.append_only(root);
         Ok(Self {
+            graph: b.graph,
             root,
             schema,
             inputs: b.inputs,
+            append_only,
         })
+    }
+
+    /// True when the view's changes are insertions only, so that its
+    /// contents can be kept as appended batches.
+    pub fn append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Reports every state record of every operator to `persist`, as
+    /// `(operator, key, Some(value))`: a full checkpoint image.
+    pub fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+        for op in self.graph.stateful() {
+            op.snapshot(persist)?;
+        }
+        Ok(())
     }
 
     /// Renames the output columns (PostgreSQL's names for unaliased
@@ -207,7 +199,7 @@ impl Dataflow {
     /// changes stay pending until [`Dataflow::committed`] or
     /// [`Dataflow::rollback`].
     pub fn push(&mut self, changes: &Changes, watermarks: &Watermarks) -> Result<Option<Delta>> {
-        match push(&mut self.root, changes, watermarks)? {
+        match self.graph.run(self.root, changes, watermarks)? {
             Some(d) => Ok(Some(d.with_schema(self.schema.clone())?)),
             None => Ok(None),
         }
@@ -216,7 +208,7 @@ impl Dataflow {
     /// Sets the watermarks windows were closed up to before a restart:
     /// call before [`Dataflow::load_state`].
     pub fn restore_watermarks(&mut self, watermarks: &Watermarks) {
-        let _ = visit_mut(&mut self.root, &mut |op| {
+        let _ = self.graph.for_each_stateful(&mut |op| {
             if let Some(wm) = op.closes_on().and_then(|r| watermarks.get(r)) {
                 op.restore_watermark(*wm);
             }
@@ -226,13 +218,9 @@ impl Dataflow {
 
     /// True when the view closes windows on the watermark of `relation`.
     pub fn closes_on(&self, relation: &str) -> bool {
-        let mut found = false;
-        visit(&self.root, &mut |op| {
-            if op.closes_on() == Some(relation) {
-                found = true;
-            }
-        });
-        found
+        self.graph
+            .stateful()
+            .any(|op| op.closes_on() == Some(relation))
     }
 
     /// The lowest watermark the view's operators closed windows up to, and
@@ -240,26 +228,29 @@ impl Dataflow {
     pub fn progress(&self) -> (Option<i64>, u64) {
         let mut wm: Option<i64> = None;
         let mut late = 0;
-        visit(&self.root, &mut |op| {
+        for op in self.graph.stateful() {
             if op.closes_on().is_some() {
                 if let Some(w) = op.watermark() {
                     wm = Some(wm.map_or(w, |m| m.min(w)));
                 }
             }
             late += op.late_rows();
-        });
+        }
         (wm, late)
     }
 
     /// Reports every pending state change to `persist` as
     /// `(operator, group key, new state or None when removed)`.
     pub fn pending(&mut self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
-        visit_mut(&mut self.root, &mut |op| op.pending(persist))
+        for op in self.graph.stateful() {
+            op.pending(persist)?;
+        }
+        Ok(())
     }
 
     /// The pending state changes are durable.
     pub fn committed(&mut self) {
-        let _ = visit_mut(&mut self.root, &mut |op| {
+        let _ = self.graph.for_each_stateful(&mut |op| {
             op.committed();
             Ok(())
         });
@@ -267,7 +258,7 @@ impl Dataflow {
 
     /// Forgets every pending state change.
     pub fn rollback(&mut self) {
-        let _ = visit_mut(&mut self.root, &mut |op| {
+        let _ = self.graph.for_each_stateful(&mut |op| {
             op.rollback();
             Ok(())
         });
@@ -276,7 +267,7 @@ impl Dataflow {
     /// Restores state of operator `op` read back from storage.
     pub fn load_state(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
         let mut found = false;
-        visit_mut(&mut self.root, &mut |s| {
+        self.graph.for_each_stateful(&mut |s| {
             if s.owns(op) {
                 found = true;
                 s.load(op, key, value)?;
@@ -295,9 +286,7 @@ impl Dataflow {
     /// Total number of groups (and open sessions' rows) held by the view's
     /// operators.
     pub fn state_size(&self) -> usize {
-        let mut size = 0;
-        visit(&self.root, &mut |op| size += op.held());
-        size
+        self.graph.stateful().map(|op| op.held()).sum()
     }
 
     /// The dataflow as indented lines, root first, for `EXPLAIN`.
@@ -308,285 +297,25 @@ impl Dataflow {
             .iter()
             .map(|f| f.name().as_str())
             .collect();
+        let kept = if self.append_only {
+            "appended batches in memory"
+        } else {
+            "rows by key in memory"
+        };
         let mut out = vec![format!(
-            "Materialize: {view} [{}] (stored by row, updated per change)",
+            "Materialize: {view} [{}] ({kept}, checkpointed, updated per change)",
             columns.join(", ")
         )];
-        explain(&self.root, 1, &mut out);
+        self.graph.explain(self.root, 1, &mut out);
         out
     }
 }
 
-fn explain(n: &Node, depth: usize, out: &mut Vec<String>) {
-    let pad = "  ".repeat(depth);
-    match n {
-        Node::Source { relation, .. } => out.push(format!("{pad}Source: {relation} (changes)")),
-        Node::Window { input, spec, .. } => {
-            out.push(format!("{pad}WindowAssign: {spec} (stateless)"));
-            explain(input, depth + 1, out);
-        }
-        Node::Filter { input, display, .. } => {
-            out.push(format!("{pad}Filter: {display} (stateless)"));
-            explain(input, depth + 1, out);
-        }
-        Node::Project { input, display, .. } => {
-            out.push(format!("{pad}Project: {} (stateless)", display.join(", ")));
-            explain(input, depth + 1, out);
-        }
-        Node::Session { input, op } => {
-            let closing = match &op.closing {
-                Some(r) => format!(
-                    ", closes when the watermark of {r} passes window_end{}",
-                    if op.emit_on_close {
-                        ", emits on close"
-                    } else {
-                        ""
-                    }
-                ),
-                None => String::new(),
-            };
-            out.push(format!(
-                "{pad}SessionAssign #{}: {} (rows of open sessions kept{closing})",
-                op.id, op.spec
-            ));
-            explain(input, depth + 1, out);
-        }
-        Node::Aggregate { input, op } => {
-            let calls: Vec<&str> = op.calls.iter().map(|c| c.display.as_str()).collect();
-            let closing = match &op.closing {
-                Some(c) => format!(
-                    ", closes when the watermark of {} passes {} + {}{}",
-                    c.relation,
-                    op.group_display
-                        .get(c.column)
-                        .map(String::as_str)
-                        .unwrap_or("?"),
-                    crate::window::fmt_ns(c.after_ns),
-                    if op.emit_on_close {
-                        ", emits on close"
-                    } else {
-                        ""
-                    }
-                ),
-                None => String::new(),
-            };
-            out.push(format!(
-                "{pad}Aggregate #{}: group=[{}] aggs=[{}] (state per group{}{closing})",
-                op.id,
-                op.group_display.join(", "),
-                calls.join(", "),
-                if op.append_only {
-                    ", append-only input"
-                } else {
-                    ", retractable input"
-                }
-            ));
-            explain(input, depth + 1, out);
-        }
-        Node::Union { inputs, .. } => {
-            out.push(format!("{pad}Union (stateless)"));
-            for i in inputs {
-                explain(i, depth + 1, out);
-            }
-        }
-    }
-}
-
-/// What the dataflow needs of an operator that keeps state.
-trait Stateful {
-    /// True when records stored under operator id `op` are this operator's.
-    fn owns(&self, op: u32) -> bool;
-    /// Restores a record stored under `op`.
-    fn load(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()>;
-    /// The relation whose watermark closes its state.
-    fn closes_on(&self) -> Option<&str>;
-    fn watermark(&self) -> Option<i64>;
-    fn restore_watermark(&mut self, wm: i64);
-    fn late_rows(&self) -> u64;
-    /// Groups or rows held.
-    fn held(&self) -> usize;
-    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()>;
-    fn committed(&mut self);
-    fn rollback(&mut self);
-}
-
-impl Stateful for AggregateOperator {
-    fn owns(&self, op: u32) -> bool {
-        op & !aggregate::VALUES_BIT == self.id
-    }
-    fn load(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
-        if op & aggregate::VALUES_BIT != 0 {
-            self.load_value(key, value)
-        } else {
-            self.load_state(key, value)
-        }
-    }
-    fn closes_on(&self) -> Option<&str> {
-        self.closing.as_ref().map(|c| c.relation.as_str())
-    }
-    fn watermark(&self) -> Option<i64> {
-        AggregateOperator::watermark(self)
-    }
-    fn restore_watermark(&mut self, wm: i64) {
-        AggregateOperator::restore_watermark(self, wm)
-    }
-    fn late_rows(&self) -> u64 {
-        AggregateOperator::late_rows(self)
-    }
-    fn held(&self) -> usize {
-        self.group_count()
-    }
-    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
-        AggregateOperator::pending(self, persist)
-    }
-    fn committed(&mut self) {
-        AggregateOperator::committed(self)
-    }
-    fn rollback(&mut self) {
-        AggregateOperator::rollback(self)
-    }
-}
-
-impl Stateful for SessionOperator {
-    fn owns(&self, op: u32) -> bool {
-        op == self.id
-    }
-    fn load(&mut self, _op: u32, key: &[u8], value: &[u8]) -> Result<()> {
-        self.load_state(key, value)
-    }
-    fn closes_on(&self) -> Option<&str> {
-        self.closing.as_deref()
-    }
-    fn watermark(&self) -> Option<i64> {
-        SessionOperator::watermark(self)
-    }
-    fn restore_watermark(&mut self, wm: i64) {
-        SessionOperator::restore_watermark(self, wm)
-    }
-    fn late_rows(&self) -> u64 {
-        SessionOperator::late_rows(self)
-    }
-    fn held(&self) -> usize {
-        self.row_count()
-    }
-    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
-        SessionOperator::pending(self, persist)
-    }
-    fn committed(&mut self) {
-        SessionOperator::committed(self)
-    }
-    fn rollback(&mut self) {
-        SessionOperator::rollback(self)
-    }
-}
-
-/// The inputs of `n`.
-fn children(n: &Node) -> Vec<&Node> {
-    match n {
-        Node::Source { .. } => vec![],
-        Node::Window { input, .. }
-        | Node::Filter { input, .. }
-        | Node::Project { input, .. }
-        | Node::Session { input, .. }
-        | Node::Aggregate { input, .. } => vec![input],
-        Node::Union { inputs, .. } => inputs.iter().collect(),
-    }
-}
-
-/// Calls `f` on every stateful operator of `n`.
-fn visit(n: &Node, f: &mut dyn FnMut(&dyn Stateful)) {
-    match n {
-        Node::Aggregate { op, .. } => f(op),
-        Node::Session { op, .. } => f(op),
-        _ => {}
-    }
-    for c in children(n) {
-        visit(c, f);
-    }
-}
-
-/// Calls `f` on every stateful operator of `n`, mutably.
-fn visit_mut(n: &mut Node, f: &mut dyn FnMut(&mut dyn Stateful) -> Result<()>) -> Result<()> {
-    match n {
-        Node::Source { .. } => Ok(()),
-        Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
-            visit_mut(input, f)
-        }
-        Node::Aggregate { input, op } => {
-            f(op)?;
-            visit_mut(input, f)
-        }
-        Node::Session { input, op } => {
-            f(op)?;
-            visit_mut(input, f)
-        }
-        Node::Union { inputs, .. } => {
-            for i in inputs {
-                visit_mut(i, f)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// How each output column of `n` relates to event time (see [`Closing`]).
-fn closings(n: &Node, lookup: &dyn RelationLookup) -> Vec<Option<Closing>> {
-    match n {
-        Node::Source { relation, schema } => {
-            let event = lookup.event_time(relation);
-            (0..schema.fields().len())
-                .map(|i| {
-                    event.as_ref().filter(|e| e.index == i).map(|_| Closing {
-                        relation: relation.clone(),
-                        after_ns: 1,
-                    })
-                })
-                .collect()
-        }
-        Node::Window { input, spec, .. } => {
-            let mut out = closings(input, lookup);
-            let time = out.get(spec.time_column).cloned().flatten();
-            let time = time.filter(|c| c.after_ns == 1);
-            out.push(time.clone().map(|c| Closing {
-                relation: c.relation.clone(),
-                after_ns: spec.size_ns,
-            }));
-            out.push(time.map(|c| Closing {
-                relation: c.relation,
-                after_ns: 0,
-            }));
-            out
-        }
-        Node::Session { input, op } => {
-            let mut out = closings(input, lookup);
-            out.push(None);
-            out.push(op.closing.as_ref().map(|r| Closing {
-                relation: r.clone(),
-                after_ns: 0,
-            }));
-            out
-        }
-        Node::Filter { input, .. } => closings(input, lookup),
-        Node::Project { input, exprs, .. } => {
-            let inner = closings(input, lookup);
-            exprs.iter().map(|e| expr_closing(e, &inner)).collect()
-        }
-        Node::Aggregate { input, op } => {
-            let inner = closings(input, lookup);
-            let mut out: Vec<Option<Closing>> = op
-                .group_exprs()
-                .iter()
-                .map(|e| expr_closing(e, &inner))
-                .collect();
-            out.extend(op.calls.iter().map(|_| None));
-            out
-        }
-        Node::Union { schema, .. } => vec![None; schema.fields().len()],
-    }
-}
-
 /// How the value of `e` relates to event time, given its input columns'.
-fn expr_closing(e: &Arc<dyn PhysicalExpr>, inputs: &[Option<Closing>]) -> Option<Closing> {
+pub(crate) fn expr_closing(
+    e: &Arc<dyn PhysicalExpr>,
+    inputs: &[Option<Closing>],
+) -> Option<Closing> {
     use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
     use datafusion::physical_expr::ScalarFunctionExpr;
     if let Some(c) = e.downcast_ref::<Column>() {
@@ -646,123 +375,6 @@ fn expr_closing(e: &Arc<dyn PhysicalExpr>, inputs: &[Option<Closing>]) -> Option
     })
 }
 
-fn push(n: &mut Node, changes: &Changes, watermarks: &Watermarks) -> Result<Option<Delta>> {
-    Ok(match n {
-        Node::Source { relation, schema } => match changes.get(relation) {
-            Some(d) => Some(d.clone().with_schema(schema.clone())?),
-            None => None,
-        },
-        Node::Window {
-            input,
-            spec,
-            schema,
-        } => match push(input, changes, watermarks)? {
-            Some(d) => {
-                let (batch, weights) = assign_windows(&d.batch, Some(&d.weights), spec, schema)?;
-                let weights =
-                    weights.ok_or_else(|| PlanError::Internal("window weights".into()))?;
-                Some(Delta { batch, weights })
-            }
-            None => None,
-        },
-        Node::Filter {
-            input, predicate, ..
-        } => match push(input, changes, watermarks)? {
-            Some(d) => {
-                let mask = predicate.evaluate(&d.batch)?.into_array(d.len())?;
-                let mask = mask
-                    .as_boolean_opt()
-                    .ok_or_else(|| PlanError::Internal("filter predicate is not boolean".into()))?;
-                // NULL counts as false, as in WHERE.
-                let mask = if mask.null_count() > 0 {
-                    arrow::compute::prep_null_mask_filter(mask)
-                } else {
-                    mask.clone()
-                };
-                Some(d.filter(&mask)?)
-            }
-            None => None,
-        },
-        Node::Project {
-            input,
-            exprs,
-            schema,
-            ..
-        } => match push(input, changes, watermarks)? {
-            Some(d) => {
-                let n = d.len();
-                let columns = exprs
-                    .iter()
-                    .map(|e| e.evaluate(&d.batch).and_then(|v| v.into_array(n)))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let batch = arrow::record_batch::RecordBatch::try_new_with_options(
-                    schema.clone(),
-                    columns,
-                    &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(n)),
-                )?;
-                Some(Delta {
-                    batch,
-                    weights: d.weights,
-                })
-            }
-            None => None,
-        },
-        Node::Aggregate { input, op } => {
-            let updated = match push(input, changes, watermarks)? {
-                Some(d) => Some(op.push(&d)?),
-                None => None,
-            };
-            let wm = op
-                .closing
-                .as_ref()
-                .and_then(|c| watermarks.get(&c.relation));
-            let closed = match wm {
-                Some(&wm) => Some(op.close(wm)?),
-                None => None,
-            };
-            combine(op.schema(), updated, closed)?
-        }
-        Node::Session { input, op } => {
-            let updated = match push(input, changes, watermarks)? {
-                Some(d) => Some(op.push(&d)?),
-                None => None,
-            };
-            let closed = match op.closing.as_ref().and_then(|r| watermarks.get(r)) {
-                Some(&wm) => Some(op.close(wm)?),
-                None => None,
-            };
-            combine(op.schema(), updated, closed)?
-        }
-        Node::Union { inputs, schema } => {
-            let mut parts = Vec::new();
-            for i in inputs.iter_mut() {
-                if let Some(d) = push(i, changes, watermarks)? {
-                    parts.push(d.with_schema(schema.clone())?);
-                }
-            }
-            if parts.is_empty() {
-                None
-            } else {
-                Some(Delta::concat(schema, &parts)?)
-            }
-        }
-    })
-}
-
-/// An operator's output: the change its input caused, then what closing
-/// windows emitted.
-fn combine(
-    schema: &SchemaRef,
-    updated: Option<Delta>,
-    closed: Option<Delta>,
-) -> Result<Option<Delta>> {
-    Ok(match (updated, closed.filter(|c| !c.is_empty())) {
-        (Some(u), Some(c)) => Some(Delta::concat(schema, &[u, c])?),
-        (u, None) => u,
-        (None, c) => c,
-    })
-}
-
 /// Arrow schema of a logical plan node, all columns nullable (changes may
 /// carry NULLs wherever an expression can produce them).
 fn node_schema(df: &DFSchema) -> SchemaRef {
@@ -793,7 +405,7 @@ impl Builder<'_> {
         Ok(self.state.create_physical_expr(simplified, schema)?)
     }
 
-    fn build(&mut self, plan: &LogicalPlan) -> Result<Node> {
+    fn build(&mut self, plan: &LogicalPlan) -> Result<NodeId> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let provider = source_as_provider(&scan.source)?;
@@ -802,11 +414,13 @@ impl Builder<'_> {
                 } else if let Some(w) = provider.downcast_ref::<WindowedRelation>() {
                     self.inputs.insert(w.input_name.clone());
                     let input = self.source(&w.input_name)?;
-                    Node::Window {
-                        input: Box::new(input),
-                        spec: w.spec.clone(),
-                        schema: datafusion::datasource::TableProvider::schema(w),
-                    }
+                    self.graph.add(
+                        Box::new(WindowAssign::new(
+                            w.spec.clone(),
+                            datafusion::datasource::TableProvider::schema(w),
+                        )),
+                        vec![input],
+                    )?
                 } else {
                     if let Some(schema) = scan.table_name.schema() {
                         if schema != "public" {
@@ -833,7 +447,7 @@ impl Builder<'_> {
                 match &scan.projection {
                     None => Ok(node),
                     Some(indices) => {
-                        let input_schema = node_schema_of(&node);
+                        let input_schema = self.graph.schema(node);
                         let exprs = indices
                             .iter()
                             .map(|&i| {
@@ -849,12 +463,14 @@ impl Builder<'_> {
                             .iter()
                             .map(|&i| input_schema.field(i).name().clone())
                             .collect();
-                        Ok(Node::Project {
-                            input: Box::new(node),
-                            exprs,
-                            display,
-                            schema: node_schema(&scan.projected_schema),
-                        })
+                        self.graph.add(
+                            Box::new(Project::new(
+                                exprs,
+                                display,
+                                node_schema(&scan.projected_schema),
+                            )),
+                            vec![node],
+                        )
                     }
                 }
             }
@@ -865,27 +481,26 @@ impl Builder<'_> {
                     .iter()
                     .map(|e| self.physical(e, p.input.schema()))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Node::Project {
-                    input: Box::new(input),
-                    exprs,
-                    display: p.expr.iter().map(|e| e.to_string()).collect(),
-                    schema: node_schema(&p.schema),
-                })
+                let display = p.expr.iter().map(|e| e.to_string()).collect();
+                self.graph.add(
+                    Box::new(Project::new(exprs, display, node_schema(&p.schema))),
+                    vec![input],
+                )
             }
             LogicalPlan::Filter(f) => {
                 let input = self.build(&f.input)?;
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
-                Ok(Node::Filter {
-                    input: Box::new(input),
-                    predicate,
-                    display: f.predicate.to_string(),
-                })
+                let schema = self.graph.schema(input);
+                self.graph.add(
+                    Box::new(Filter::new(predicate, f.predicate.to_string(), schema)),
+                    vec![input],
+                )
             }
             LogicalPlan::SubqueryAlias(a) => self.build(&a.input),
             LogicalPlan::Sort(s) if s.fetch.is_none() => self.build(&s.input),
             LogicalPlan::Aggregate(a) => {
                 let input = self.build(&a.input)?;
-                let append_only = is_append_only(&input, self.lookup);
+                let append_only = self.graph.append_only(input);
                 let in_schema = a.input.schema();
                 let mut group_exprs = Vec::new();
                 let mut group_types = Vec::new();
@@ -916,15 +531,12 @@ impl Builder<'_> {
                     out_schema,
                     append_only,
                 )?;
-                self.set_closing(&mut op, &input)?;
-                Ok(Node::Aggregate {
-                    input: Box::new(input),
-                    op,
-                })
+                self.set_closing(&mut op, input)?;
+                self.graph.add(Box::new(op), vec![input])
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {
                 let input = self.build(inner)?;
-                let append_only = is_append_only(&input, self.lookup);
+                let append_only = self.graph.append_only(input);
                 let schema = inner.schema();
                 let mut group_exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
                 let mut group_types = Vec::new();
@@ -948,11 +560,8 @@ impl Builder<'_> {
                     node_schema(schema),
                     append_only,
                 )?;
-                self.set_closing(&mut op, &input)?;
-                Ok(Node::Aggregate {
-                    input: Box::new(input),
-                    op,
-                })
+                self.set_closing(&mut op, input)?;
+                self.graph.add(Box::new(op), vec![input])
             }
             LogicalPlan::Union(u) => {
                 let inputs = u
@@ -960,10 +569,8 @@ impl Builder<'_> {
                     .iter()
                     .map(|i| self.build(i))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Node::Union {
-                    inputs,
-                    schema: node_schema(&u.schema),
-                })
+                self.graph
+                    .add(Box::new(Union::new(node_schema(&u.schema))), inputs)
             }
             LogicalPlan::Join(_) => unsupported("JOIN in a materialized view"),
             LogicalPlan::Limit(_) => unsupported("LIMIT / OFFSET in a materialized view"),
@@ -992,10 +599,10 @@ impl Builder<'_> {
 
     /// Lets `op` close its groups when a group column derives from event
     /// time, and applies the view's emit mode.
-    fn set_closing(&self, op: &mut AggregateOperator, input: &Node) -> Result<()> {
-        let inner = closings(input, self.lookup);
+    fn set_closing(&self, op: &mut AggregateOperator, input: NodeId) -> Result<()> {
+        let inner = self.graph.closings(input);
         op.closing = op.group_exprs().iter().enumerate().find_map(|(i, e)| {
-            expr_closing(e, &inner).map(|c| GroupClosing {
+            expr_closing(e, inner).map(|c| GroupClosing {
                 column: i,
                 relation: c.relation,
                 after_ns: c.after_ns,
@@ -1020,9 +627,9 @@ impl Builder<'_> {
     }
 
     /// The operator assigning `SESSION` windows.
-    fn session(&mut self, w: &SessionRelation) -> Result<Node> {
+    fn session(&mut self, w: &SessionRelation) -> Result<NodeId> {
         let input = self.source(&w.input_name)?;
-        let input_schema = node_schema_of(&input);
+        let input_schema = self.graph.schema(input);
         let id = self.next_op;
         self.next_op += 1;
         let mut op = SessionOperator::new(
@@ -1035,7 +642,9 @@ impl Builder<'_> {
                 .collect(),
             datafusion::datasource::TableProvider::schema(w),
         )?;
-        op.closing = closings(&input, self.lookup)
+        op.closing = self
+            .graph
+            .closings(input)
             .get(w.spec.time_column)
             .cloned()
             .flatten()
@@ -1050,23 +659,24 @@ impl Builder<'_> {
             }
             op.emit_on_close = true;
         }
-        Ok(Node::Session {
-            input: Box::new(input),
-            op,
-        })
+        self.graph.add(Box::new(op), vec![input])
     }
 
-    fn source(&mut self, name: &str) -> Result<Node> {
+    fn source(&mut self, name: &str) -> Result<NodeId> {
         let provider = self.lookup.relation(name).ok_or_else(|| {
             PlanError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
                 "table '{name}' not found"
             )))
         })?;
         self.inputs.insert(name.to_string());
-        Ok(Node::Source {
-            relation: name.to_string(),
-            schema: provider.schema(),
-        })
+        let event_time = self.lookup.event_time(name).map(|e| e.index);
+        let input = Input::new(
+            name.to_string(),
+            provider.schema(),
+            event_time,
+            self.lookup.is_append_only(name),
+        );
+        self.graph.add(Box::new(input), vec![])
     }
 
     fn agg_call(
@@ -1138,32 +748,6 @@ fn no_closing_group(op: &AggregateOperator) -> String {
     format!(
         "{groups} (no group column closes with a watermark: group by window_start or window_end of TUMBLE or HOP, window_end of SESSION, or by date_trunc or date_bin, over a column declared with WATERMARK FOR)"
     )
-}
-
-fn node_schema_of(n: &Node) -> SchemaRef {
-    match n {
-        Node::Source { schema, .. }
-        | Node::Window { schema, .. }
-        | Node::Project { schema, .. }
-        | Node::Union { schema, .. } => schema.clone(),
-        Node::Filter { input, .. } => node_schema_of(input),
-        Node::Aggregate { op, .. } => op.schema().clone(),
-        Node::Session { op, .. } => op.schema().clone(),
-    }
-}
-
-/// True when the changes out of `n` are insertions only.
-fn is_append_only(n: &Node, lookup: &dyn RelationLookup) -> bool {
-    match n {
-        Node::Source { relation, .. } => lookup.is_append_only(relation),
-        Node::Window { input, .. } | Node::Filter { input, .. } | Node::Project { input, .. } => {
-            is_append_only(input, lookup)
-        }
-        Node::Aggregate { .. } => false,
-        // Held sessions are emitted once, final; otherwise rows move.
-        Node::Session { input, op } => op.emit_on_close && is_append_only(input, lookup),
-        Node::Union { inputs, .. } => inputs.iter().all(|i| is_append_only(i, lookup)),
-    }
 }
 
 /// Names the first construct in `e` that has no incremental form.

@@ -8,6 +8,7 @@
 //! Operators are pure state machines: the planner never does I/O; the server
 //! feeds them changes and persists the state they report dirty.
 
+pub mod contents;
 pub mod dataflow;
 pub mod delta;
 pub mod error;

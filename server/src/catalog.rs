@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
+use millrace_planner::contents::ViewContents;
 use millrace_planner::event_time::EventTime;
 use millrace_planner::window::RelationLookup;
 use millrace_storage::{RelationId, Store};
@@ -87,10 +88,16 @@ impl CatalogRecord {
     }
 }
 
+/// The in-memory rows of a materialized view, shared by the engine (which
+/// changes them) and the scans of the view.
+pub type SharedContents = Arc<RwLock<ViewContents>>;
+
 /// All relations, shared by the engine, DataFusion and the planner.
 #[derive(Debug)]
 pub struct Catalog {
     relations: RwLock<HashMap<String, Arc<Relation>>>,
+    /// The contents of materialized views, by relation id.
+    contents: RwLock<HashMap<RelationId, SharedContents>>,
     store: Store,
 }
 
@@ -99,6 +106,7 @@ impl Catalog {
     pub fn new(store: Store) -> Self {
         Self {
             relations: RwLock::new(HashMap::new()),
+            contents: RwLock::new(HashMap::new()),
             store,
         }
     }
@@ -115,7 +123,20 @@ impl Catalog {
 
     /// Removes relation `name`.
     pub fn remove(&self, name: &str) {
-        self.write().remove(name);
+        if let Some(rel) = self.write().remove(name) {
+            self.contents
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&rel.id);
+        }
+    }
+
+    /// Sets where the rows of materialized view `id` are.
+    pub fn set_contents(&self, id: RelationId, contents: SharedContents) {
+        self.contents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, contents);
     }
 
     /// All relations in creation order (which is dependency order).
@@ -143,7 +164,13 @@ impl Catalog {
 
     /// A DataFusion provider reading `rel` from storage.
     pub fn provider(&self, rel: Arc<Relation>) -> Arc<dyn TableProvider> {
-        Arc::new(StoredRelation::new(rel, self.store.clone()))
+        let contents = self
+            .contents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&rel.id)
+            .cloned();
+        Arc::new(StoredRelation::new(rel, self.store.clone(), contents))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Relation>>> {

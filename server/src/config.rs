@@ -51,6 +51,14 @@ pub struct Config {
     #[arg(long, env = "MILLRACE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// How often the views' state and contents are checkpointed to disk,
+    /// in milliseconds (also on FLUSH, view creation and shutdown). Between
+    /// checkpoints only the write-ahead log of tables and source offsets is
+    /// written; after a crash, recovery replays it from the last checkpoint.
+    #[arg(long, env = "MILLRACE_CHECKPOINT_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub checkpoint_interval_ms: u64,
+
     /// The password of `--user`, set at startup (read from the environment
     /// only, so that it stays out of the process list).
     #[arg(skip = std::env::var("MILLRACE_PASSWORD").ok())]

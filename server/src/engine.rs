@@ -1,12 +1,16 @@
 //! The engine: executes statements against the catalog, storage and the
 //! running dataflows of materialized views.
 //!
-//! Writes (DDL, `INSERT`) are serialized by the pipelines lock. An `INSERT`
-//! appends the rows, pushes them through every dependent view's dataflow
-//! (in creation order, which is dependency order) and writes rows, operator
-//! state and view contents in one atomic, flushed storage commit before it
-//! returns. A `SELECT` builds its physical plan under the read side of the
-//! same lock, so it sees every relation at one consistent point.
+//! Writes (DDL, `INSERT`, consumed Kafka batches) are serialized by the
+//! pipelines lock. An `INSERT` pushes its rows through every dependent
+//! view's dataflow (in creation order, which is dependency order), writes
+//! the rows to the write-ahead log in one flushed storage commit, and only
+//! then lets the views' in-memory state and contents take the change: an
+//! `INSERT` returns once its rows are durable, and the views are up to date
+//! when it returns. Operator state and view contents reach the disk in
+//! periodic checkpoints ([`checkpoint`]); recovery loads the last one and
+//! replays the log after it. A `SELECT` builds its physical plan under the
+//! read side of the same lock, so it sees every view at one consistent point.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,7 +20,6 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::row::RowConverter;
 use datafusion::common::ParamValues;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::SessionState;
@@ -24,6 +27,7 @@ use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, Wr
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
+use millrace_planner::contents::{Prepared, ViewContents};
 use millrace_planner::dataflow::{Changes, Dataflow, EmitMode, ViewOptions, Watermarks};
 use millrace_planner::delta::Delta;
 use millrace_planner::event_time::EventTime;
@@ -35,15 +39,16 @@ use millrace_storage::{Commit, RelationId, Store};
 use sqlparser::ast::{self, ObjectType, Statement as Sql};
 use tokio::sync::RwLock;
 
-use crate::catalog::{Catalog, CatalogRecord, CatalogSchema, Kind, Relation};
+use crate::catalog::{Catalog, CatalogRecord, CatalogSchema, Kind, Relation, SharedContents};
 use crate::error::{sqlstate, SqlError, SqlResult};
-use crate::providers::{row_converter, snapshot_delta};
+use crate::providers::snapshot_delta;
 use crate::source::ingest::SourceRunner;
 use crate::source::status::{self, Registry, SystemSchema};
 use crate::source::SourceConfig;
 use event_time::{Arrival, Progress};
 use sources::parse_source;
 
+pub mod checkpoint;
 pub mod event_time;
 pub mod functions;
 mod information_schema;
@@ -79,78 +84,95 @@ impl Outcome {
     }
 }
 
-/// A running view: its dataflow and the encoding of its stored rows.
+/// A running view: its dataflow, its contents, and what changed since the
+/// last checkpoint.
 struct ViewPipeline {
     name: String,
     id: RelationId,
     dataflow: Dataflow,
-    rows: RowConverter,
+    /// The rows (shared with the scans of the view).
+    contents: SharedContents,
+    /// Operator state records changed since the last checkpoint image
+    /// (`None`: removed); the latest value of a key wins.
+    dirty: HashMap<(u32, Vec<u8>), Option<Vec<u8>>>,
+    /// False until a checkpoint image holds the view.
+    in_checkpoint: bool,
     /// Late rows its inputs turned away since the server started.
     late_rows: u64,
 }
 
 impl ViewPipeline {
-    /// Adds the view's output change to its stored contents.
-    fn write_rows(&self, store: &Store, out: &Delta, commit: &mut Commit) -> SqlResult<()> {
-        if out.is_empty() {
-            return Ok(());
-        }
-        let encoded = self.rows.convert_columns(out.batch.columns())?;
-        let mut sums: HashMap<&[u8], i64> = HashMap::new();
-        for i in 0..out.len() {
-            *sums.entry(encoded.row(i).data()).or_insert(0) += out.weights.value(i);
-        }
-        for (key, w) in sums {
-            if w == 0 {
-                continue;
-            }
-            let count = store.view_row_count(self.id, key)? + w;
-            if count < 0 {
-                return Err(SqlError::internal(format!(
-                    "materialized view \"{}\" would hold a row a negative number of times",
-                    self.name
-                )));
-            }
-            commit.set_view_row(self.id, key, count);
-        }
-        Ok(())
+    fn new(name: String, id: RelationId, dataflow: Dataflow) -> SqlResult<Self> {
+        let contents = ViewContents::new(dataflow.schema().clone(), dataflow.append_only())?;
+        Ok(Self {
+            name,
+            id,
+            dataflow,
+            contents: Arc::new(std::sync::RwLock::new(contents)),
+            dirty: HashMap::new(),
+            in_checkpoint: false,
+            late_rows: 0,
+        })
     }
 
-    /// Writes the dataflow's pending state changes into `commit`.
-    fn write_state(&mut self, commit: &mut Commit) -> SqlResult<()> {
-        let id = self.id;
-        self.dataflow.pending(&mut |op, key, value| match value {
-            Some(v) => commit.put_operator_state(id, op, key, v),
-            None => commit.delete_operator_state(id, op, key),
+    fn read_contents(&self) -> std::sync::RwLockReadGuard<'_, ViewContents> {
+        // Changes are applied whole, so a panicking holder leaves it intact.
+        self.contents.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_contents(&self) -> std::sync::RwLockWriteGuard<'_, ViewContents> {
+        self.contents.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks the dataflow's output change `out` against the contents.
+    fn prepare(&self, out: Option<Delta>) -> SqlResult<Prepared> {
+        let out = out.unwrap_or_else(|| Delta::empty(self.dataflow.schema().clone()));
+        self.read_contents()
+            .prepare(&out)
+            .map_err(|e| SqlError::internal(format!("materialized view \"{}\": {e}", self.name)))
+    }
+
+    /// The epoch's writes are durable: its output joins the contents, and
+    /// its state changes the next checkpoint image.
+    fn finish(&mut self, change: Prepared) -> SqlResult<()> {
+        self.write_contents().apply(change);
+        let dirty = &mut self.dirty;
+        self.dataflow.pending(&mut |op, key, value| {
+            dirty.insert((op, key.to_vec()), value);
         })?;
+        self.dataflow.committed();
         Ok(())
     }
 }
 
-/// The dataflows of all views and the next row sequence of each table.
+/// The dataflows of all views and the position of the write-ahead log.
 #[derive(Default)]
 struct Pipelines {
     views: BTreeMap<RelationId, ViewPipeline>,
-    table_seq: HashMap<RelationId, u64>,
+    /// The sequence number of the next write-ahead log record.
+    next_seq: u64,
     /// Event-time progress of the tables and sources that declare it.
     event_times: HashMap<RelationId, Progress>,
 }
 
+/// Views' checked output changes, waiting for the log write they belong to.
+type PreparedChanges = Vec<(RelationId, Prepared)>;
+
 impl Pipelines {
     /// Pushes `delta` (a change of relation `source`) through every view
-    /// that depends on it, adding view contents and state to `commit`.
-    /// Returns the views whose state is pending; on error nothing is pending.
+    /// that depends on it. Returns each touched view's checked output
+    /// change; the views' state changes stay pending until [`Self::finish`]
+    /// or [`Self::rollback`]. On error nothing is pending.
     fn propagate(
         &mut self,
-        store: &Store,
         source: &str,
         delta: Delta,
         watermarks: &Watermarks,
-        commit: &mut Commit,
-    ) -> SqlResult<Vec<RelationId>> {
+    ) -> SqlResult<PreparedChanges> {
         let mut changes = Changes::new();
         changes.insert(source.to_string(), delta);
-        let mut touched = Vec::new();
+        let mut ids: Vec<RelationId> = Vec::new();
+        let mut prepared: PreparedChanges = Vec::new();
         // A panic in an operator must not leave earlier views with state
         // that no commit will match: catch it here and roll back.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -163,22 +185,21 @@ impl Pipelines {
                 {
                     continue;
                 }
-                touched.push(*id);
-                if let Some(out) = pipe.dataflow.push(&changes, watermarks)? {
-                    pipe.write_rows(store, &out, commit)?;
-                    if !out.is_empty() {
-                        changes.insert(pipe.name.clone(), out);
-                    }
+                ids.push(*id);
+                let out = pipe.dataflow.push(&changes, watermarks)?;
+                let change = pipe.prepare(out.clone())?;
+                prepared.push((*id, change));
+                if let Some(out) = out.filter(|o| !o.is_empty()) {
+                    changes.insert(pipe.name.clone(), out);
                 }
-                pipe.write_state(commit)?;
             }
             Ok::<_, SqlError>(())
         }))
         .unwrap_or_else(|panic| Err(SqlError::internal(panic_message(&*panic))));
         match result {
-            Ok(()) => Ok(touched),
+            Ok(()) => Ok(prepared),
             Err(e) => {
-                self.rollback(&touched);
+                self.rollback(&ids);
                 Err(e)
             }
         }
@@ -192,12 +213,78 @@ impl Pipelines {
         }
     }
 
-    fn committed(&mut self, ids: &[RelationId]) {
-        for id in ids {
-            if let Some(p) = self.views.get_mut(id) {
-                p.dataflow.committed();
+    /// The log write of `touched` is durable: the views take their changes.
+    fn finish(&mut self, touched: PreparedChanges) -> SqlResult<()> {
+        for (id, change) in touched {
+            if let Some(p) = self.views.get_mut(&id) {
+                p.finish(change)?;
             }
         }
+        Ok(())
+    }
+
+    /// Captures a checkpoint image: what changed since the last one, or
+    /// with `full` everything. From now on nothing counts as changed.
+    fn capture(&mut self, full: bool) -> SqlResult<checkpoint::Captured> {
+        let mut views = Vec::with_capacity(self.views.len());
+        for pipe in self.views.values_mut() {
+            let mut state = Vec::new();
+            if full {
+                pipe.dataflow
+                    .snapshot(&mut |op, key, value| state.push((op, key.to_vec(), value)))?;
+                pipe.dirty.clear();
+            } else {
+                state.extend(
+                    pipe.dirty
+                        .drain()
+                        .map(|((op, key), value)| (op, key, value)),
+                );
+            }
+            let contents = pipe.write_contents().take_image(full);
+            let empty = state.is_empty() && contents.rows.is_empty() && contents.batches.is_empty();
+            if full || !empty || !pipe.in_checkpoint {
+                views.push(checkpoint::CapturedView {
+                    id: pipe.id,
+                    state,
+                    contents,
+                });
+            }
+            pipe.in_checkpoint = true;
+        }
+        Ok(checkpoint::Captured {
+            full,
+            cut: self.next_seq,
+            event_times: self
+                .event_times
+                .iter()
+                .map(|(id, p)| (*id, p.clone()))
+                .collect(),
+            views,
+        })
+    }
+}
+
+/// The checkpoint files and what the next checkpoint must do.
+struct CheckpointState {
+    files: millrace_storage::Checkpoints,
+    /// The cut of the last checkpoint written.
+    last_cut: Option<u64>,
+    /// A capture was lost (its write failed): the next image must be full.
+    force_full: bool,
+}
+
+/// A full image replaces the chain once it holds this many files...
+const MAX_CHAIN_FILES: usize = 64;
+/// ... or once its increments outweigh its base and this many bytes.
+const MIN_COMPACTION_BYTES: u64 = 16 * 1024 * 1024;
+
+impl CheckpointState {
+    fn wants_full(&self) -> bool {
+        let increments = self.files.chain_bytes() - self.files.base_bytes();
+        self.force_full
+            || self.files.chain_len() == 0
+            || self.files.chain_len() >= MAX_CHAIN_FILES
+            || increments > self.files.base_bytes().max(MIN_COMPACTION_BYTES)
     }
 }
 
@@ -222,6 +309,24 @@ pub struct Engine {
     registry: Arc<Registry>,
     /// This engine, for the ingest threads it starts.
     me: Weak<Engine>,
+    /// Checkpoint files; held while one checkpoint is written.
+    checkpoints: tokio::sync::Mutex<CheckpointState>,
+}
+
+/// Settings of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How often views are checkpointed (`None`: only on FLUSH, view
+    /// creation and shutdown).
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Some(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// Fragments of client catalog queries DataFusion cannot plan, with what
@@ -246,9 +351,16 @@ const CLIENT_FRAGMENTS: &[(&str, &str)] = &[
 ];
 
 impl Engine {
-    /// Opens the data directory `dir`, restoring every table and view.
+    /// Opens the data directory `dir` with the default settings.
     pub async fn open(dir: &Path) -> SqlResult<Arc<Self>> {
+        Self::open_with(dir, EngineOptions::default()).await
+    }
+
+    /// Opens the data directory `dir`, restoring every table and view, and
+    /// starts the periodic checkpoints of `options`.
+    pub async fn open_with(dir: &Path, options: EngineOptions) -> SqlResult<Arc<Self>> {
         let store = Store::open(dir)?;
+        let checkpoint_files = millrace_storage::Checkpoints::open(dir)?;
         let catalog = Arc::new(Catalog::new(store.clone()));
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("millrace", "public")
@@ -318,16 +430,59 @@ impl Engine {
             sources: std::sync::Mutex::new(HashMap::new()),
             registry,
             me: me.clone(),
+            checkpoints: tokio::sync::Mutex::new(CheckpointState {
+                files: checkpoint_files,
+                last_cut: None,
+                force_full: false,
+            }),
         });
         let sources = engine.restore().await?;
         for (rel, config) in sources {
             engine.start_source(rel, config)?;
         }
+        if let Some(every) = options.checkpoint_interval {
+            tokio::spawn(checkpoint_loop(Arc::downgrade(&engine), every));
+        }
         Ok(engine)
     }
 
-    /// Replays the catalog: tables first get their schema back, views their
-    /// dataflow and operator state. Returns the sources to start.
+    /// Writes a checkpoint of every view (see [`checkpoint`]). Ingestion
+    /// waits only while the image is captured, not while it is written. A
+    /// failed write is reported and leaves the next checkpoint full.
+    pub async fn checkpoint(&self) -> SqlResult<()> {
+        let mut state = self.checkpoints.lock().await;
+        let full = state.wants_full();
+        let captured = {
+            let mut pipelines = self.pipelines.write().await;
+            pipelines.capture(full)?
+        };
+        if captured.is_noop(state.last_cut) {
+            return Ok(());
+        }
+        // From here on the capture's changes exist only in `captured`.
+        state.force_full = true;
+        let cut = captured.cut;
+        let bytes = tokio::task::spawn_blocking(move || checkpoint::encode(captured))
+            .await
+            .map_err(|e| SqlError::internal(format!("checkpoint encoder: {e}")))??;
+        let CheckpointState { files, .. } = &mut *state;
+        let written = blocking(|| files.write(&bytes, full));
+        written.map_err(|e| {
+            tracing::error!("checkpoint failed (the next one will be full): {e}");
+            SqlError::from(e)
+        })?;
+        state.force_full = false;
+        state.last_cut = Some(cut);
+        // The log's event-time records before the cut are covered now.
+        if let Err(e) = self.store.prune_progress(cut) {
+            tracing::warn!("cannot prune the event-time log: {e}");
+        }
+        Ok(())
+    }
+
+    /// Replays the catalog (tables and sources get their schema back, views
+    /// their dataflow), loads the last checkpoint into the views and replays
+    /// the write-ahead log after it. Returns the sources to start.
     async fn restore(&self) -> SqlResult<Vec<(Arc<Relation>, SourceConfig)>> {
         let mut sources = Vec::new();
         let mut records = Vec::new();
@@ -338,13 +493,18 @@ impl Engine {
             records.push(record);
         }
         records.sort_by_key(|r| r.id);
+        let files = {
+            let state = self.checkpoints.lock().await;
+            state.files.load()?
+        };
+        let image = checkpoint::Image::merge(files)?;
         let mut pipelines = self.pipelines.write().await;
+        pipelines.next_seq = self.store.last_seq()?.map_or(0, |s| s + 1).max(image.cut);
+        let progress_of = |id: RelationId| image.event_times.get(&id).cloned().unwrap_or_default();
         for r in records {
             if r.kind == Kind::Source {
                 let def = parse_source(&r.sql)?;
                 let config = self.source_config(&def).await?;
-                let seq = self.store.next_table_seq(r.id)?;
-                pipelines.table_seq.insert(r.id, seq);
                 let rel = Arc::new(Relation {
                     id: r.id,
                     name: r.name,
@@ -355,9 +515,7 @@ impl Engine {
                     event_time: config.event_time.clone(),
                 });
                 if rel.event_time.is_some() {
-                    pipelines
-                        .event_times
-                        .insert(rel.id, self.stored_progress(rel.id)?);
+                    pipelines.event_times.insert(rel.id, progress_of(rel.id));
                 }
                 self.catalog.insert(rel.clone());
                 sources.push((rel, config));
@@ -384,12 +542,8 @@ impl Engine {
                         Some(w) => Some(EventTime::resolve(w, &schema)?),
                         None => None,
                     };
-                    let seq = self.store.next_table_seq(r.id)?;
-                    pipelines.table_seq.insert(r.id, seq);
                     if event_time.is_some() {
-                        pipelines
-                            .event_times
-                            .insert(r.id, self.stored_progress(r.id)?);
+                        pipelines.event_times.insert(r.id, progress_of(r.id));
                     }
                     self.catalog.insert(Arc::new(Relation {
                         id: r.id,
@@ -402,28 +556,37 @@ impl Engine {
                     }));
                 }
                 (Kind::MaterializedView, Sql::CreateView(cv)) => {
-                    let mut dataflow = self.plan_view(&cv.query, view_options(&cv, emit)?).await?;
-                    let mut watermarks = Watermarks::new();
-                    for input in dataflow.inputs() {
-                        let wm = self
-                            .catalog
-                            .get(input)
-                            .and_then(|rel| pipelines.event_times.get(&rel.id))
-                            .and_then(|p| p.watermark);
-                        if let Some(wm) = wm {
-                            watermarks.insert(input.clone(), wm);
+                    let dataflow = self.plan_view(&cv.query, view_options(&cv, emit)?).await?;
+                    let mut pipe = ViewPipeline::new(r.name.clone(), r.id, dataflow)?;
+                    if let Some(restored) = image.views.get(&r.id) {
+                        let mut watermarks = Watermarks::new();
+                        for input in pipe.dataflow.inputs() {
+                            let wm = self
+                                .catalog
+                                .get(input)
+                                .and_then(|rel| image.event_times.get(&rel.id))
+                                .and_then(|p| p.watermark);
+                            if let Some(wm) = wm {
+                                watermarks.insert(input.clone(), wm);
+                            }
                         }
-                    }
-                    dataflow.restore_watermarks(&watermarks);
-                    let mut pipe = ViewPipeline {
-                        name: r.name.clone(),
-                        id: r.id,
-                        rows: row_converter(dataflow.schema())?,
-                        dataflow,
-                        late_rows: 0,
-                    };
-                    for (op, key, value) in self.store.operator_states(r.id)? {
-                        pipe.dataflow.load_state(op, &key, &value)?;
+                        pipe.dataflow.restore_watermarks(&watermarks);
+                        for ((op, key), value) in &restored.state {
+                            pipe.dataflow.load_state(*op, key, value)?;
+                        }
+                        let mut contents = pipe.write_contents();
+                        for part in &restored.contents {
+                            let part = millrace_planner::contents::ContentsImage {
+                                rows: part.rows.clone(),
+                                batches: checkpoint::conform(
+                                    part.batches.clone(),
+                                    pipe.dataflow.schema(),
+                                )?,
+                            };
+                            contents.restore(part)?;
+                        }
+                        drop(contents);
+                        pipe.in_checkpoint = true;
                     }
                     self.catalog.insert(Arc::new(Relation {
                         id: r.id,
@@ -434,6 +597,7 @@ impl Engine {
                         inputs: r.inputs,
                         event_time: None,
                     }));
+                    self.catalog.set_contents(r.id, pipe.contents.clone());
                     pipelines.views.insert(r.id, pipe);
                 }
                 _ => {
@@ -444,20 +608,106 @@ impl Engine {
                 }
             }
         }
+        let cut = image.cut;
+        drop(image);
+        let replayed = self.replay(&mut pipelines, cut)?;
         self.publish_event_time(&pipelines);
         tracing::info!(
             relations = self.catalog.all().len(),
-            "restored catalog from storage"
+            replayed,
+            "restored catalog, checkpoint and log from storage"
         );
         Ok(sources)
     }
 
-    /// The committed event-time progress of relation `id`.
-    fn stored_progress(&self, id: RelationId) -> SqlResult<Progress> {
-        match self.store.event_time(id)? {
-            Some(bytes) => Progress::decode(&bytes),
-            None => Ok(Progress::default()),
+    /// Brings the views from the checkpoint's cut to the end of the log:
+    /// replays every later log record in order, with the event-time
+    /// progress it logged, through the views the checkpoint holds; then
+    /// fills the views it does not hold (created after it) from their
+    /// inputs, as `CREATE MATERIALIZED VIEW` does. Returns the number of
+    /// records replayed.
+    fn replay(&self, pipelines: &mut Pipelines, cut: u64) -> SqlResult<usize> {
+        let fresh: Vec<ViewPipeline> = {
+            let ids: Vec<RelationId> = pipelines
+                .views
+                .values()
+                .filter(|v| !v.in_checkpoint)
+                .map(|v| v.id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| pipelines.views.remove(id))
+                .collect()
+        };
+        let by_id: HashMap<RelationId, Arc<Relation>> =
+            self.catalog.all().into_iter().map(|r| (r.id, r)).collect();
+        let records = self.store.wal_since(cut)?;
+        let replayed = records.len();
+        for record in records {
+            let Some(rel) = by_id.get(&record.relation) else {
+                continue;
+            };
+            let mut watermarks = Watermarks::new();
+            if let Some(bytes) = &record.progress {
+                let progress = Progress::decode(bytes)?;
+                let before = pipelines.event_times.insert(rel.id, progress.clone());
+                if let Some(wm) = progress.watermark {
+                    if before.and_then(|b| b.watermark) != Some(wm) {
+                        watermarks.insert(rel.name.clone(), wm);
+                    }
+                }
+            }
+            let parts: Vec<Delta> = record
+                .batches
+                .into_iter()
+                .map(|b| crate::providers::conform(b, &rel.schema).map(Delta::inserts))
+                .collect::<SqlResult<_>>()?;
+            let delta = Delta::concat(&rel.schema, &parts)?;
+            if delta.is_empty() && watermarks.is_empty() {
+                continue;
+            }
+            let touched = pipelines.propagate(&rel.name, delta, &watermarks)?;
+            pipelines.finish(touched)?;
         }
+        for mut pipe in fresh {
+            let (changes, watermarks) = self.backfill_input(&pipe, pipelines)?;
+            let out = pipe.dataflow.push(&changes, &watermarks)?;
+            let change = pipe.prepare(out)?;
+            pipe.finish(change)?;
+            pipelines.views.insert(pipe.id, pipe);
+        }
+        Ok(replayed)
+    }
+
+    /// What a new view starts from: the current contents of its inputs,
+    /// as one insertion each, and their watermarks.
+    fn backfill_input(
+        &self,
+        pipe: &ViewPipeline,
+        pipelines: &Pipelines,
+    ) -> SqlResult<(Changes, Watermarks)> {
+        let mut changes = Changes::new();
+        let mut watermarks = Watermarks::new();
+        for input in pipe.dataflow.inputs() {
+            let input_rel = self.catalog.get(input).ok_or_else(|| {
+                SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("relation \"{input}\" does not exist"),
+                )
+            })?;
+            let contents = pipelines.views.get(&input_rel.id).map(|p| &p.contents);
+            changes.insert(
+                input.clone(),
+                snapshot_delta(&input_rel, &self.store, contents)?,
+            );
+            if let Some(wm) = pipelines
+                .event_times
+                .get(&input_rel.id)
+                .and_then(|p| p.watermark)
+            {
+                watermarks.insert(input.clone(), wm);
+            }
+        }
+        Ok((changes, watermarks))
     }
 
     /// Commits to storage, poisoning the engine if that fails.
@@ -466,15 +716,8 @@ impl Engine {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(poisoned_error());
         }
-        // The flush blocks on the disk: let tokio move other tasks off this
-        // worker meanwhile (block_in_place needs the multi-threaded runtime).
         let store = &self.store;
-        let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| store.commit(commit))
-            }
-            _ => store.commit(commit),
-        };
+        let result = blocking(|| store.commit(commit));
         result.map_err(|e| {
             self.poisoned.store(true, Ordering::SeqCst);
             tracing::error!("storage commit failed, refusing further writes until restart: {e}");
@@ -770,7 +1013,6 @@ impl Engine {
         commit.reserve_relation_id(id);
         commit.put_catalog(&name, encode_record(&rel)?);
         self.commit(commit)?;
-        pipelines.table_seq.insert(id, 0);
         let has_event_time = rel.event_time.is_some();
         self.catalog.insert(Arc::new(rel));
         if has_event_time {
@@ -846,35 +1088,9 @@ impl Engine {
             inputs: dataflow.inputs().iter().cloned().collect(),
             event_time: None,
         };
-        let mut pipe = ViewPipeline {
-            name: name.clone(),
-            id,
-            rows: row_converter(dataflow.schema())?,
-            dataflow,
-            late_rows: 0,
-        };
+        let mut pipe = ViewPipeline::new(name.clone(), id, dataflow)?;
         // Backfill: the view starts from the current contents of its inputs.
-        let mut changes = Changes::new();
-        let mut watermarks = Watermarks::new();
-        for input in &rel.inputs {
-            let input_rel = self.catalog.get(input).ok_or_else(|| {
-                SqlError::new(
-                    sqlstate::UNDEFINED_TABLE,
-                    format!("relation \"{input}\" does not exist"),
-                )
-            })?;
-            changes.insert(input.clone(), snapshot_delta(&input_rel, &self.store)?);
-            if let Some(wm) = pipelines
-                .event_times
-                .get(&input_rel.id)
-                .and_then(|p| p.watermark)
-            {
-                watermarks.insert(input.clone(), wm);
-            }
-        }
-        let mut commit = Commit::new();
-        commit.reserve_relation_id(id);
-        commit.put_catalog(&name, encode_record(&rel)?);
+        let (changes, watermarks) = self.backfill_input(&pipe, &pipelines)?;
         let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             pipe.dataflow.push(&changes, &watermarks)
         }))
@@ -883,15 +1099,22 @@ impl Engine {
                 &*panic,
             )))
         })?;
-        if let Some(out) = pushed {
-            pipe.write_rows(&self.store, &out, &mut commit)?;
-        }
-        pipe.write_state(&mut commit)?;
+        let change = pipe.prepare(pushed)?;
+        let mut commit = Commit::new();
+        commit.reserve_relation_id(id);
+        commit.put_catalog(&name, encode_record(&rel)?);
         self.commit(commit)?;
-        pipe.dataflow.committed();
+        // Until the checkpoint below (or after a crash before it), recovery
+        // rebuilds the view from its inputs the same way.
+        pipe.finish(change)?;
         self.catalog.insert(Arc::new(rel));
+        self.catalog.set_contents(id, pipe.contents.clone());
         pipelines.views.insert(id, pipe);
         self.publish_event_time(&pipelines);
+        drop(pipelines);
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!("checkpoint after CREATE MATERIALIZED VIEW failed: {e}");
+        }
         Ok(Outcome::command("CREATE MATERIALIZED VIEW"))
     }
 
@@ -1013,10 +1236,10 @@ impl Engine {
                 ))
             }
         }
-        let seq = match pipelines.table_seq.get(&rel.id) {
-            Some(s) => *s,
-            None => self.store.next_table_seq(rel.id)?,
-        };
+        // The log record this change becomes, if it changes anything the
+        // views see: rows, or the relation's event-time progress.
+        let seq = pipelines.next_seq;
+        let mut logged = false;
         let mut commit = Commit::new();
         for (p, o) in offsets {
             commit.set_source_offset(rel.id, *p, *o);
@@ -1037,7 +1260,10 @@ impl Engine {
             late = dropped;
             progress.advance(event, arrival);
             if *progress != before {
-                commit.set_event_time(rel.id, progress.encode()?);
+                // Logged with the record, so that replay closes windows
+                // where this run did, whatever decided the progress.
+                commit.log_progress(rel.id, seq, progress.encode()?);
+                logged = true;
                 if let Some(wm) = progress.watermark {
                     if progress.watermark != before.watermark {
                         watermarks.insert(rel.name.clone(), wm);
@@ -1057,29 +1283,30 @@ impl Engine {
                 restore_progress(&mut pipelines);
                 return Err(e);
             }
+            if logged {
+                pipelines.next_seq = seq + 1;
+            }
             self.count_late(&mut pipelines, rel, late);
             return Ok(0);
         }
         if kept > 0 {
             commit.append_table_rows(rel.id, seq, std::slice::from_ref(&delta.batch))?;
         }
-        let touched =
-            match pipelines.propagate(&self.store, &rel.name, delta, &watermarks, &mut commit) {
-                Ok(t) => t,
-                Err(e) => {
-                    restore_progress(&mut pipelines);
-                    return Err(e);
-                }
-            };
+        let touched = match pipelines.propagate(&rel.name, delta, &watermarks) {
+            Ok(t) => t,
+            Err(e) => {
+                restore_progress(&mut pipelines);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.commit(commit) {
-            pipelines.rollback(&touched);
+            let ids: Vec<RelationId> = touched.iter().map(|(id, _)| *id).collect();
+            pipelines.rollback(&ids);
             restore_progress(&mut pipelines);
             return Err(e);
         }
-        pipelines.committed(&touched);
-        if kept > 0 {
-            pipelines.table_seq.insert(rel.id, seq + 1);
-        }
+        pipelines.next_seq = seq + 1;
+        pipelines.finish(touched)?;
         self.count_late(&mut pipelines, rel, late);
         Ok(kept)
     }
@@ -1237,7 +1464,6 @@ impl Engine {
         for v in &victims {
             self.catalog.remove(&v.name);
             pipelines.views.remove(&v.id);
-            pipelines.table_seq.remove(&v.id);
             pipelines.event_times.remove(&v.id);
             if v.kind == Kind::Source {
                 self.registry.remove(&v.name);
@@ -1273,6 +1499,31 @@ impl Engine {
             .values()
             .map(|v| (v.name.clone(), v.dataflow.state_size()))
             .collect()
+    }
+}
+
+/// Runs `f`, which blocks on the disk, letting tokio move other tasks off
+/// this worker meanwhile (block_in_place needs the multi-threaded runtime).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Checkpoints the engine every `every` until it is dropped.
+async fn checkpoint_loop(engine: Weak<Engine>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        if let Err(e) = engine.checkpoint().await {
+            tracing::warn!("periodic checkpoint failed: {e}");
+        }
     }
 }
 

@@ -21,8 +21,9 @@ pub fn init_logging(filter: &str) {
 }
 
 /// Opens the data directory, listens, and serves connections until
-/// `shutdown` resolves. Storage is flushed after every commit, so stopping
-/// only needs to stop accepting and let in-flight statements finish.
+/// `shutdown` resolves. Every write is in the log when it returns, so
+/// stopping only needs to stop accepting, let in-flight statements finish
+/// and write a last checkpoint (which spares the next start a replay).
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -38,12 +39,19 @@ pub async fn run(
             config.listen
         );
     }
-    let engine = Engine::open(&config.data_dir).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let options = crate::engine::EngineOptions {
+        checkpoint_interval: Some(std::time::Duration::from_millis(
+            config.checkpoint_interval_ms,
+        )),
+    };
+    let engine = Engine::open_with(&config.data_dir, options)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open data directory {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

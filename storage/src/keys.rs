@@ -11,11 +11,12 @@ pub(crate) enum Space {
     Meta = 0,
     Catalog = 1,
     TableRows = 2,
-    OperatorState = 3,
-    ViewRows = 4,
+    // 3 and 4 held operator state and view rows before checkpoints; 6 the
+    // latest event-time progress. Not reused.
     SourceOffsets = 5,
-    EventTime = 6,
     Users = 7,
+    /// Event-time progress per write-ahead log record.
+    Progress = 8,
 }
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {
@@ -49,16 +50,9 @@ pub(crate) fn table_rows(id: RelationId, seq: u64) -> Vec<u8> {
     k
 }
 
-pub(crate) fn operator_state(id: RelationId, op: u32, group: &[u8]) -> Vec<u8> {
-    let mut k = prefix(Space::OperatorState, id);
-    k.extend_from_slice(&op.to_be_bytes());
-    k.extend_from_slice(group);
-    k
-}
-
-pub(crate) fn view_row(id: RelationId, row: &[u8]) -> Vec<u8> {
-    let mut k = prefix(Space::ViewRows, id);
-    k.extend_from_slice(row);
+pub(crate) fn progress(id: RelationId, seq: u64) -> Vec<u8> {
+    let mut k = prefix(Space::Progress, id);
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -84,10 +78,4 @@ pub(crate) fn decode_i64(b: &[u8]) -> Result<i64> {
     b.try_into()
         .map(i64::from_be_bytes)
         .map_err(|_| StorageError::Corrupt("expected an 8-byte integer".into()))
-}
-
-pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {
-    b.try_into()
-        .map(u32::from_be_bytes)
-        .map_err(|_| StorageError::Corrupt("expected a 4-byte integer".into()))
 }

@@ -1,20 +1,28 @@
-//! Everything Millrace keeps on disk: the catalog, table rows, the operator
-//! state of running views and the contents of materialized views.
+//! Everything Millrace keeps on disk: the catalog, the write-ahead log of
+//! table and source rows, and the checkpoints of running views.
 //!
 //! Storage knows nothing of SQL. It stores opaque catalog records, Arrow
-//! record batches (as IPC streams) for table rows, and byte-keyed records for
-//! operator state and view rows. Every change made by one statement goes into
-//! one [`Commit`], applied atomically and flushed to disk before
-//! [`Store::commit`] returns: that is what makes an `INSERT` durable and a
-//! view's state consistent with the rows it was computed from, even after a
-//! `kill -9`.
+//! record batches (as IPC streams) for the rows of tables and sources, and
+//! opaque checkpoint images ([`checkpoint`]).
+//!
+//! The write-ahead log: every change of a table or source (one `INSERT`,
+//! one batch consumed from Kafka) is one [`Commit`], applied atomically and
+//! flushed to disk before [`Store::commit`] returns; that is what makes an
+//! `INSERT` durable. Each such record carries a sequence number, global
+//! across relations, so that recovery can replay the records after the last
+//! checkpoint in the order they first happened ([`Store::wal_since`]), with
+//! the event-time progress each one reached ([`Commit::log_progress`]):
+//! replay then closes windows exactly where the first run did.
 //!
 //! All records live in a single sled tree, partitioned by a one-byte key
 //! space tag, because sled applies a batch atomically only within one tree.
-//! Table rows are the exception: their bytes go to an append-only file per
-//! table (see [`segments`]), which keeps memory flat as tables grow, and
-//! the tree records where each append lies, in the same commit.
+//! Row bytes are the exception: they go to an append-only file per relation
+//! (see [`segments`]), which keeps memory flat as tables grow, and the tree
+//! records where each append lies, in the same commit. Views' operator
+//! state and contents never go to sled: they live in memory and reach the
+//! disk only in checkpoints.
 
+pub mod checkpoint;
 mod error;
 mod keys;
 mod segments;
@@ -25,6 +33,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
+pub use checkpoint::Checkpoints;
 pub use error::{Result, StorageError};
 use keys::Space;
 use segments::{Extent, Segments};
@@ -36,8 +45,19 @@ pub type RelationId = u64;
 /// growing table take a gigabyte of memory before anything is evicted.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
-/// One stored operator state record: `(operator, key, value)`.
-pub type StateRecord = (u32, Vec<u8>, Vec<u8>);
+/// One record of the write-ahead log, as [`Store::wal_since`] returns it.
+#[derive(Debug)]
+pub struct WalRecord {
+    /// Its global sequence number.
+    pub seq: u64,
+    /// The table or source it changed.
+    pub relation: RelationId,
+    /// The rows it added (empty when it only moved event time).
+    pub batches: Vec<RecordBatch>,
+    /// The event-time progress the relation reached with it (an opaque
+    /// record of the engine's), for relations that declare event time.
+    pub progress: Option<Vec<u8>>,
+}
 
 /// The durable store of one Millrace data directory.
 #[derive(Clone)]
@@ -160,44 +180,6 @@ impl Store {
             .map_or(0, Extent::end))
     }
 
-    /// The sequence number the next batch appended to table `id` must use.
-    pub fn next_table_seq(&self, id: RelationId) -> Result<u64> {
-        let last = self
-            .tree
-            .scan_prefix(keys::prefix(Space::TableRows, id))
-            .next_back()
-            .transpose()
-            .map_err(|e| StorageError::from_sled(e, "reading table rows"))?;
-        match last {
-            Some((k, _)) => Ok(keys::decode_u64(&k[9..17])? + 1),
-            None => Ok(0),
-        }
-    }
-
-    /// All operator state records of view `id`.
-    pub fn operator_states(&self, id: RelationId) -> Result<Vec<StateRecord>> {
-        let mut out = Vec::new();
-        for item in self
-            .tree
-            .scan_prefix(keys::prefix(Space::OperatorState, id))
-        {
-            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading operator state"))?;
-            let op = keys::decode_u32(&k[9..13])?;
-            out.push((op, k[13..].to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// The rows of view `id` with their multiplicities, in key order.
-    pub fn view_rows(&self, id: RelationId) -> Result<Vec<(Vec<u8>, i64)>> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::prefix(Space::ViewRows, id)) {
-            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading view rows"))?;
-            out.push((k[9..].to_vec(), keys::decode_i64(&v)?));
-        }
-        Ok(out)
-    }
-
     /// The committed position of every partition of source `id`: the offset
     /// of the next message to consume, by partition.
     pub fn source_offsets(&self, id: RelationId) -> Result<Vec<(i32, i64)>> {
@@ -212,20 +194,92 @@ impl Store {
         Ok(out)
     }
 
-    /// The event-time progress record of relation `id` (its watermark and
-    /// what it derives from), as last committed.
-    pub fn event_time(&self, id: RelationId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .get(&keys::prefix(Space::EventTime, id))?
-            .map(|v| v.to_vec()))
+    /// The largest sequence number any write-ahead log record has used
+    /// (`None` for an empty log).
+    pub fn last_seq(&self) -> Result<Option<u64>> {
+        let mut last: Option<u64> = None;
+        for space in [Space::TableRows, Space::Progress] {
+            for item in self.tree.scan_prefix([space as u8]) {
+                let (k, _) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
+                let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+                last = Some(last.map_or(seq, |l| l.max(seq)));
+            }
+        }
+        Ok(last)
     }
 
-    /// The multiplicity of one row of view `id` (0 when absent).
-    pub fn view_row_count(&self, id: RelationId, row: &[u8]) -> Result<i64> {
-        match self.get(&keys::view_row(id, row))? {
-            Some(v) => keys::decode_i64(&v),
-            None => Ok(0),
+    /// Every write-ahead log record with a sequence number of `from` or
+    /// more, in sequence order: what recovery replays after a checkpoint.
+    pub fn wal_since(&self, from: u64) -> Result<Vec<WalRecord>> {
+        let mut records: std::collections::BTreeMap<u64, WalRecord> = Default::default();
+        let mut files: std::collections::HashMap<RelationId, std::fs::File> = Default::default();
+        for item in self.tree.scan_prefix([Space::TableRows as u8]) {
+            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
+            let id = keys::decode_u64(k.get(1..9).unwrap_or_default())?;
+            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+            if seq < from {
+                continue;
+            }
+            let batches = match Extent::decode(&v) {
+                Some(extent) => {
+                    let f = match files.get_mut(&id) {
+                        Some(f) => f,
+                        None => files.entry(id).or_insert(self.segments.reader(id)?),
+                    };
+                    decode_batches(&self.segments.read(f, extent)?)?
+                }
+                None => decode_batches(&v)?,
+            };
+            records.insert(
+                seq,
+                WalRecord {
+                    seq,
+                    relation: id,
+                    batches,
+                    progress: None,
+                },
+            );
         }
+        for item in self.tree.scan_prefix([Space::Progress as u8]) {
+            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
+            let id = keys::decode_u64(k.get(1..9).unwrap_or_default())?;
+            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+            if seq < from {
+                continue;
+            }
+            records
+                .entry(seq)
+                .or_insert_with(|| WalRecord {
+                    seq,
+                    relation: id,
+                    batches: Vec::new(),
+                    progress: None,
+                })
+                .progress = Some(v.to_vec());
+        }
+        Ok(records.into_values().collect())
+    }
+
+    /// Forgets the event-time progress logged before sequence number
+    /// `below` (a checkpoint covers it). Row records stay: they are the
+    /// tables' contents.
+    pub fn prune_progress(&self, below: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for item in self.tree.scan_prefix([Space::Progress as u8]) {
+            let (k, _) = item.map_err(|e| StorageError::from_sled(e, "pruning the log"))?;
+            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+            if seq < below {
+                batch.remove(k);
+                any = true;
+            }
+        }
+        if any {
+            self.tree
+                .apply_batch(batch)
+                .map_err(|e| StorageError::from_sled(e, "pruning the log"))?;
+        }
+        Ok(())
     }
 
     /// Applies `commit` atomically and waits until it is on disk.
@@ -262,13 +316,7 @@ impl Store {
     /// Starts a commit that removes every record of relation `id` (its rows,
     /// operator state and view contents) and its catalog record `name`.
     pub fn drop_relation(&self, commit: &mut Commit, id: RelationId, name: &str) -> Result<()> {
-        for space in [
-            Space::TableRows,
-            Space::OperatorState,
-            Space::ViewRows,
-            Space::SourceOffsets,
-            Space::EventTime,
-        ] {
+        for space in [Space::TableRows, Space::SourceOffsets, Space::Progress] {
             for item in self.tree.scan_prefix(keys::prefix(space, id)) {
                 let (k, _) = item.map_err(|e| StorageError::from_sled(e, "dropping a relation"))?;
                 commit.batch.remove(k);
@@ -369,28 +417,6 @@ impl Commit {
         Ok(())
     }
 
-    /// Writes the state of one group (`key`) of operator `op` of view `id`.
-    pub fn put_operator_state(&mut self, id: RelationId, op: u32, key: &[u8], value: Vec<u8>) {
-        self.put(keys::operator_state(id, op, key), value);
-    }
-
-    /// Removes the state of one group of operator `op` of view `id`.
-    pub fn delete_operator_state(&mut self, id: RelationId, op: u32, key: &[u8]) {
-        self.batch.remove(keys::operator_state(id, op, key));
-        self.ops += 1;
-    }
-
-    /// Sets the multiplicity of `row` in view `id`; 0 removes it.
-    pub fn set_view_row(&mut self, id: RelationId, row: &[u8], count: i64) {
-        let key = keys::view_row(id, row);
-        if count == 0 {
-            self.batch.remove(key);
-            self.ops += 1;
-        } else {
-            self.put(key, count.to_be_bytes().to_vec());
-        }
-    }
-
     /// Records that source `id` has consumed `partition` up to (not
     /// including) `next_offset`. Committed with the rows and view changes
     /// those messages caused, this is what makes source views exactly-once.
@@ -401,11 +427,12 @@ impl Commit {
         );
     }
 
-    /// Records the event-time progress of relation `id` (an opaque record
-    /// of the server's). Committed with the rows it let through, it makes
-    /// window closing replay exactly after a crash.
-    pub fn set_event_time(&mut self, id: RelationId, record: Vec<u8>) {
-        self.put(keys::prefix(Space::EventTime, id), record);
+    /// Logs the event-time progress (an opaque record of the engine's)
+    /// relation `id` reached with write-ahead log record `seq`. Committed
+    /// with the rows it let through, it makes window closing replay exactly
+    /// after a crash.
+    pub fn log_progress(&mut self, id: RelationId, seq: u64, record: Vec<u8>) {
+        self.put(keys::progress(id, seq), record);
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -443,16 +470,19 @@ mod tests {
     }
 
     #[test]
-    fn commits_survive_reopen() {
+    fn commits_survive_reopen_and_replay_in_sequence_order() {
         let dir = scratch("reopen");
         {
             let store = Store::open(&dir).unwrap();
             let mut c = Commit::new();
             c.put_catalog("t", b"record".to_vec());
             c.append_table_rows(7, 0, &[batch(&[1, 2])]).unwrap();
-            c.append_table_rows(7, 1, &[batch(&[3])]).unwrap();
-            c.put_operator_state(8, 2, b"k", b"v".to_vec());
-            c.set_view_row(8, b"row", 3);
+            c.append_table_rows(8, 1, &[batch(&[5])]).unwrap();
+            c.log_progress(8, 1, b"p1".to_vec());
+            store.commit(c).unwrap();
+            let mut c = Commit::new();
+            c.log_progress(8, 2, b"p2".to_vec());
+            c.append_table_rows(7, 3, &[batch(&[3])]).unwrap();
             store.commit(c).unwrap();
         }
         let store = Store::open(&dir).unwrap();
@@ -467,13 +497,26 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 3);
-        assert_eq!(store.next_table_seq(7).unwrap(), 2);
-        assert_eq!(store.next_table_seq(9).unwrap(), 0);
+        assert_eq!(store.last_seq().unwrap(), Some(3));
+        let log = store.wal_since(1).unwrap();
+        let seen: Vec<(u64, RelationId, usize, Option<Vec<u8>>)> = log
+            .iter()
+            .map(|r| {
+                let n = r.batches.iter().map(|b| b.num_rows()).sum();
+                (r.seq, r.relation, n, r.progress.clone())
+            })
+            .collect();
         assert_eq!(
-            store.operator_states(8).unwrap(),
-            vec![(2, b"k".to_vec(), b"v".to_vec())]
+            seen,
+            vec![
+                (1, 8, 1, Some(b"p1".to_vec())),
+                (2, 8, 0, Some(b"p2".to_vec())),
+                (3, 7, 1, None),
+            ]
         );
-        assert_eq!(store.view_row_count(8, b"row").unwrap(), 3);
+        store.prune_progress(2).unwrap();
+        assert_eq!(store.wal_since(0).unwrap().len(), 4);
+        assert_eq!(store.wal_since(0).unwrap()[1].progress, None);
 
         let mut c = Commit::new();
         store.drop_relation(&mut c, 8, "t").unwrap();
@@ -481,7 +524,7 @@ mod tests {
         store.commit(c).unwrap();
         assert!(store.catalog_records().unwrap().is_empty());
         assert!(store.table_batches(7).unwrap().is_empty());
-        assert!(store.view_rows(8).unwrap().is_empty());
+        assert!(store.wal_since(0).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -505,7 +548,7 @@ mod tests {
         drop(f);
         let store = Store::open(&dir).unwrap();
         let mut c = Commit::new();
-        c.append_table_rows(3, store.next_table_seq(3).unwrap(), &[batch(&[3])])
+        c.append_table_rows(3, store.last_seq().unwrap().unwrap() + 1, &[batch(&[3])])
             .unwrap();
         store.commit(c).unwrap();
         let values: Vec<i64> = store

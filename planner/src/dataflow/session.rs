@@ -347,6 +347,18 @@ impl SessionOperator {
         Ok(())
     }
 
+    /// Hands every key with all its open rows to `persist`: the
+    /// operator's whole state, for a full checkpoint image.
+    pub fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+        for (key, rows) in &self.open {
+            let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
+            let bytes = bincode::serialize(&rows)
+                .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?;
+            persist(self.id, key, Some(bytes));
+        }
+        Ok(())
+    }
+
     /// The pending changes are durable: forget their pre-images.
     pub fn committed(&mut self) {
         self.undo.clear();
@@ -374,6 +386,111 @@ impl SessionOperator {
         self.open.insert(key.to_vec(), rows.into_iter().collect());
         self.index_stale = true;
         Ok(())
+    }
+}
+
+impl crate::dataflow::Operator for SessionOperator {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn explain(&self) -> String {
+        let closing = match &self.closing {
+            Some(r) => format!(
+                ", closes when the watermark of {r} passes window_end{}",
+                if self.emit_on_close {
+                    ", emits on close"
+                } else {
+                    ""
+                }
+            ),
+            None => String::new(),
+        };
+        format!(
+            "SessionAssign #{}: {} (rows of open sessions kept{closing})",
+            self.id, self.spec
+        )
+    }
+
+    /// The input's columns, then `window_start` (which moves as sessions
+    /// grow, so it closes with nothing) and `window_end`, which closes
+    /// with the watermark.
+    fn closings(
+        &self,
+        inputs: &[Vec<Option<crate::dataflow::Closing>>],
+    ) -> Vec<Option<crate::dataflow::Closing>> {
+        let mut out = inputs.first().cloned().unwrap_or_default();
+        out.push(None);
+        out.push(self.closing.as_ref().map(|r| crate::dataflow::Closing {
+            relation: r.clone(),
+            after_ns: 0,
+        }));
+        out
+    }
+
+    /// Held sessions are emitted once, final; otherwise rows move.
+    fn append_only(&self, inputs: &[bool]) -> bool {
+        self.emit_on_close && inputs.iter().all(|a| *a)
+    }
+
+    fn on_change(&mut self, _input: usize, delta: Delta) -> Result<Option<Delta>> {
+        Ok(Some(self.push(&delta)?))
+    }
+
+    fn on_watermarks(&mut self, watermarks: &crate::dataflow::Watermarks) -> Result<Option<Delta>> {
+        match self
+            .closing
+            .as_ref()
+            .and_then(|r| watermarks.get(r))
+            .copied()
+        {
+            Some(wm) => Ok(Some(self.close(wm)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn stateful(&self) -> Option<&dyn crate::dataflow::Stateful> {
+        Some(self)
+    }
+
+    fn stateful_mut(&mut self) -> Option<&mut dyn crate::dataflow::Stateful> {
+        Some(self)
+    }
+}
+
+impl crate::dataflow::Stateful for SessionOperator {
+    fn owns(&self, op: u32) -> bool {
+        op == self.id
+    }
+    fn load(&mut self, _op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.load_state(key, value)
+    }
+    fn closes_on(&self) -> Option<&str> {
+        self.closing.as_deref()
+    }
+    fn watermark(&self) -> Option<i64> {
+        SessionOperator::watermark(self)
+    }
+    fn restore_watermark(&mut self, wm: i64) {
+        SessionOperator::restore_watermark(self, wm)
+    }
+    fn late_rows(&self) -> u64 {
+        SessionOperator::late_rows(self)
+    }
+    fn held(&self) -> usize {
+        self.row_count()
+    }
+    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+        SessionOperator::pending(self, persist)
+    }
+    fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+        SessionOperator::snapshot(self, persist)
+    }
+    fn committed(&mut self) {
+        SessionOperator::committed(self)
+    }
+    fn rollback(&mut self) {
+        SessionOperator::rollback(self)
     }
 }
 

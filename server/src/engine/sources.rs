@@ -117,7 +117,6 @@ impl Engine {
             commit.set_source_offset(id, *p, *o);
         }
         self.commit(commit)?;
-        pipelines.table_seq.insert(id, 0);
         self.catalog.insert(rel.clone());
         if rel.event_time.is_some() {
             pipelines.event_times.insert(id, Progress::default());
@@ -216,6 +215,8 @@ impl Engine {
                 }
             }
         }
+        // FLUSH also makes everything it waited for part of a checkpoint.
+        self.checkpoint().await?;
         Ok(Outcome::command("FLUSH"))
     }
 
@@ -232,6 +233,9 @@ impl Engine {
             .is_err()
         {
             tracing::warn!("source threads did not stop within 10 s");
+        }
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!("final checkpoint failed (recovery will replay the log): {e}");
         }
     }
 }

@@ -1,0 +1,477 @@
+//! The contents of a materialized view: the running sum of its output
+//! changes, kept in memory.
+//!
+//! Two shapes, chosen by the view's dataflow:
+//! - **Appended**: a view whose changes are insertions only (a projection
+//!   or filter over an append-only input, an `EMIT ON WINDOW CLOSE`
+//!   aggregate) keeps the output batches as they came, columnar; nothing
+//!   is encoded per row, and a scan hands the batches out as they are.
+//! - **Keyed**: any other view keeps each distinct row (in the
+//!   order-preserving row encoding) with its multiplicity, so that a
+//!   retraction finds the row it takes back.
+//!
+//! A change is applied in two steps: [`ViewContents::prepare`] checks it
+//! (a row may never be held a negative number of times) without changing
+//! anything, and [`ViewContents::apply`] adds it once the write it belongs
+//! to is durable. What changed since the last checkpoint is tracked and
+//! handed out by [`ViewContents::take_image`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::row::{RowConverter, SortField};
+
+use crate::delta::Delta;
+use crate::{PlanError, Result};
+
+/// Rows per batch when keyed rows are turned back into columns.
+const BATCH_ROWS: usize = 8192;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// A view's rows.
+pub struct ViewContents {
+    schema: SchemaRef,
+    shape: Shape,
+}
+
+enum Shape {
+    Keyed {
+        converter: RowConverter,
+        rows: FastMap<Box<[u8]>, i64>,
+        /// Rows whose multiplicity changed since the last checkpoint image.
+        dirty: FastSet<Box<[u8]>>,
+        /// The rows as batches, built by the first scan after a change.
+        decoded: Mutex<Option<Arc<Vec<RecordBatch>>>>,
+    },
+    Appended {
+        batches: Vec<RecordBatch>,
+        rows: usize,
+        /// Batches before this index are in a checkpoint image already.
+        checkpointed: usize,
+    },
+}
+
+impl std::fmt::Debug for ViewContents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ViewContents({} rows)", self.row_count())
+    }
+}
+
+/// A checked change, ready for [`ViewContents::apply`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// Net multiplicity changes of encoded rows.
+    Keyed(Vec<(Box<[u8]>, i64)>),
+    /// Rows to add.
+    Appended(Vec<RecordBatch>),
+}
+
+/// What a checkpoint keeps of a view's contents: for keyed views the new
+/// multiplicity of each row that changed (0: gone), for appended views the
+/// batches added.
+#[derive(Debug, Default)]
+pub struct ContentsImage {
+    /// `(encoded row, multiplicity)`.
+    pub rows: Vec<(Vec<u8>, i64)>,
+    /// Appended batches, in order.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl ViewContents {
+    /// Empty contents for rows of `schema`; `append_only` when the view's
+    /// changes are insertions only.
+    pub fn new(schema: SchemaRef, append_only: bool) -> Result<Self> {
+        let shape = if append_only {
+            Shape::Appended {
+                batches: Vec::new(),
+                rows: 0,
+                checkpointed: 0,
+            }
+        } else {
+            Shape::Keyed {
+                converter: RowConverter::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| SortField::new(f.data_type().clone()))
+                        .collect(),
+                )?,
+                rows: FastMap::default(),
+                dirty: FastSet::default(),
+                decoded: Mutex::new(None),
+            }
+        };
+        Ok(Self { schema, shape })
+    }
+
+    /// The rows' schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Number of rows (counting multiplicities).
+    pub fn row_count(&self) -> usize {
+        match &self.shape {
+            Shape::Keyed { rows, .. } => rows.values().map(|n| *n as usize).sum(),
+            Shape::Appended { rows, .. } => *rows,
+        }
+    }
+
+    /// Checks `delta` against the current rows; nothing changes yet.
+    pub fn prepare(&self, delta: &Delta) -> Result<Prepared> {
+        match &self.shape {
+            Shape::Appended { .. } => {
+                if delta.weights.values().iter().all(|w| *w == 1) {
+                    return Ok(Prepared::Appended(vec![delta.batch.clone()]));
+                }
+                // Insertions with a multiplicity: repeat the rows.
+                let mut indices = Vec::with_capacity(delta.len());
+                for (i, w) in delta.weights.values().iter().enumerate() {
+                    if *w < 0 {
+                        return Err(PlanError::Internal(
+                            "an append-only view received a retraction".into(),
+                        ));
+                    }
+                    indices.extend(std::iter::repeat_n(i as u32, *w as usize));
+                }
+                let indices = UInt32Array::from(indices);
+                let columns = delta
+                    .batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::compute::take(c, &indices, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let batch = RecordBatch::try_new_with_options(
+                    delta.batch.schema(),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(indices.len())),
+                )?;
+                Ok(Prepared::Appended(vec![batch]))
+            }
+            Shape::Keyed {
+                converter, rows, ..
+            } => {
+                let encoded = converter.convert_columns(delta.batch.columns())?;
+                let mut sums: FastMap<&[u8], i64> = FastMap::default();
+                for (i, w) in delta.weights.values().iter().enumerate() {
+                    *sums.entry(encoded.row(i).data()).or_insert(0) += *w;
+                }
+                let mut out = Vec::with_capacity(sums.len());
+                for (key, w) in sums {
+                    if w == 0 {
+                        continue;
+                    }
+                    if rows.get(key).copied().unwrap_or(0) + w < 0 {
+                        return Err(PlanError::Internal(
+                            "the view would hold a row a negative number of times".into(),
+                        ));
+                    }
+                    out.push((Box::from(key), w));
+                }
+                Ok(Prepared::Keyed(out))
+            }
+        }
+    }
+
+    /// Adds a change checked by [`ViewContents::prepare`].
+    pub fn apply(&mut self, change: Prepared) {
+        match (&mut self.shape, change) {
+            (
+                Shape::Keyed {
+                    rows,
+                    dirty,
+                    decoded,
+                    ..
+                },
+                Prepared::Keyed(changes),
+            ) => {
+                if changes.is_empty() {
+                    return;
+                }
+                for (key, w) in changes {
+                    match rows.get_mut(&key) {
+                        Some(n) => {
+                            *n += w;
+                            if *n <= 0 {
+                                rows.remove(&key);
+                            }
+                        }
+                        None if w > 0 => {
+                            rows.insert(key.clone(), w);
+                        }
+                        None => {}
+                    }
+                    dirty.insert(key);
+                }
+                *decoded.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            (Shape::Appended { batches, rows, .. }, Prepared::Appended(new)) => {
+                for b in new {
+                    if b.num_rows() > 0 {
+                        *rows += b.num_rows();
+                        batches.push(b);
+                    }
+                }
+            }
+            // prepare() of the same contents made it, so shapes match.
+            (Shape::Keyed { .. }, Prepared::Appended(_))
+            | (Shape::Appended { .. }, Prepared::Keyed(_)) => {}
+        }
+    }
+
+    /// The rows as batches, each row repeated by its multiplicity: what a
+    /// scan of the view returns.
+    pub fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
+        match &self.shape {
+            Shape::Appended { batches, .. } => Ok(Arc::new(batches.clone())),
+            Shape::Keyed {
+                converter,
+                rows,
+                decoded,
+                ..
+            } => {
+                let mut cache = decoded.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(b) = cache.as_ref() {
+                    return Ok(b.clone());
+                }
+                let entries: Vec<(&[u8], i64)> = rows.iter().map(|(k, n)| (&**k, *n)).collect();
+                let built = Arc::new(decode(&self.schema, converter, &entries, true)?.0);
+                *cache = Some(built.clone());
+                Ok(built)
+            }
+        }
+    }
+
+    /// The rows as one change inserting them (each row once, weighted by
+    /// its multiplicity): how a view over this one starts.
+    pub fn as_delta(&self) -> Result<Delta> {
+        let parts: Vec<Delta> = match &self.shape {
+            Shape::Appended { batches, .. } => {
+                batches.iter().cloned().map(Delta::inserts).collect()
+            }
+            Shape::Keyed {
+                converter, rows, ..
+            } => {
+                let entries: Vec<(&[u8], i64)> = rows.iter().map(|(k, n)| (&**k, *n)).collect();
+                let (batches, weights) = decode(&self.schema, converter, &entries, false)?;
+                batches
+                    .into_iter()
+                    .zip(weights)
+                    .map(|(batch, weights)| Delta { batch, weights })
+                    .collect()
+            }
+        };
+        if parts.is_empty() {
+            return Ok(Delta::empty(self.schema.clone()));
+        }
+        Delta::concat(&self.schema, &parts)
+    }
+
+    /// What changed since the last image (`full`: everything), and from now
+    /// on nothing counts as changed.
+    pub fn take_image(&mut self, full: bool) -> ContentsImage {
+        match &mut self.shape {
+            Shape::Keyed { rows, dirty, .. } => {
+                let image_rows = if full {
+                    rows.iter().map(|(k, n)| (k.to_vec(), *n)).collect()
+                } else {
+                    dirty
+                        .iter()
+                        .map(|k| (k.to_vec(), rows.get(k).copied().unwrap_or(0)))
+                        .collect()
+                };
+                dirty.clear();
+                ContentsImage {
+                    rows: image_rows,
+                    batches: Vec::new(),
+                }
+            }
+            Shape::Appended {
+                batches,
+                checkpointed,
+                ..
+            } => {
+                let from = if full { 0 } else { *checkpointed };
+                *checkpointed = batches.len();
+                ContentsImage {
+                    rows: Vec::new(),
+                    batches: batches[from..].to_vec(),
+                }
+            }
+        }
+    }
+
+    /// Applies a checkpoint image on top of the current rows: the chain's
+    /// full image first, then its increments in order.
+    pub fn restore(&mut self, image: ContentsImage) -> Result<()> {
+        match &mut self.shape {
+            Shape::Keyed { rows, decoded, .. } => {
+                if !image.batches.is_empty() {
+                    return Err(PlanError::Internal(
+                        "checkpointed batches for a keyed view".into(),
+                    ));
+                }
+                for (k, n) in image.rows {
+                    if n <= 0 {
+                        rows.remove(k.as_slice());
+                    } else {
+                        rows.insert(k.into_boxed_slice(), n);
+                    }
+                }
+                *decoded.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            Shape::Appended {
+                batches,
+                rows,
+                checkpointed,
+            } => {
+                if !image.rows.is_empty() {
+                    return Err(PlanError::Internal(
+                        "checkpointed keyed rows for an append-only view".into(),
+                    ));
+                }
+                for b in image.batches {
+                    if b.schema().fields().len() != self.schema.fields().len() {
+                        return Err(PlanError::Internal(
+                            "checkpointed batch does not match the view's columns".into(),
+                        ));
+                    }
+                    *rows += b.num_rows();
+                    batches.push(b);
+                }
+                *checkpointed = batches.len();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes keyed rows into batches. With `repeat`, a row of multiplicity n
+/// appears n times and the weights are empty; otherwise once, weighted.
+fn decode(
+    schema: &SchemaRef,
+    converter: &RowConverter,
+    entries: &[(&[u8], i64)],
+    repeat: bool,
+) -> Result<(Vec<RecordBatch>, Vec<Int64Array>)> {
+    let parser = converter.parser();
+    let mut batches = Vec::new();
+    let mut weights = Vec::new();
+    for chunk in entries.chunks(BATCH_ROWS) {
+        let mut parsed = Vec::with_capacity(chunk.len());
+        let mut w = Vec::with_capacity(chunk.len());
+        for (key, count) in chunk {
+            if repeat {
+                for _ in 0..*count {
+                    parsed.push(parser.parse(key));
+                }
+            } else {
+                parsed.push(parser.parse(key));
+                w.push(*count);
+            }
+        }
+        let n = parsed.len();
+        let columns: Vec<ArrayRef> = converter.convert_rows(parsed)?;
+        batches.push(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?);
+        if !repeat {
+            weights.push(Int64Array::from(w));
+        }
+    }
+    Ok((batches, weights))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]))
+    }
+
+    fn delta(rows: &[(i64, i64)]) -> Delta {
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ))],
+        )
+        .unwrap();
+        Delta {
+            batch,
+            weights: Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+        }
+    }
+
+    fn values(c: &ViewContents) -> Vec<i64> {
+        let mut out: Vec<i64> = c
+            .batches()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn keyed_rows_take_retractions_and_checkpoint_what_changed() {
+        let mut c = ViewContents::new(schema(), false).unwrap();
+        let p = c.prepare(&delta(&[(1, 1), (2, 2), (1, 1)])).unwrap();
+        c.apply(p);
+        assert_eq!(values(&c), vec![1, 1, 2, 2]);
+        let base = c.take_image(true);
+        assert_eq!(base.rows.len(), 2);
+        // A retraction of a row never held is refused before anything changes.
+        assert!(c.prepare(&delta(&[(3, -1)])).is_err());
+        let p = c.prepare(&delta(&[(2, -2), (4, 1)])).unwrap();
+        c.apply(p);
+        assert_eq!(values(&c), vec![1, 1, 4]);
+        let inc = c.take_image(false);
+        let mut changed: Vec<i64> = inc.rows.iter().map(|r| r.1).collect();
+        changed.sort();
+        assert_eq!(changed, vec![0, 1], "2 is gone, 4 is new");
+        // Base then increment gives the same rows back.
+        let mut restored = ViewContents::new(schema(), false).unwrap();
+        restored.restore(base).unwrap();
+        restored.restore(inc).unwrap();
+        assert_eq!(values(&restored), vec![1, 1, 4]);
+        let d = restored.as_delta().unwrap();
+        assert_eq!(d.weights.values().iter().sum::<i64>(), 3);
+    }
+
+    #[test]
+    fn appended_rows_stay_columnar_and_checkpoint_only_new_batches() {
+        let mut c = ViewContents::new(schema(), true).unwrap();
+        let p = c.prepare(&delta(&[(1, 1), (2, 1)])).unwrap();
+        c.apply(p);
+        assert_eq!(c.take_image(false).batches.len(), 1);
+        let p = c.prepare(&delta(&[(3, 2)])).unwrap();
+        c.apply(p);
+        let inc = c.take_image(false);
+        assert_eq!(inc.batches.len(), 1);
+        assert_eq!(
+            inc.batches[0].num_rows(),
+            2,
+            "multiplicity 2 repeats the row"
+        );
+        assert_eq!(values(&c), vec![1, 2, 3, 3]);
+        assert!(c.prepare(&delta(&[(1, -1)])).is_err());
+        assert_eq!(c.take_image(true).batches.len(), 2);
+    }
+}
