@@ -20,6 +20,10 @@ use rust_decimal::Decimal;
 use serde::de;
 use serde_json::Value;
 
+mod json_scan;
+
+use json_scan::{Scanned, Scanner, Str, Unsure};
+
 /// How payloads are encoded (`ENCODE …`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -59,7 +63,31 @@ pub struct Decoder {
     /// The decoded values, in one Arrow builder per column.
     columns: Vec<Column>,
     rows: usize,
+    /// Whether no two columns have the same name (then a key that names
+    /// the column after the last one matched is looked up there first).
+    distinct_names: bool,
+    /// Reused from message to message: the row being read (always empty
+    /// between messages), decoded escapes, brackets of skipped values.
+    slots: Vec<Slot<'static>>,
+    scratch: Vec<u8>,
+    stack: Vec<u8>,
 }
+
+/// One column's value in the row being read: the value (or why it does not
+/// fit the column) and whether its key matched the column's name exactly.
+type Slot<'p> = Option<(Result<Pending<'p>, String>, bool)>;
+
+/// Empties `slots` and gives its allocation to a row of another message.
+fn recycle<'a, 'b>(mut slots: Vec<Slot<'a>>) -> Vec<Slot<'b>> {
+    slots.clear();
+    // An empty vector collected into one of the same layout keeps its
+    // allocation (the standard library collects such iterators in place).
+    slots.into_iter().filter_map(|_| None).collect()
+}
+
+/// Nesting deeper than this in a column's value is left to serde_json,
+/// which refuses values nested 128 deep.
+const FAST_DEPTH: usize = 100;
 
 impl Decoder {
     /// A decoder for the payload columns `fields`; `json` marks the JSONB
@@ -67,12 +95,20 @@ impl Decoder {
     pub fn new(encoding: Encoding, fields: Vec<Arc<Field>>, mut json: Vec<bool>) -> Self {
         let columns = fields.iter().map(|f| Column::new(f.data_type())).collect();
         json.resize(fields.len(), false);
+        let distinct_names = fields
+            .iter()
+            .enumerate()
+            .all(|(i, f)| fields[..i].iter().all(|g| g.name() != f.name()));
         Self {
             encoding,
             fields,
             json,
             columns,
             rows: 0,
+            distinct_names,
+            slots: Vec::new(),
+            scratch: Vec::new(),
+            stack: Vec::new(),
         }
     }
 
@@ -87,7 +123,7 @@ impl Decoder {
             return Err("empty message".into());
         }
         let row = match &self.encoding {
-            Encoding::Json => self.json_row(payload)?,
+            Encoding::Json => return self.push_json(payload),
             Encoding::Csv { delimiter } => self
                 .csv_row(payload, *delimiter)?
                 .into_iter()
@@ -95,7 +131,14 @@ impl Decoder {
                 .collect(),
             Encoding::Bytes => vec![Pending::Cell(Cell::Bytes(payload.to_vec()))],
         };
-        // Every value converted: the row is whole, append it everywhere.
+        self.append_row(row)
+    }
+
+    /// Appends a row whose every value converted, one value per column.
+    fn append_row<'p>(
+        &mut self,
+        row: impl IntoIterator<Item = Pending<'p>>,
+    ) -> Result<(), DecodeError> {
         let mut mismatch = None;
         for (column, value) in self.columns.iter_mut().zip(row) {
             if let Err(e) = column.append(value) {
@@ -104,6 +147,52 @@ impl Decoder {
         }
         self.rows += 1;
         mismatch.map_or(Ok(()), Err)
+    }
+
+    /// A JSON message: read in one pass by [`scan_row`] when it can vouch
+    /// for the message, else by serde_json ([`Decoder::json_row`]), which
+    /// then also explains why a message is not JSON.
+    fn push_json(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
+        let mut slots = recycle(std::mem::take(&mut self.slots));
+        slots.resize_with(self.fields.len(), || None);
+        let scanned = scan_row(
+            Row {
+                fields: &self.fields,
+                json: &self.json,
+                distinct_names: self.distinct_names,
+            },
+            payload,
+            &mut slots,
+            &mut self.scratch,
+            &mut self.stack,
+        );
+        let pushed = match scanned {
+            Ok(()) => self.push_slots(&mut slots),
+            Err(Unsure) => self.json_row(payload).and_then(|row| self.append_row(row)),
+        };
+        self.slots = recycle(slots);
+        pushed
+    }
+
+    /// Appends the row read by [`scan_row`] if its every value converted;
+    /// else says which field did not (the first in column order).
+    fn push_slots(&mut self, slots: &mut Vec<Slot<'_>>) -> Result<(), DecodeError> {
+        let refused = self
+            .fields
+            .iter()
+            .zip(slots.iter())
+            .find_map(|(field, slot)| match slot {
+                Some((Err(e), _)) => Some(format!("field \"{}\": {e}", field.name())),
+                _ => None,
+            });
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        self.append_row(slots.drain(..).map(|slot| match slot {
+            Some((Ok(value), _)) => value,
+            // None: a missing field. Errors were refused above.
+            None | Some((Err(_), _)) => Pending::Cell(Cell::Null),
+        }))
     }
 
     /// The decoded rows as arrays, one per payload column; starts afresh.
@@ -195,6 +284,173 @@ impl Decoder {
             row.push(cell);
         }
         Ok(row)
+    }
+}
+
+/// What [`scan_row`] needs to know of the columns.
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    fields: &'a [Arc<Field>],
+    json: &'a [bool],
+    distinct_names: bool,
+}
+
+impl Row<'_> {
+    /// The column a key names, if any: `(index, exact)`. An exact match
+    /// first (the first column of that name), else one that differs only
+    /// in ASCII case. `hint` is the column most likely named.
+    fn column_of(&self, key: &[u8], hint: usize) -> Option<(usize, bool)> {
+        if self.distinct_names {
+            if let Some(f) = self.fields.get(hint) {
+                if f.name().as_bytes() == key {
+                    return Some((hint, true));
+                }
+            }
+        }
+        if let Some(i) = self.fields.iter().position(|f| f.name().as_bytes() == key) {
+            return Some((i, true));
+        }
+        self.fields
+            .iter()
+            .position(|f| f.name().as_bytes().eq_ignore_ascii_case(key))
+            .map(|i| (i, false))
+    }
+}
+
+/// Reads one JSON object in one pass over its bytes into `slots`, one per
+/// column, by the rules of [`ObjectRow`]: fields that are not columns are
+/// skipped unbuilt, values are converted as they are read, text without
+/// escapes stays borrowed from the message. [`Unsure`] when the message is
+/// not JSON or not an object, or holds what this reader leaves to serde_json
+/// (values nested deep); the slots are then to be ignored.
+fn scan_row<'p>(
+    row: Row<'_>,
+    payload: &'p [u8],
+    slots: &mut [Slot<'p>],
+    scratch: &mut Vec<u8>,
+    stack: &mut Vec<u8>,
+) -> Scanned<()> {
+    let mut s = Scanner::new(payload);
+    s.skip_ws();
+    s.eat(b'{')?;
+    s.skip_ws();
+    if s.peek() == Some(b'}') {
+        s.eat(b'}')?;
+    } else {
+        let mut hint = 0;
+        loop {
+            let column = match s.string(scratch)? {
+                Str::Borrowed(key) => row.column_of(key.as_bytes(), hint),
+                Str::Unescaped(key) => row.column_of(key.as_bytes(), hint),
+            };
+            s.skip_ws();
+            s.eat(b':')?;
+            s.skip_ws();
+            match column {
+                None => {
+                    s.skip_value(stack)?;
+                }
+                Some((i, exact)) => {
+                    hint = i + 1;
+                    let field = row.fields.get(i).ok_or(Unsure)?;
+                    let json = row.json.get(i).copied().unwrap_or(false);
+                    let value = scan_value(&mut s, field.data_type(), json, scratch, stack)?;
+                    let slot = slots.get_mut(i).ok_or(Unsure)?;
+                    // An exact match replaces what came before; one that
+                    // differs in case only fills an empty slot.
+                    if exact || slot.is_none() {
+                        *slot = Some((value, exact));
+                    }
+                }
+            }
+            s.skip_ws();
+            match s.next_byte() {
+                Some(b',') => s.skip_ws(),
+                Some(b'}') => break,
+                _ => return Err(Unsure),
+            }
+        }
+    }
+    s.skip_ws();
+    if s.at_end() {
+        Ok(())
+    } else {
+        Err(Unsure)
+    }
+}
+
+/// Reads the value of a column's field, converted to the column's type `t`
+/// (or, for a JSONB column, to its JSON text), as [`ObjectRow`] converts it.
+fn scan_value<'p>(
+    s: &mut Scanner<'p>,
+    t: &DataType,
+    json: bool,
+    scratch: &mut Vec<u8>,
+    stack: &mut Vec<u8>,
+) -> Scanned<Result<Pending<'p>, String>> {
+    let start = s.pos();
+    let value = match s.peek() {
+        Some(b'"') => {
+            let text = s.string(scratch)?;
+            if json {
+                return Ok(json_cell(
+                    &Value::String(text.as_str().to_string()),
+                    t,
+                    true,
+                ));
+            }
+            match text {
+                Str::Borrowed(text) if *t == DataType::Utf8 => Ok(Pending::Str(text)),
+                Str::Unescaped(text) if *t == DataType::Utf8 => {
+                    Ok(Pending::Cell(Cell::Text(text.to_string())))
+                }
+                text => from_text(text.as_str(), t).map(Pending::Cell),
+            }
+        }
+        Some(b'n') => {
+            s.literal(b"null")?;
+            Ok(Pending::Cell(Cell::Null))
+        }
+        Some(b't') => {
+            s.literal(b"true")?;
+            json_cell(&Value::Bool(true), t, json)
+        }
+        Some(b'f') => {
+            s.literal(b"false")?;
+            json_cell(&Value::Bool(false), t, json)
+        }
+        Some(b'-' | b'0'..=b'9') => match s.number()? {
+            Some(n) if !json && is_integer(t) => {
+                check_int_range(Cell::Int(n), t).map(Pending::Cell)
+            }
+            Some(n) => json_cell(&Value::from(n), t, json),
+            // Fractions, exponents, long integers: serde_json's own reading.
+            None => json_cell(&span_value(s.since(start))?, t, json),
+        },
+        Some(b'[' | b'{') => {
+            if s.skip_value(stack)? > FAST_DEPTH {
+                return Err(Unsure);
+            }
+            json_cell(&span_value(s.since(start))?, t, json)
+        }
+        _ => return Err(Unsure),
+    };
+    Ok(value)
+}
+
+/// The JSON text of one value, as serde_json reads it; [`Unsure`] when
+/// serde_json refuses it (a string in it that is not UTF-8, say).
+fn span_value(text: &[u8]) -> Scanned<Value> {
+    serde_json::from_slice(text).map_err(|_| Unsure)
+}
+
+/// A value other than a string without escapes, for a column of type `t`
+/// or a JSONB column.
+fn json_cell<'p>(v: &Value, t: &DataType, json: bool) -> Result<Pending<'p>, String> {
+    match v {
+        Value::Null => Ok(Pending::Cell(Cell::Null)),
+        v if json => Ok(Pending::Cell(Cell::Text(v.to_string()))),
+        v => from_json(v, t).map(Pending::Cell),
     }
 }
 
@@ -752,5 +1008,314 @@ mod tests {
         d.push(b"2,,,").unwrap();
         assert!(d.push(b"1,2").is_err());
         assert_eq!(d.rows(), 2);
+    }
+
+    /// Columns of every kind, the last two JSONB.
+    fn all_kinds() -> Decoder {
+        let fields = [
+            ("id", DataType::Int64),
+            ("name", DataType::Utf8),
+            ("ts", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+            ("price", DataType::Decimal128(10, 2)),
+            ("small", DataType::Int16),
+            ("f", DataType::Float64),
+            ("ok", DataType::Boolean),
+            ("day", DataType::Date32),
+            ("doc", DataType::Utf8),
+            ("Doc2", DataType::Utf8),
+        ]
+        .into_iter()
+        .map(|(name, t)| Arc::new(Field::new(name, t, true)))
+        .collect::<Vec<_>>();
+        let mut json = vec![false; fields.len()];
+        json[8] = true;
+        json[9] = true;
+        Decoder::new(Encoding::Json, fields, json)
+    }
+
+    fn shown(value: Pending<'_>) -> Cell {
+        match value {
+            Pending::Cell(c) => c,
+            Pending::Str(s) => Cell::Text(s.to_string()),
+        }
+    }
+
+    /// Reads `payload` with the one-pass reader and with serde_json, and
+    /// checks that they agree (same row, or same error) whenever the
+    /// one-pass reader vouches for the message. Returns whether it did,
+    /// and serde_json's outcome.
+    fn agrees(d: &Decoder, payload: &[u8]) -> (bool, Result<Vec<Cell>, String>) {
+        let slow = d
+            .json_row(payload)
+            .map(|row| row.into_iter().map(shown).collect::<Vec<_>>());
+        let mut slots = vec![None; d.fields.len()];
+        let row = Row {
+            fields: &d.fields,
+            json: &d.json,
+            distinct_names: d.distinct_names,
+        };
+        let scanned = scan_row(row, payload, &mut slots, &mut Vec::new(), &mut Vec::new());
+        if scanned.is_err() {
+            return (false, slow);
+        }
+        let fast = d
+            .fields
+            .iter()
+            .zip(slots)
+            .map(|(field, slot)| match slot {
+                None => Ok(Cell::Null),
+                Some((value, _)) => value
+                    .map(shown)
+                    .map_err(|e| format!("field \"{}\": {e}", field.name())),
+            })
+            .collect::<Result<Vec<_>, _>>();
+        assert_eq!(fast, slow, "{}", String::from_utf8_lossy(payload));
+        (true, slow)
+    }
+
+    /// The one-pass reader reads `payload` itself, as serde_json would.
+    fn fast(d: &Decoder, payload: &str) -> Result<Vec<Cell>, String> {
+        let (vouched, outcome) = agrees(d, payload.as_bytes());
+        assert!(vouched, "left to serde_json: {payload}");
+        outcome
+    }
+
+    /// `payload` is left to serde_json, which refuses it as not JSON.
+    fn not_json(d: &Decoder, payload: &[u8]) {
+        let (vouched, outcome) = agrees(d, payload);
+        assert!(!vouched, "{}", String::from_utf8_lossy(payload));
+        let e = outcome.unwrap_err();
+        assert!(e.starts_with("invalid JSON"), "{e}");
+    }
+
+    fn text(s: &str) -> Cell {
+        Cell::Text(s.into())
+    }
+
+    #[test]
+    fn json_escapes_decode_in_keys_and_values() {
+        let d = all_kinds();
+        let row = fast(
+            &d,
+            r#"{"\u0069d": 1, "name": "q\" b\\ s\/ \b\f\n\r\t \u00e9\u4E2D\ud83d\ude00", "doc": "a\/b"}"#,
+        )
+        .unwrap();
+        assert_eq!(row[0], Cell::Int(1));
+        assert_eq!(row[1], text("q\" b\\ s/ \u{8}\u{c}\n\r\t é中😀"));
+        assert_eq!(row[8], text(r#""a/b""#));
+        let row = fast(&d, r#"{"small": "\u0031\u0032", "day": "2026-01-0\u0032"}"#).unwrap();
+        assert_eq!(row[4], Cell::Int(12));
+        assert_eq!(row[7], Cell::Date(20455));
+        // Lone surrogates are not text: serde_json refuses them.
+        not_json(&d, br#"{"name": "\ud83d"}"#);
+        not_json(&d, br#"{"name": "\ude00\ud83d"}"#);
+        not_json(&d, br#"{"n\ud83d": 1}"#);
+        not_json(&d, br#"{"name": "\u12"}"#);
+        not_json(&d, br#"{"name": "\q"}"#);
+        not_json(&d, b"{\"name\": \"a\x01\"}");
+        // ...but serde_json does not check the strings it skips.
+        assert!(fast(&d, r#"{"other": ["\ud83d"], "id": 2}"#).is_ok());
+    }
+
+    #[test]
+    fn json_numbers_convert_as_serde_json_reads_them() {
+        let d = all_kinds();
+        let row = fast(
+            &d,
+            r#"{"id": -42, "ts": 1767225600000, "price": 1.005, "small": 7, "f": 2.5e-1, "doc": 1.50}"#,
+        )
+        .unwrap();
+        assert_eq!(row[0], Cell::Int(-42));
+        assert_eq!(row[2], Cell::Timestamp(1_767_225_600_000_000_000));
+        assert_eq!(row[3], Cell::Decimal(101));
+        assert_eq!(row[4], Cell::Int(7));
+        assert_eq!(row[5], Cell::Float(0.25));
+        assert_eq!(row[8], text("1.5"));
+        assert_eq!(fast(&d, r#"{"f": 3}"#).unwrap()[5], Cell::Float(3.0));
+        assert_eq!(fast(&d, r#"{"name": 1e2}"#).unwrap()[1], text("100.0"));
+        // Fractions and exponents are not integers, even whole ones.
+        for (json, e) in [
+            (r#"{"id": 1.0}"#, "field \"id\": 1.0 is not an integer"),
+            (r#"{"id": 1e3}"#, "field \"id\": 1000.0 is not an integer"),
+            (r#"{"id": -0}"#, "field \"id\": -0.0 is not an integer"),
+            (
+                r#"{"id": 9223372036854775808}"#,
+                "field \"id\": 9223372036854775808 is not an integer",
+            ),
+            (
+                r#"{"small": 40000}"#,
+                "field \"small\": value 40000 is out of range for type smallint",
+            ),
+            (
+                r#"{"ts": 1.5}"#,
+                "field \"ts\": 1.5 is not a whole number of epoch milliseconds",
+            ),
+            (
+                r#"{"ts": 999999999999999999}"#,
+                "field \"ts\": 999999999999999999 ms is out of the timestamp range",
+            ),
+        ] {
+            assert_eq!(fast(&d, json).unwrap_err(), e);
+        }
+        assert_eq!(
+            fast(&d, r#"{"id": 9223372036854775807}"#).unwrap()[0],
+            Cell::Int(i64::MAX)
+        );
+        assert_eq!(
+            fast(&d, r#"{"id": -9223372036854775808}"#).unwrap()[0],
+            Cell::Int(i64::MIN)
+        );
+        for bad in [
+            &br#"{"id": 01}"#[..],
+            br#"{"id": 1.}"#,
+            br#"{"id": -}"#,
+            br#"{"id": 1e}"#,
+        ] {
+            not_json(&d, bad);
+        }
+    }
+
+    #[test]
+    fn json_nested_values_are_skipped_or_kept_as_text() {
+        let d = all_kinds();
+        let row = fast(
+            &d,
+            r#"{"x": {"a": [1, {"b": "}"}], "c": {}}, "id": 1, "doc": {"z": [true, null], "a": 1},
+                "Doc2": [], "name": [1, "a"]}"#,
+        )
+        .unwrap();
+        assert_eq!(row[0], Cell::Int(1));
+        // JSONB keeps serde_json's text of the value, keys in its order.
+        assert_eq!(row[8], text(r#"{"a":1,"z":[true,null]}"#));
+        assert_eq!(row[9], text("[]"));
+        assert_eq!(row[1], text(r#"[1,"a"]"#));
+        assert_eq!(
+            fast(&d, r#"{"id": {"a": 1}}"#).unwrap_err(),
+            "field \"id\": an object cannot be read as bigint"
+        );
+        assert_eq!(
+            fast(&d, r#"{"ok": [1]}"#).unwrap_err(),
+            "field \"ok\": an array cannot be read as boolean"
+        );
+        // Skipped values may nest without limit; a column's value is left
+        // to serde_json when it nests deep (which refuses 128 levels).
+        let deep = |n| format!(r#"{{"x": {}{}, "id": 1}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(fast(&d, &deep(1000)).is_ok());
+        let deep = |n| format!(r#"{{"doc": {}{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(fast(&d, &deep(FAST_DEPTH)).is_ok());
+        assert!(!agrees(&d, deep(FAST_DEPTH + 1).as_bytes()).0);
+        not_json(&d, deep(200).as_bytes());
+        not_json(&d, br#"{"x": [1,], "id": 1}"#);
+        not_json(&d, br#"{"x": {"a" 1}, "id": 1}"#);
+    }
+
+    #[test]
+    fn json_whitespace_may_stand_everywhere() {
+        let d = all_kinds();
+        let row = fast(
+            &d,
+            " \t\r\n{ \t\r\n\"id\" \t\r\n: \t\r\n5 \t\r\n, \"x\" : [ 1 , { \"a\" : 2 } ] ,\n\"name\"\n:\n\"n\"\n}\n \t\r",
+        )
+        .unwrap();
+        assert_eq!(row[0], Cell::Int(5));
+        assert_eq!(row[1], text("n"));
+        assert_eq!(fast(&d, " { } ").unwrap()[0], Cell::Null);
+        // Only JSON's four whitespace bytes.
+        not_json(&d, b"\x0c{\"id\": 1}");
+        not_json(&d, b"{\"id\":\x0c1}");
+        not_json(&d, b"{\"id\": 1}\x0c");
+        not_json(&d, b"{\"id\": 1} x");
+        not_json(&d, b"{\"id\": 1,}");
+        not_json(&d, b"{\"id\": 1 \"name\": \"a\"}");
+        not_json(&d, b"{\"id\": 1");
+        not_json(&d, b"{\"id\"}");
+        not_json(&d, b"{id: 1}");
+    }
+
+    #[test]
+    fn json_text_must_be_utf8() {
+        let d = all_kinds();
+        assert_eq!(fast(&d, "{\"name\": \"é😀\"}").unwrap()[1], text("é😀"));
+        not_json(&d, b"{\"name\": \"\xff\"}");
+        not_json(&d, b"{\"name\": \"\\n\xc3\"}");
+        not_json(&d, b"{\"doc\": [\"\xc3\x28\"]}");
+        not_json(&d, b"{\"n\xffme\": 1}");
+        not_json(&d, b"{\"id\": 1, \xff}");
+        // Skipped strings are not checked, as serde_json does not check them.
+        not_json(&d, b"{\"x\": \"\x00\"}");
+        let (vouched, outcome) = agrees(&d, b"{\"x\": \"\xff\", \"id\": 3}");
+        assert!(vouched);
+        assert_eq!(outcome.unwrap()[0], Cell::Int(3));
+    }
+
+    #[test]
+    fn json_decoding_reuses_its_buffers_and_keeps_whole_rows() {
+        let mut d = all_kinds();
+        d.push(br#"{"id": 1, "name": "a\nb"}"#).unwrap();
+        let capacity = d.slots.capacity();
+        assert!(capacity >= d.fields.len());
+        assert!(d.slots.is_empty());
+        assert!(d.push(br#"{"id": 2, "small": 99999}"#).is_err());
+        assert!(d.push(br#"{"id": 3, "name": "\ud800"}"#).is_err());
+        d.push(br#"{"name": "c", "id": 4}"#).unwrap();
+        assert_eq!(d.slots.capacity(), capacity);
+        assert_eq!(d.rows(), 2);
+        let cols = d.finish().unwrap();
+        assert_eq!(cols[0].as_primitive::<Int64Type>().values(), &[1, 4]);
+        assert_eq!(cols[1].as_string::<i32>().value(0), "a\nb");
+        assert_eq!(cols[1].as_string::<i32>().value(1), "c");
+        assert!(cols[4].is_null(0) && cols[4].is_null(1));
+    }
+
+    /// Random edits of valid messages: wherever the one-pass reader
+    /// vouches for one, serde_json reads the same row or the same error.
+    #[test]
+    fn json_one_pass_reader_agrees_with_serde_json_on_mangled_messages() {
+        let d = all_kinds();
+        let bases: [&[u8]; 5] = [
+            br#"{"id": 12, "name": "a\"b\u00e9", "ts": "2026-01-01 00:00:01", "price": 1.5}"#,
+            br#"{"ID": -3, "id": 4, "Name": "x", "ts": 1767225602000, "small": 12, "f": -1.5e3}"#,
+            br#"{"x": {"a": [1, 2.5, "s", null, true]}, "doc": {"k": [1, {"b": false}]}, "ok": true}"#,
+            br#" { "day" : "2026-01-02" , "Doc2" : "\ud83d\ude00" , "price" : "12.345" } "#,
+            "{\"name\": \"é中\", \"id\": 0, \"f\": 0.1, \"ok\": false, \"doc\": null}".as_bytes(),
+        ];
+        let alphabet = b"{}[]\":,\\ u0123456789eE.-+ntfrlasx\x00\x1f\xff\xc3\xa9\t\n";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut vouched = 0;
+        let mut tried = 0;
+        for base in bases {
+            assert!(agrees(&d, base).0, "{}", String::from_utf8_lossy(base));
+            for _ in 0..3000 {
+                let mut m = base.to_vec();
+                for _ in 0..1 + next(3) {
+                    let at = next(m.len() + 1);
+                    match next(4) {
+                        0 if at < m.len() => {
+                            m.remove(at);
+                        }
+                        1 if at < m.len() => m[at] = alphabet[next(alphabet.len())],
+                        2 => {
+                            let end = (at + next(8)).min(m.len());
+                            let copy = m[at..end].to_vec();
+                            let to = next(m.len() + 1);
+                            m.splice(to..to, copy);
+                        }
+                        _ => m.insert(at, alphabet[next(alphabet.len())]),
+                    }
+                }
+                tried += 1;
+                if agrees(&d, &m).0 {
+                    vouched += 1;
+                }
+            }
+        }
+        // Most edits break the JSON; enough of them do not.
+        assert!(vouched > tried / 20, "{vouched} of {tried}");
     }
 }
