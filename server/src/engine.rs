@@ -311,6 +311,9 @@ pub struct Engine {
     me: Weak<Engine>,
     /// Checkpoint files; held while one checkpoint is written.
     checkpoints: tokio::sync::Mutex<CheckpointState>,
+    /// Dropped with the engine, which ends the periodic checkpoints before
+    /// the runtime shuts down (a timer polled during shutdown panics).
+    _checkpoint_stop: tokio::sync::watch::Sender<()>,
 }
 
 /// Settings of an engine.
@@ -419,6 +422,7 @@ impl Engine {
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
         functions::register(&ctx, catalog.clone(), relation_oids);
         let users = crate::users::Users::new(store.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let engine = Arc::new_cyclic(|me| Self {
             store,
             catalog,
@@ -435,13 +439,14 @@ impl Engine {
                 last_cut: None,
                 force_full: false,
             }),
+            _checkpoint_stop: stop_tx,
         });
         let sources = engine.restore().await?;
         for (rel, config) in sources {
             engine.start_source(rel, config)?;
         }
         if let Some(every) = options.checkpoint_interval {
-            tokio::spawn(checkpoint_loop(Arc::downgrade(&engine), every));
+            tokio::spawn(checkpoint_loop(Arc::downgrade(&engine), every, stop_rx));
         }
         Ok(engine)
     }
@@ -1511,13 +1516,22 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Checkpoints the engine every `every` until it is dropped.
-async fn checkpoint_loop(engine: Weak<Engine>, every: Duration) {
+/// Checkpoints the engine every `every` until it is dropped (which
+/// closes `stop`).
+async fn checkpoint_loop(
+    engine: Weak<Engine>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = ticks.tick() => {}
+        }
         let Some(engine) = engine.upgrade() else {
             return;
         };

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::io;
 use crate::{Result, StorageError};
 
 const MANIFEST: &str = "MANIFEST";
@@ -48,8 +49,17 @@ pub struct Checkpoints {
     manifest: Manifest,
 }
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
-    move |source| StorageError::Io { context, source }
+/// Writes `bytes` to `path` (replacing it) and syncs the file.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let context = || format!("writing {}", path.display());
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .map_err(io(context()))?;
+    f.write_all(bytes).map_err(io(context()))?;
+    f.sync_all().map_err(io(context()))
 }
 
 impl Checkpoints {
@@ -111,17 +121,7 @@ impl Checkpoints {
     pub fn write(&mut self, image: &[u8], full: bool) -> Result<()> {
         let number = self.manifest.last + 1;
         let file = format!("ckpt-{number:010}");
-        let path = self.dir.join(&file);
-        let context = || format!("writing checkpoint {}", path.display());
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(context()))?;
-        f.write_all(image).map_err(io(context()))?;
-        f.sync_all().map_err(io(context()))?;
-        drop(f);
+        write_synced(&self.dir.join(&file), image)?;
 
         let mut next = self.manifest.clone();
         next.last = number;
@@ -136,16 +136,7 @@ impl Checkpoints {
         let encoded = serde_json::to_vec(&next)
             .map_err(|e| StorageError::Encode(format!("checkpoint manifest: {e}")))?;
         let tmp = self.dir.join(MANIFEST_TMP);
-        let context = || format!("writing {}", tmp.display());
-        let mut m = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(io(context()))?;
-        m.write_all(&encoded).map_err(io(context()))?;
-        m.sync_all().map_err(io(context()))?;
-        drop(m);
+        write_synced(&tmp, &encoded)?;
         std::fs::rename(&tmp, self.dir.join(MANIFEST))
             .map_err(io(format!("installing {}/{MANIFEST}", self.dir.display())))?;
         File::open(&self.dir)

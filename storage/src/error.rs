@@ -31,5 +31,10 @@ impl StorageError {
     }
 }
 
+/// Wraps an I/O error with what was being done.
+pub(crate) fn io(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
+    move |source| StorageError::Io { context, source }
+}
+
 /// Result type of the storage crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -12,7 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{RelationId, Result, StorageError};
+use crate::error::io;
+use crate::{RelationId, Result};
 
 /// Where one append lies in its relation's file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +52,6 @@ impl Extent {
 #[derive(Clone, Debug)]
 pub(crate) struct Segments {
     dir: PathBuf,
-}
-
-fn io(context: String) -> impl FnOnce(std::io::Error) -> StorageError {
-    move |source| StorageError::Io { context, source }
 }
 
 impl Segments {
