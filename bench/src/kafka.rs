@@ -1,20 +1,26 @@
 //! Kafka mode: Nexmark bids as JSON in a real Kafka-protocol broker on
 //! loopback, consumed by a Millrace server process through `CREATE SOURCE`.
 //!
-//! Throughput: the topic is filled first, then each query gets a fresh
-//! server that consumes the whole topic into its views; the time runs from
-//! `CREATE SOURCE` to the end of `FLUSH` (every message committed into the
-//! views). CPU time and peak RSS are the server process's own.
+//! Throughput: each query gets a fresh server that consumes the whole
+//! topic into its views; the time runs from `CREATE SOURCE` to the end of
+//! `FLUSH` (every message committed into the views). CPU time and peak RSS
+//! are the server process's own. A broker that keeps everything (tansu, an
+//! external one) has the topic filled once, before the first query; the
+//! mock cluster keeps ~5 MiB per partition, so there each query's server
+//! consumes while the bids are produced, the producer staying at most
+//! [`AHEAD_PER_PARTITION`] messages per partition ahead of what the server
+//! has committed (read from `millrace_catalog.source_partitions`).
 //!
 //! Freshness: a fresh server and topic per query; bids are produced at a
 //! fixed rate while the view is polled, and each bid's latency runs from
-//! the moment it was handed to the producer to the end of the first poll
-//! that counted it.
+//! the moment it was due (bid i at i / rate seconds) to the end of the
+//! first poll that counted it.
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio_postgres::error::SqlState;
@@ -24,29 +30,12 @@ use crate::measure::{self, Figures};
 use crate::processes::{Broker, Server};
 use crate::queries::Query;
 
-/// Creates `topic` with `partitions` partitions.
-pub async fn create_topic(broker: &Broker, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()?;
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?
-    {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
-    }
-    Ok(())
-}
-
 fn producer(
-    broker: &Broker,
+    broker_addr: &str,
     linger_ms: u32,
 ) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
     Ok(ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
+        .set("bootstrap.servers", broker_addr)
         .set("linger.ms", linger_ms.to_string())
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
@@ -70,19 +59,98 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, partition: i3
     }
 }
 
-/// Fills `topic` with `events` JSON bids spread over `partitions`; returns
-/// the seconds it took.
-pub fn produce(broker: &Broker, topic: &str, partitions: i32, events: u64) -> anyhow::Result<f64> {
-    let p = producer(broker, 50)?;
+/// How far (in messages per partition) a producer may run ahead of the
+/// server on the mock cluster: ~14 k bids of ~250 bytes stay inside the
+/// 5 MiB the mock keeps per partition.
+pub const AHEAD_PER_PARTITION: u64 = 14_000;
+
+/// Holds a producer back until the server has committed enough.
+#[derive(Clone)]
+pub struct Pace {
+    /// Messages the server has committed, over all partitions.
+    pub consumed: Arc<AtomicU64>,
+    /// How many sent messages may be ahead of `consumed`.
+    pub ahead: u64,
+}
+
+impl Pace {
+    fn new(partitions: i32) -> Pace {
+        Pace {
+            consumed: Arc::new(AtomicU64::new(0)),
+            ahead: AHEAD_PER_PARTITION * partitions.max(1) as u64,
+        }
+    }
+
+    fn wait(&self, sent: u64) {
+        while sent > self.consumed.load(Ordering::Relaxed) + self.ahead {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Sends `bids` as JSON, spread over `partitions` round-robin, held back
+/// by `pace` if given; returns the seconds it took, all delivered.
+pub fn produce(
+    broker_addr: &str,
+    topic: &str,
+    partitions: i32,
+    bids: impl Iterator<Item = nexmark::event::Bid>,
+    pace: Option<Pace>,
+) -> anyhow::Result<f64> {
+    let p = producer(broker_addr, 50)?;
     let started = Instant::now();
-    for (i, bid) in events::bids(1_767_225_600_000)
-        .take(events as usize)
-        .enumerate()
-    {
+    for (i, bid) in bids.enumerate() {
+        if let Some(pace) = &pace {
+            pace.wait(i as u64);
+        }
         send(&p, topic, (i as i32) % partitions, &events::to_json(&bid));
     }
     p.flush(Duration::from_secs(1800))?;
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Messages `source` has committed, over its partitions.
+async fn committed(client: &tokio_postgres::Client, source: &str) -> anyhow::Result<u64> {
+    let v = first_value(
+        client,
+        &format!(
+            "SELECT coalesce(sum(committed_offset), 0) FROM millrace_catalog.source_partitions \
+             WHERE source = '{source}'"
+        ),
+    )
+    .await?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+/// Produces `bids` on a thread of its own while `client`'s server consumes
+/// them, keeping the producer within the mock cluster's retention; returns
+/// once every bid is delivered.
+async fn produce_while_consumed(
+    client: &tokio_postgres::Client,
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    bids: impl Iterator<Item = nexmark::event::Bid> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pace = Pace::new(partitions);
+    let consumed = pace.consumed.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = done.clone();
+    let addr = broker.addr.clone();
+    let topic = topic.to_string();
+    let producing = std::thread::spawn(move || {
+        let r = produce(&addr, &topic, partitions, bids, Some(pace));
+        finished.store(true, Ordering::Relaxed);
+        r
+    });
+    while !done.load(Ordering::Relaxed) {
+        consumed.store(committed(client, "bid").await?, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    producing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    Ok(())
 }
 
 fn create_source(topic: &str, broker: &Broker, extra: &str) -> String {
@@ -124,6 +192,7 @@ pub async fn throughput(
     query: &Query,
     broker: &Broker,
     topic: &str,
+    partitions: i32,
     events: u64,
     scratch: &std::path::Path,
 ) -> anyhow::Result<Figures> {
@@ -137,6 +206,10 @@ pub async fn throughput(
         .await?;
     for view in query.views {
         client.batch_execute(view).await?;
+    }
+    if !broker.keeps_everything() {
+        let bids = events::bids(1_767_225_600_000).take(events as usize);
+        produce_while_consumed(&client, broker, topic, partitions, bids).await?;
     }
     flush(&client).await?;
     let wall = started.elapsed();
@@ -185,7 +258,7 @@ pub async fn freshness(
         anyhow::bail!("{} has no cheap progress read", query.name);
     };
     let topic = format!("nexmark_live_{}", query.name);
-    create_topic(broker, &topic, 1).await?;
+    broker.create_topic(&topic, 1).await?;
     let server = Server::start(&scratch.join(format!("fresh-{}", query.name)))?;
     let client = server.connect().await?;
     let options = format!(
@@ -199,25 +272,33 @@ pub async fn freshness(
     }
 
     let total = rate * seconds;
-    let p = producer(broker, 1)?;
+    let p = producer(&broker.addr, 1)?;
+    // On the mock cluster the producer may not outrun the view by more than
+    // the partition keeps; a bid held back still counts from when it was
+    // due, so a server that falls behind shows in the latencies.
+    let pace = (!broker.keeps_everything()).then(|| Pace::new(1));
+    let visible = pace.as_ref().map(|p| p.consumed.clone());
     let producing = std::thread::spawn(move || {
-        let mut sent = Vec::with_capacity(total as usize);
+        let mut due_at = Vec::with_capacity(total as usize);
         let started = Instant::now();
         let mut bids = events::bids(events::now_ms());
         for i in 0..total {
-            // Paced: bid i leaves at i / rate seconds.
+            // Paced: bid i is due at i / rate seconds.
             let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
+            if let Some(pace) = &pace {
+                pace.wait(i);
+            }
             let Some(bid) = bids.next() else { break };
             let json = events::to_json(&bid);
-            sent.push(Instant::now());
+            due_at.push(due);
             send(&p, &topic, 0, &json);
         }
         let _ = p.flush(Duration::from_secs(60));
-        sent
+        due_at
     });
 
     let cpu_before = measure::process_cpu_seconds(server.pid);
@@ -231,6 +312,9 @@ pub async fn freshness(
         if n > seen {
             polls.push((Instant::now(), n));
             seen = n;
+            if let Some(v) = &visible {
+                v.store(n, Ordering::Relaxed);
+            }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -261,6 +345,146 @@ pub async fn freshness(
     Ok(Freshness {
         rate,
         seconds,
+        p50: measure::percentile(&latencies, 50.0),
+        p99: measure::percentile(&latencies, 99.0),
+        max: latencies.last().copied().unwrap_or_default(),
+        server_cpu_share: server_cpu / busy.max(1e-9),
+    })
+}
+
+/// What a point-query run measured.
+pub struct PointQueries {
+    pub rate: u64,
+    /// Bids the view counted during the measured phase, per second.
+    pub ingested_per_second: f64,
+    pub queries: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub server_cpu_share: f64,
+}
+
+/// Bids whose auction ids are `1..=keys` in turn, then (after `keys` of
+/// them) drawn at random from the same range: a view grouped by auction
+/// holds `keys` rows after the first `keys` bids and keeps updating them.
+fn keyed_bids(keys: u64) -> impl Iterator<Item = nexmark::event::Bid> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    events::bids(1_767_225_600_000)
+        .enumerate()
+        .map(move |(i, mut bid)| {
+            bid.auction = if (i as u64) < keys {
+                i + 1
+            } else {
+                // xorshift64: cheap, and the same run every time.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % keys + 1) as usize
+            };
+            bid
+        })
+}
+
+/// Point queries by group key on a view of `keys` rows while bids are
+/// ingested at `rate` per second for `seconds`: the view is filled first
+/// (each key once), then one client asks for random keys over the
+/// extended protocol (a prepared statement), one query at a time, while
+/// the bids keep updating random rows of the view.
+pub async fn point_queries(
+    broker: &Broker,
+    keys: u64,
+    rate: u64,
+    seconds: u64,
+    partitions: i32,
+    scratch: &std::path::Path,
+) -> anyhow::Result<PointQueries> {
+    let topic = "nexmark_point";
+    broker.create_topic(topic, partitions).await?;
+    let server = Server::start(&scratch.join("point"))?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&create_source(topic, broker, ""))
+        .await?;
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW by_auction AS \
+             SELECT auction, count(*) AS n, max(price) AS top FROM bid GROUP BY auction",
+        )
+        .await?;
+    let started = Instant::now();
+    let first = keyed_bids(keys).take(keys as usize);
+    produce_while_consumed(&client, broker, topic, partitions, first).await?;
+    flush(&client).await?;
+    let rows = first_value(&client, "SELECT count(*) FROM by_auction").await?;
+    anyhow::ensure!(
+        rows == keys.to_string(),
+        "the view has {rows} rows, not {keys}"
+    );
+    println!(
+        "  filled: {keys} rows in {:.1} s; load {}",
+        started.elapsed().as_secs_f64(),
+        measure::load_average()
+    );
+
+    let total = rate * seconds;
+    let addr = broker.addr.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = done.clone();
+    let producing = std::thread::spawn(move || -> anyhow::Result<()> {
+        let p = producer(&addr, 5)?;
+        let started = Instant::now();
+        for (i, bid) in keyed_bids(keys)
+            .skip(keys as usize)
+            .take(total as usize)
+            .enumerate()
+        {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            send(&p, topic, (i as i32) % partitions, &events::to_json(&bid));
+        }
+        p.flush(Duration::from_secs(60))?;
+        finished.store(true, Ordering::Relaxed);
+        Ok(())
+    });
+    let statement = client
+        .prepare("SELECT n, top FROM by_auction WHERE auction = $1")
+        .await?;
+    let committed_before = committed(&client, "bid").await?;
+    let cpu_before = measure::process_cpu_seconds(server.pid);
+    let measuring = Instant::now();
+    let mut latencies = Vec::new();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    while !done.load(Ordering::Relaxed) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let key = (state % keys + 1) as i64;
+        let asked = Instant::now();
+        let rows = client.query(&statement, &[&key]).await?;
+        latencies.push(asked.elapsed());
+        anyhow::ensure!(rows.len() == 1, "key {key}: {} rows", rows.len());
+    }
+    let busy = measuring.elapsed().as_secs_f64();
+    let server_cpu = measure::process_cpu_seconds(server.pid) - cpu_before;
+    let ingested = committed(&client, "bid").await? - committed_before;
+    producing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    flush(&client).await?;
+    let counted = first_value(&client, "SELECT sum(n) FROM by_auction").await?;
+    anyhow::ensure!(
+        counted == (keys + total).to_string(),
+        "the view counted {counted} bids, not {}",
+        keys + total
+    );
+    latencies.sort();
+    Ok(PointQueries {
+        rate,
+        ingested_per_second: ingested as f64 / busy.max(1e-9),
+        queries: latencies.len(),
         p50: measure::percentile(&latencies, 50.0),
         p99: measure::percentile(&latencies, 99.0),
         max: latencies.last().copied().unwrap_or_default(),

@@ -4,12 +4,18 @@
 //!
 //! - `engine`: bids generated in-process and appended as Arrow batches,
 //!   no Kafka, no JSON: the cost of the operators and durable commits;
-//! - `kafka`: bids as JSON in a real Kafka-protocol broker (tansu) on
-//!   loopback, consumed by a server process through `CREATE SOURCE`;
+//! - `kafka`: bids as JSON in a Kafka-protocol broker on loopback
+//!   (librdkafka's mock cluster by default, tansu, or `--broker ADDR`),
+//!   consumed by a server process through `CREATE SOURCE`; then freshness
+//!   (produce → visible over pgwire) at a fixed rate;
+//! - `point`: point queries by key on a view of 1 M rows while bids are
+//!   ingested from Kafka;
 //! - `decode`: Millrace's JSON decoder against serde_json's raw parse.
 //!
-//! `serve` is not for users: it is how `kafka` runs the server in its own
-//! process (the same code as the `millrace` binary).
+//! `serve` and `mock-broker` are not for users: they are how the Kafka
+//! modes run the server (the same code as the `millrace` binary) and the
+//! mock cluster in processes of their own, so that each one's CPU time and
+//! memory are its own.
 
 mod decode;
 mod engine_only;
@@ -49,7 +55,7 @@ enum Mode {
         #[arg(long, hide = true)]
         child: bool,
     },
-    /// Bids as JSON through a tansu broker on loopback and `CREATE SOURCE`.
+    /// Bids as JSON through a broker on loopback and `CREATE SOURCE`.
     Kafka {
         /// Bids in the topic, consumed by each query.
         #[arg(long, default_value_t = 10_000_000)]
@@ -60,10 +66,11 @@ enum Mode {
         /// Partitions of the throughput topic.
         #[arg(long, default_value_t = 8)]
         partitions: i32,
-        /// tansu's storage (`sqlite://tansu.db` is relative to the scratch
-        /// directory; `memory://tansu/` needs tansu built with `dynostore`).
-        #[arg(long, default_value = "sqlite://tansu.db")]
-        broker_storage: String,
+        /// `mock` (librdkafka's mock cluster, in a process of its own),
+        /// `tansu` (or `tansu:STORAGE`, default `sqlite://tansu.db` in the
+        /// scratch directory), or the bootstrap address of a running broker.
+        #[arg(long, default_value = "mock")]
+        broker: String,
         /// Input rate of the freshness runs, bids/s (default: half the
         /// query's measured throughput).
         #[arg(long)]
@@ -78,12 +85,37 @@ enum Mode {
         #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
         scratch: PathBuf,
     },
+    /// Point SELECTs by group key on a view of `keys` rows while bids are
+    /// ingested from Kafka at `rate` per second.
+    Point {
+        /// Rows of the view (distinct auction ids).
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Bids per second ingested while the queries run.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Length of the measured phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// As in `kafka`: `mock`, `tansu[:STORAGE]` or a bootstrap address.
+        #[arg(long, default_value = "mock")]
+        broker: String,
+        /// Where the data directories go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
+        scratch: PathBuf,
+    },
     /// Millrace's JSON decoder against serde_json on the same bids.
     Decode {
         /// Messages decoded.
         #[arg(long, default_value_t = 2_000_000)]
         events: usize,
     },
+    /// Runs librdkafka's mock cluster (used by `kafka` and `point`).
+    #[command(hide = true)]
+    MockBroker,
     /// Runs a server (used by `kafka`); takes the `millrace` binary's options.
     #[command(hide = true)]
     Serve {
@@ -109,6 +141,39 @@ fn run() -> anyhow::Result<()> {
         .build()?;
     match cli.mode {
         Mode::Serve { args } => serve(&runtime, args),
+        Mode::MockBroker => processes::run_mock_broker(),
+        Mode::Point {
+            keys,
+            rate,
+            seconds,
+            partitions,
+            broker,
+            scratch,
+        } => runtime.block_on(async {
+            let _ = std::fs::remove_dir_all(&scratch);
+            std::fs::create_dir_all(&scratch)?;
+            let broker = processes::Broker::start(&scratch, &processes::BrokerChoice::parse(&broker))?;
+            println!(
+                "point: a view of {keys} rows by auction, filled from Kafka ({}, {partitions} partitions), \
+                 then point SELECTs by key while {rate} bids/s update it for {seconds} s; load {}",
+                broker.describe(),
+                measure::load_average()
+            );
+            let r = kafka::point_queries(&broker, keys, rate, seconds, partitions, &scratch).await?;
+            println!(
+                "  {} queries, one at a time: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; \
+                 ingested {:.0} bids/s meanwhile (asked {}); server CPU {:.0}% of one core; load {}",
+                r.queries,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                r.max.as_secs_f64() * 1e3,
+                r.ingested_per_second,
+                r.rate,
+                r.server_cpu_share * 100.0,
+                measure::load_average()
+            );
+            Ok(())
+        }),
         Mode::Decode { events } => {
             let r = decode::run(events)?;
             println!(
@@ -159,7 +224,7 @@ fn run() -> anyhow::Result<()> {
             events,
             queries,
             partitions,
-            broker_storage,
+            broker,
             rate,
             freshness_seconds,
             checkpoint_ms,
@@ -168,22 +233,41 @@ fn run() -> anyhow::Result<()> {
             let queries = queries::select(&queries)?;
             let _ = std::fs::remove_dir_all(&scratch);
             std::fs::create_dir_all(&scratch)?;
-            let broker = processes::Broker::start(&scratch, &broker_storage)?;
-            kafka::create_topic(&broker, "nexmark_bid", partitions).await?;
-            println!(
-                "kafka: producing {events} Nexmark bids as JSON to {partitions} partitions (tansu, {broker_storage}); load {}",
-                measure::load_average()
-            );
-            let secs = kafka::produce(&broker, "nexmark_bid", partitions, events)?;
-            println!("  produced in {secs:.1} s ({:.0} msg/s)", events as f64 / secs);
+            let broker = processes::Broker::start(&scratch, &processes::BrokerChoice::parse(&broker))?;
             let mut all = Vec::new();
+            if broker.keeps_everything() {
+                broker.create_topic("nexmark_bid", partitions).await?;
+                println!(
+                    "kafka: producing {events} Nexmark bids as JSON to {partitions} partitions ({}); load {}",
+                    broker.describe(),
+                    measure::load_average()
+                );
+                let bids = events::bids(1_767_225_600_000).take(events as usize);
+                let secs = kafka::produce(&broker.addr, "nexmark_bid", partitions, bids, None)?;
+                println!("  produced in {secs:.1} s ({:.0} msg/s)", events as f64 / secs);
+            } else {
+                println!(
+                    "kafka: {events} Nexmark bids as JSON over {partitions} partitions ({}), produced \
+                     while each query's server consumes them (at most {} messages per partition ahead); load {}",
+                    broker.describe(),
+                    kafka::AHEAD_PER_PARTITION,
+                    measure::load_average()
+                );
+            }
             for q in &queries {
                 println!("{}: {}", q.name, q.what);
-                let broker_cpu = measure::process_cpu_seconds(broker.pid);
-                let f = kafka::throughput(q, &broker, "nexmark_bid", events, &scratch).await?;
+                let topic = if broker.keeps_everything() {
+                    "nexmark_bid".to_string()
+                } else {
+                    let t = format!("nexmark_bid_{}", q.name);
+                    broker.create_topic(&t, partitions).await?;
+                    t
+                };
+                let broker_cpu = broker.cpu_seconds();
+                let f = kafka::throughput(q, &broker, &topic, partitions, events, &scratch).await?;
                 println!(
                     "  broker CPU during the run: {:.1} s; load {}",
-                    measure::process_cpu_seconds(broker.pid) - broker_cpu,
+                    broker.cpu_seconds() - broker_cpu,
                     measure::load_average()
                 );
                 all.push(f);

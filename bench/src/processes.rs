@@ -1,13 +1,16 @@
-//! The processes a Kafka run needs: a tansu broker on loopback, and a
+//! The processes a Kafka run needs: a broker on loopback (librdkafka's
+//! mock cluster, tansu, or one already running), and a
 //! Millrace server in its own process (this binary, `millrace-bench
 //! serve`, which runs the same server code as the `millrace` binary), so
 //! that its CPU time and memory are its own.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -18,16 +21,114 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// A tansu broker, killed when dropped.
+/// Which Kafka-protocol broker a run talks to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// librdkafka's mock cluster in a process of its own (the default: it
+    /// is not the bottleneck; it keeps only ~5 MiB per partition, so runs
+    /// produce while the server consumes, paced by the server's progress).
+    Mock,
+    /// tansu with the given storage (`sqlite://tansu.db`, relative to the
+    /// scratch directory): a real broker, ~30 k msg/s.
+    Tansu(String),
+    /// A broker already running at this bootstrap address.
+    External(String),
+}
+
+impl BrokerChoice {
+    /// `mock`, `tansu`, `tansu:STORAGE` or a bootstrap address.
+    pub fn parse(s: &str) -> BrokerChoice {
+        match s {
+            "mock" => BrokerChoice::Mock,
+            "tansu" => BrokerChoice::Tansu("sqlite://tansu.db".into()),
+            _ => match s.strip_prefix("tansu:") {
+                Some(storage) => BrokerChoice::Tansu(storage.into()),
+                None => BrokerChoice::External(s.into()),
+            },
+        }
+    }
+}
+
+/// A running broker; one this run started is killed when dropped.
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
+    /// The mock broker's control channel: a line `topic NAME PARTITIONS`
+    /// is answered `ok` once the topic exists.
+    control: Option<std::sync::Mutex<(ChildStdin, BufReader<ChildStdout>)>>,
     pub addr: String,
-    pub pid: u32,
+    /// The broker's process, when this run started it.
+    pub pid: Option<u32>,
+    pub choice: BrokerChoice,
 }
 
 impl Broker {
-    /// Starts tansu in `dir` with `storage` (such as `sqlite://tansu.db`) and waits until it answers metadata requests.
-    pub fn start(dir: &Path, storage: &str) -> anyhow::Result<Broker> {
+    /// Starts (or reaches) the broker `choice` names.
+    pub fn start(dir: &Path, choice: &BrokerChoice) -> anyhow::Result<Broker> {
+        let broker = match choice {
+            BrokerChoice::Tansu(storage) => Broker::start_tansu(dir, storage)?,
+            BrokerChoice::Mock => Broker::start_mock()?,
+            BrokerChoice::External(addr) => Broker {
+                child: None,
+                control: None,
+                addr: addr.clone(),
+                pid: None,
+                choice: choice.clone(),
+            },
+        };
+        broker.wait_for_metadata(dir)?;
+        Ok(broker)
+    }
+
+    /// Whether the broker keeps a whole topic, so that it can be filled
+    /// before the server reads it (the mock cluster cannot).
+    pub fn keeps_everything(&self) -> bool {
+        self.choice != BrokerChoice::Mock
+    }
+
+    /// A short name for reports.
+    pub fn describe(&self) -> String {
+        match &self.choice {
+            BrokerChoice::Mock => "librdkafka mock cluster".into(),
+            BrokerChoice::Tansu(storage) => format!("tansu, {storage}"),
+            BrokerChoice::External(addr) => format!("broker at {addr}"),
+        }
+    }
+
+    fn start_mock() -> anyhow::Result<Broker> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("mock-broker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let pid = child.id();
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin to the mock broker"))?;
+        let mut stdout = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("no stdout from the mock broker"))?,
+        );
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .strip_prefix("bootstrap ")
+            .map(|a| a.trim().to_string())
+            .ok_or_else(|| anyhow::anyhow!("the mock broker said {line:?}"))?;
+        Ok(Broker {
+            child: Some(child),
+            control: Some(std::sync::Mutex::new((stdin, stdout))),
+            addr,
+            pid: Some(pid),
+            choice: BrokerChoice::Mock,
+        })
+    }
+
+    /// Starts tansu in `dir` with `storage` (such as `sqlite://tansu.db`).
+    fn start_tansu(dir: &Path, storage: &str) -> anyhow::Result<Broker> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let url = format!("tcp://{addr}");
         let tansu = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
@@ -54,33 +155,110 @@ impl Broker {
                 )
             })?;
         let pid = child.id();
-        let broker = Broker { child, addr, pid };
+        Ok(Broker {
+            child: Some(child),
+            control: None,
+            addr,
+            pid: Some(pid),
+            choice: BrokerChoice::Tansu(storage.into()),
+        })
+    }
+
+    /// Waits until the broker answers metadata requests.
+    fn wait_for_metadata(&self, dir: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &broker.addr)
+                .set("bootstrap.servers", &self.addr)
                 .create()?;
             if consumer
                 .fetch_metadata(None, Duration::from_secs(2))
                 .is_ok()
             {
-                return Ok(broker);
+                return Ok(());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the broker did not answer within 60 s; see {}",
+                "the broker at {} did not answer within 60 s (tansu logs to {})",
+                self.addr,
                 dir.join("tansu.log").display()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    /// Creates `topic` with `partitions` partitions: through the admin API,
+    /// or by asking the mock broker process (the mock cluster has no
+    /// CreateTopics).
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        if let Some(control) = &self.control {
+            let mut guard = control
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the mock broker's channel is poisoned"))?;
+            let (stdin, stdout) = &mut *guard;
+            writeln!(stdin, "topic {topic} {partitions}")?;
+            stdin.flush()?;
+            let mut line = String::new();
+            stdout.read_line(&mut line)?;
+            anyhow::ensure!(line.trim() == "ok", "creating topic {topic}: {line}");
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()?;
+        for r in admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?
+        {
+            r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// CPU seconds the broker process has used (0 for an external one).
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pid.map_or(0.0, crate::measure::process_cpu_seconds)
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// The mock broker process (`millrace-bench mock-broker`): a one-broker
+/// librdkafka mock cluster on a loopback port, printed as `bootstrap ADDR`;
+/// then one topic per `topic NAME PARTITIONS` line on stdin, each answered
+/// `ok`. It ends when stdin closes (its parent went away).
+pub fn run_mock_broker() -> anyhow::Result<()> {
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    let mut out = std::io::stdout();
+    writeln!(out, "bootstrap {}", cluster.bootstrap_servers())?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["topic", name, partitions] => match partitions.parse::<i32>() {
+                Ok(n) => match cluster.create_topic(name, n, 1) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("error {e}"),
+                },
+                Err(e) => format!("error {e}"),
+            },
+            _ => format!("error unknown command {line:?}"),
+        };
+        writeln!(out, "{answer}")?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// A Millrace server process with a fresh data directory, killed when
