@@ -15,6 +15,11 @@
 //! anything, and [`ViewContents::apply`] adds it once the write it belongs
 //! to is durable. What changed since the last checkpoint is tracked and
 //! handed out by [`ViewContents::take_image`].
+//!
+//! A point query (`WHERE column = constant`) on a keyed view is answered
+//! from an index of the rows by that column ([`ViewContents::lookup`]),
+//! built by the first such query and kept up to date by every change after
+//! it, so that it costs the rows it returns, not the view's size.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -47,6 +52,8 @@ enum Shape {
         dirty: FastSet<Box<[u8]>>,
         /// The rows as batches, built by the first scan after a change.
         decoded: Mutex<Option<Arc<Vec<RecordBatch>>>>,
+        /// Indexes by column number, built by the first point query on it.
+        indexes: Mutex<FastMap<usize, ColumnIndex>>,
     },
     Appended {
         batches: Vec<RecordBatch>,
@@ -54,6 +61,90 @@ enum Shape {
         /// Batches before this index are in a checkpoint image already.
         checkpointed: usize,
     },
+}
+
+/// A keyed view's rows by the value of one column.
+struct ColumnIndex {
+    /// Encodes the column's values.
+    converter: RowConverter,
+    /// Encoded value → the encoded rows holding it.
+    rows: FastMap<Box<[u8]>, Vec<Box<[u8]>>>,
+}
+
+impl ColumnIndex {
+    /// An index of `column` over `rows` (encoded by `converter`).
+    fn build<'a>(
+        schema: &SchemaRef,
+        converter: &RowConverter,
+        column: usize,
+        rows: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<ColumnIndex> {
+        let mut index = ColumnIndex {
+            converter: RowConverter::new(vec![SortField::new(
+                schema.field(column).data_type().clone(),
+            )])?,
+            rows: FastMap::default(),
+        };
+        let all: Vec<&[u8]> = rows.collect();
+        for chunk in all.chunks(BATCH_ROWS) {
+            index.add(converter, column, chunk, true)?;
+        }
+        Ok(index)
+    }
+
+    /// Adds (`insert`) or removes encoded rows.
+    fn add(
+        &mut self,
+        converter: &RowConverter,
+        column: usize,
+        rows: &[&[u8]],
+        insert: bool,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let parser = converter.parser();
+        let columns = converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+        let values = self.converter.convert_columns(&columns[column..=column])?;
+        for (i, row) in rows.iter().enumerate() {
+            let value = values.row(i);
+            if insert {
+                self.rows
+                    .entry(Box::from(value.data()))
+                    .or_default()
+                    .push(Box::from(*row));
+            } else if let Some(held) = self.rows.get_mut(value.data()) {
+                held.retain(|r| &**r != *row);
+                if held.is_empty() {
+                    self.rows.remove(value.data());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether equality on a column of this type is equality of its row
+/// encoding, so that an index answers `=` exactly as SQL does (floats are
+/// not: `-0.0 = 0.0` and every NaN is equal in PostgreSQL).
+fn indexable(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType as T;
+    t.is_integer()
+        || matches!(
+            t,
+            T::Boolean
+                | T::Utf8
+                | T::LargeUtf8
+                | T::Binary
+                | T::LargeBinary
+                | T::Date32
+                | T::Date64
+                | T::Time32(_)
+                | T::Time64(_)
+                | T::Timestamp(_, _)
+                | T::Decimal128(_, _)
+                | T::Decimal256(_, _)
+        )
 }
 
 impl std::fmt::Debug for ViewContents {
@@ -104,6 +195,7 @@ impl ViewContents {
                 rows: FastMap::default(),
                 dirty: FastSet::default(),
                 decoded: Mutex::new(None),
+                indexes: Mutex::new(FastMap::default()),
             }
         };
         Ok(Self { schema, shape })
@@ -183,32 +275,50 @@ impl ViewContents {
         match (&mut self.shape, change) {
             (
                 Shape::Keyed {
+                    converter,
                     rows,
                     dirty,
                     decoded,
-                    ..
+                    indexes,
                 },
                 Prepared::Keyed(changes),
             ) => {
                 if changes.is_empty() {
                     return;
                 }
+                let indexes = indexes.get_mut().unwrap_or_else(|p| p.into_inner());
+                let mut added: Vec<Box<[u8]>> = Vec::new();
+                let mut removed: Vec<Box<[u8]>> = Vec::new();
                 for (key, w) in changes {
                     match rows.get_mut(&key) {
                         Some(n) => {
                             *n += w;
                             if *n <= 0 {
                                 rows.remove(&key);
+                                if !indexes.is_empty() {
+                                    removed.push(key.clone());
+                                }
                             }
                         }
                         None if w > 0 => {
                             rows.insert(key.clone(), w);
+                            if !indexes.is_empty() {
+                                added.push(key.clone());
+                            }
                         }
                         None => {}
                     }
                     dirty.insert(key);
                 }
                 *decoded.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+                let added: Vec<&[u8]> = added.iter().map(|r| &**r).collect();
+                let removed: Vec<&[u8]> = removed.iter().map(|r| &**r).collect();
+                // An index that cannot follow (a row that does not decode)
+                // is dropped; the next point query rebuilds it.
+                indexes.retain(|column, index| {
+                    index.add(converter, *column, &removed, false).is_ok()
+                        && index.add(converter, *column, &added, true).is_ok()
+                });
             }
             (Shape::Appended { batches, rows, .. }, Prepared::Appended(new)) => {
                 for b in new {
@@ -245,6 +355,64 @@ impl ViewContents {
                 Ok(built)
             }
         }
+    }
+
+    /// Whether [`ViewContents::lookup`] can answer equality on `column`.
+    pub fn can_look_up(&self, column: usize) -> bool {
+        matches!(self.shape, Shape::Keyed { .. })
+            && self
+                .schema
+                .fields()
+                .get(column)
+                .is_some_and(|f| indexable(f.data_type()))
+    }
+
+    /// The rows whose `column` equals `value` (one value of the column's
+    /// type), each row repeated by its multiplicity; `None` when the
+    /// column cannot be looked up ([`ViewContents::can_look_up`]) and the
+    /// view must be scanned. The first lookup on a column builds its index.
+    pub fn lookup(&self, column: usize, value: &ArrayRef) -> Result<Option<Vec<RecordBatch>>> {
+        if !self.can_look_up(column) || value.len() != 1 {
+            return Ok(None);
+        }
+        let Shape::Keyed {
+            converter,
+            rows,
+            indexes,
+            ..
+        } = &self.shape
+        else {
+            return Ok(None);
+        };
+        if value.data_type() != self.schema.field(column).data_type() {
+            return Ok(None);
+        }
+        if value.is_null(0) {
+            // `column = NULL` is never true.
+            return Ok(Some(Vec::new()));
+        }
+        let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
+        if !indexes.contains_key(&column) {
+            let built =
+                ColumnIndex::build(&self.schema, converter, column, rows.keys().map(|k| &**k))?;
+            indexes.insert(column, built);
+        }
+        let Some(index) = indexes.get(&column) else {
+            return Ok(None);
+        };
+        let encoded = index
+            .converter
+            .convert_columns(std::slice::from_ref(value))?;
+        let entries: Vec<(&[u8], i64)> = index
+            .rows
+            .get(encoded.row(0).data())
+            .map(|held| {
+                held.iter()
+                    .filter_map(|r| rows.get(r).map(|n| (&**r, *n)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(decode(&self.schema, converter, &entries, true)?.0))
     }
 
     /// The rows as one change inserting them (each row once, weighted by
@@ -310,7 +478,13 @@ impl ViewContents {
     /// full image first, then its increments in order.
     pub fn restore(&mut self, image: ContentsImage) -> Result<()> {
         match &mut self.shape {
-            Shape::Keyed { rows, decoded, .. } => {
+            Shape::Keyed {
+                rows,
+                decoded,
+                indexes,
+                ..
+            } => {
+                indexes.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
                 if !image.batches.is_empty() {
                     return Err(PlanError::Internal(
                         "checkpointed batches for a keyed view".into(),
@@ -473,5 +647,75 @@ mod tests {
         assert_eq!(values(&c), vec![1, 2, 3, 3]);
         assert!(c.prepare(&delta(&[(1, -1)])).is_err());
         assert_eq!(c.take_image(true).batches.len(), 2);
+    }
+
+    #[test]
+    fn point_lookups_follow_every_change_after_the_index_is_built() {
+        use arrow::array::{Float64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+            Field::new("f", DataType::Float64, true),
+        ]));
+        let change = |rows: &[(i64, &str, i64)]| Delta {
+            batch: RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(
+                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(StringArray::from(
+                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Float64Array::from(vec![0.0; rows.len()])),
+                ],
+            )
+            .unwrap(),
+            weights: Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+        };
+        let look = |c: &ViewContents, k: Option<i64>| -> Vec<String> {
+            let value: ArrayRef = Arc::new(Int64Array::from(vec![k]));
+            let mut out: Vec<String> = c
+                .lookup(0, &value)
+                .unwrap()
+                .expect("k can be looked up")
+                .iter()
+                .flat_map(|b| {
+                    b.column(1)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap_or("").to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        let mut c = ViewContents::new(schema.clone(), false).unwrap();
+        c.apply(
+            c.prepare(&change(&[(1, "a", 1), (2, "b", 1), (1, "c", 2)]))
+                .unwrap(),
+        );
+        assert_eq!(
+            look(&c, Some(1)),
+            vec!["a", "c", "c"],
+            "built from the rows"
+        );
+        // An update of group 1 and a new group 3, after the index exists.
+        c.apply(
+            c.prepare(&change(&[(1, "a", -1), (1, "d", 1), (3, "e", 1)]))
+                .unwrap(),
+        );
+        assert_eq!(look(&c, Some(1)), vec!["c", "c", "d"]);
+        assert_eq!(look(&c, Some(3)), vec!["e"]);
+        c.apply(c.prepare(&change(&[(2, "b", -1)])).unwrap());
+        assert!(look(&c, Some(2)).is_empty(), "a retracted row is gone");
+        assert!(look(&c, None).is_empty(), "k = NULL matches nothing");
+        let float: ArrayRef = Arc::new(Float64Array::from(vec![0.0]));
+        assert!(!c.can_look_up(2), "float equality is not byte equality");
+        assert!(c.lookup(2, &float).unwrap().is_none());
+        let wrong_type: ArrayRef = Arc::new(arrow::array::Int32Array::from(vec![1]));
+        assert!(c.lookup(0, &wrong_type).unwrap().is_none());
+        assert!(!ViewContents::new(schema, true).unwrap().can_look_up(0));
     }
 }

@@ -294,6 +294,12 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     ctx: SessionContext,
     pipelines: RwLock<Pipelines>,
+    /// Readers hold it while they plan a query (a scan takes the views'
+    /// rows then); writers hold it only while view contents change: the
+    /// last step of a write, and DDL. A query thus sees every view at one
+    /// point and waits for a publish, never for a write's operators or its
+    /// fsync.
+    published: RwLock<()>,
     /// Set when a storage commit failed: sled may hold part of it, so what
     /// is in memory can no longer be trusted to match the disk. Writes are
     /// refused until a restart reloads everything from disk.
@@ -428,6 +434,7 @@ impl Engine {
             catalog,
             ctx,
             pipelines: RwLock::new(Pipelines::default()),
+            published: RwLock::new(()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
             compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
             users,
@@ -952,7 +959,7 @@ impl Engine {
         let schema = result_schema(sql, &plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
         let physical = {
-            let _snapshot = self.pipelines.read().await;
+            let _snapshot = self.published.read().await;
             df.create_physical_plan().await?
         };
         let batches = collect(physical, self.ctx.task_ctx()).await?;
@@ -995,6 +1002,7 @@ impl Engine {
             ));
         }
         let mut pipelines = self.pipelines.write().await;
+        let _published = self.published.write().await;
         if let Some(existing) = self.catalog.get(&name) {
             return self.exists(&existing, ct.if_not_exists, "CREATE TABLE");
         }
@@ -1079,6 +1087,7 @@ impl Engine {
             ));
         }
         let mut pipelines = self.pipelines.write().await;
+        let published = self.published.write().await;
         if let Some(existing) = self.catalog.get(&name) {
             return self.exists(&existing, cv.if_not_exists, "CREATE MATERIALIZED VIEW");
         }
@@ -1116,6 +1125,7 @@ impl Engine {
         self.catalog.set_contents(id, pipe.contents.clone());
         pipelines.views.insert(id, pipe);
         self.publish_event_time(&pipelines);
+        drop(published);
         drop(pipelines);
         if let Err(e) = self.checkpoint().await {
             tracing::warn!("checkpoint after CREATE MATERIALIZED VIEW failed: {e}");
@@ -1177,7 +1187,7 @@ impl Engine {
             .execute_logical_plan(input.as_ref().clone())
             .await?;
         let physical = {
-            let _snapshot = self.pipelines.read().await;
+            let _snapshot = self.published.read().await;
             df.create_physical_plan().await?
         };
         let batches = collect(physical, self.ctx.task_ctx()).await?;
@@ -1311,7 +1321,10 @@ impl Engine {
             return Err(e);
         }
         pipelines.next_seq = seq + 1;
-        pipelines.finish(touched)?;
+        {
+            let _published = self.published.write().await;
+            pipelines.finish(touched)?;
+        }
         self.count_late(&mut pipelines, rel, late);
         Ok(kept)
     }
@@ -1398,6 +1411,7 @@ impl Engine {
             Kind::Source => "DROP SOURCE",
         };
         let mut pipelines = self.pipelines.write().await;
+        let _published = self.published.write().await;
         let mut victims: Vec<Arc<Relation>> = Vec::new();
         for name in names {
             let name = name.clone();

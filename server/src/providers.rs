@@ -3,7 +3,9 @@
 //! A table's or source's rows are read from storage, a materialized view's
 //! from its in-memory contents, when the physical plan is built; the engine
 //! builds plans under its read lock, so a query sees every relation at one
-//! consistent point.
+//! consistent point. `WHERE column = constant` on a materialized view is
+//! handed to the view's point lookup when its contents can answer it (the
+//! filter is applied again above the scan, as for any inexact pushdown).
 
 use std::sync::Arc;
 
@@ -14,8 +16,9 @@ use datafusion::catalog::Session;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
 use millrace_planner::delta::Delta;
 use millrace_storage::Store;
 
@@ -61,21 +64,76 @@ impl TableProvider for StoredRelation {
         Some(&self.rel.sql)
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.point_filter(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batches = contents(&self.rel, &self.store, self.contents.as_ref())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let looked_up = match (
+            &self.contents,
+            filters.iter().find_map(|f| self.point_filter(f)),
+        ) {
+            (Some(view), Some((column, value))) => {
+                let view = view.read().unwrap_or_else(|p| p.into_inner());
+                view.lookup(column, &value.to_array_of_size(1)?)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+            }
+            _ => None,
+        };
+        let batches = match looked_up {
+            Some(rows) => rows,
+            None => contents(&self.rel, &self.store, self.contents.as_ref())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        };
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[batches],
             self.rel.schema.clone(),
             projection.cloned(),
         )?;
         Ok(exec)
+    }
+}
+
+impl StoredRelation {
+    /// `column = constant` (either way round) on a view column its contents
+    /// can look up, as the column's number and the constant.
+    fn point_filter(&self, filter: &Expr) -> Option<(usize, ScalarValue)> {
+        let view = self.contents.as_ref()?;
+        let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = filter
+        else {
+            return None;
+        };
+        let (column, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                (c, v)
+            }
+            _ => return None,
+        };
+        let index = self.rel.schema.index_of(&column.name).ok()?;
+        if &value.data_type() != self.rel.schema.field(index).data_type() {
+            return None;
+        }
+        let view = view.read().unwrap_or_else(|p| p.into_inner());
+        view.can_look_up(index).then(|| (index, value.clone()))
     }
 }
 
