@@ -251,7 +251,7 @@ pub async fn freshness(
     broker: &Broker,
     rate: u64,
     seconds: u64,
-    checkpoint_ms: u64,
+    epoch_ms: Option<u64>,
     scratch: &std::path::Path,
 ) -> anyhow::Result<Freshness> {
     let Some(progress) = query.progress else {
@@ -261,9 +261,10 @@ pub async fn freshness(
     broker.create_topic(&topic, 1).await?;
     let server = Server::start(&scratch.join(format!("fresh-{}", query.name)))?;
     let client = server.connect().await?;
-    let options = format!(
-        ", checkpoint.interval.ms = '{checkpoint_ms}', properties.fetch.wait.max.ms = '10'"
-    );
+    // The source's defaults unless an epoch is asked for.
+    let options = epoch_ms
+        .map(|ms| format!(", epoch.interval.ms = '{ms}'"))
+        .unwrap_or_default();
     client
         .batch_execute(&create_source(&topic, broker, &options))
         .await?;
@@ -430,29 +431,47 @@ pub async fn point_queries(
     let addr = broker.addr.clone();
     let done = Arc::new(AtomicBool::new(false));
     let finished = done.clone();
+    let committed_before = committed(&client, "bid").await?;
+    // What the server has committed, read now and then by the query loop:
+    // the producer keeps its rate, and gives up if the server falls so far
+    // behind that the mock cluster would drop bids it has not read.
+    let pace = Pace::new(partitions);
+    pace.consumed.store(committed_before, Ordering::Relaxed);
+    let consumed = pace.consumed.clone();
+    let keeps_everything = broker.keeps_everything();
     let producing = std::thread::spawn(move || -> anyhow::Result<()> {
-        let p = producer(&addr, 5)?;
-        let started = Instant::now();
-        for (i, bid) in keyed_bids(keys)
-            .skip(keys as usize)
-            .take(total as usize)
-            .enumerate()
-        {
-            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+        let result = (|| -> anyhow::Result<()> {
+            let p = producer(&addr, 5)?;
+            let started = Instant::now();
+            for (i, bid) in keyed_bids(keys)
+                .skip(keys as usize)
+                .take(total as usize)
+                .enumerate()
+            {
+                let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let sent = committed_before + i as u64;
+                anyhow::ensure!(
+                    keeps_everything || sent <= pace.consumed.load(Ordering::Relaxed) + pace.ahead,
+                    "the server fell more than {} bids behind {rate} bids/s after {:.1} s \
+                     (more than the mock cluster keeps): ingest cannot sustain this rate",
+                    pace.ahead,
+                    started.elapsed().as_secs_f64()
+                );
+                send(&p, topic, (i as i32) % partitions, &events::to_json(&bid));
             }
-            send(&p, topic, (i as i32) % partitions, &events::to_json(&bid));
-        }
-        p.flush(Duration::from_secs(60))?;
+            p.flush(Duration::from_secs(60))?;
+            Ok(())
+        })();
         finished.store(true, Ordering::Relaxed);
-        Ok(())
+        result
     });
     let statement = client
         .prepare("SELECT n, top FROM by_auction WHERE auction = $1")
         .await?;
-    let committed_before = committed(&client, "bid").await?;
     let cpu_before = measure::process_cpu_seconds(server.pid);
     let measuring = Instant::now();
     let mut latencies = Vec::new();
@@ -466,6 +485,9 @@ pub async fn point_queries(
         let rows = client.query(&statement, &[&key]).await?;
         latencies.push(asked.elapsed());
         anyhow::ensure!(rows.len() == 1, "key {key}: {} rows", rows.len());
+        if latencies.len() % 50 == 0 {
+            consumed.store(committed(&client, "bid").await?, Ordering::Relaxed);
+        }
     }
     let busy = measuring.elapsed().as_secs_f64();
     let server_cpu = measure::process_cpu_seconds(server.pid) - cpu_before;

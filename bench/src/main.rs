@@ -78,9 +78,10 @@ enum Mode {
         /// Length of each freshness run; 0 skips them.
         #[arg(long, default_value_t = 20)]
         freshness_seconds: u64,
-        /// The source's `checkpoint.interval.ms` in freshness runs.
-        #[arg(long, default_value_t = 20)]
-        checkpoint_ms: u64,
+        /// The source's `epoch.interval.ms` in freshness runs (default: the
+        /// source's default).
+        #[arg(long)]
+        epoch_ms: Option<u64>,
         /// Where the data directories go.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
         scratch: PathBuf,
@@ -227,7 +228,7 @@ fn run() -> anyhow::Result<()> {
             broker,
             rate,
             freshness_seconds,
-            checkpoint_ms,
+            epoch_ms,
             scratch,
         } => runtime.block_on(async {
             let queries = queries::select(&queries)?;
@@ -275,13 +276,16 @@ fn run() -> anyhow::Result<()> {
             measure::print_header();
             all.iter().for_each(measure::print_row);
             if freshness_seconds > 0 {
-                println!("freshness (one partition, checkpoint.interval.ms = {checkpoint_ms}, produce → visible):");
+                println!(
+                    "freshness (one partition, epoch.interval.ms = {}, server checkpoints every 1 s, produce → visible):",
+                    epoch_ms.map_or("default".to_string(), |ms| ms.to_string())
+                );
                 for (q, f) in queries.iter().zip(&all) {
                     if q.progress.is_none() {
                         continue;
                     }
                     let rate = rate.unwrap_or((f.events_per_second() / 2.0) as u64).max(1);
-                    let r = kafka::freshness(q, &broker, rate, freshness_seconds, checkpoint_ms, &scratch).await?;
+                    let r = kafka::freshness(q, &broker, rate, freshness_seconds, epoch_ms, &scratch).await?;
                     println!(
                         "  {:<8} {} bids/s for {} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server CPU {:.0}% of one core; load {}",
                         q.name,

@@ -492,7 +492,7 @@ impl Ingest {
             let timeout = match opened {
                 None => TICK,
                 Some(at) => {
-                    let left = self.config.checkpoint_interval.saturating_sub(at.elapsed());
+                    let left = self.config.epoch_interval.saturating_sub(at.elapsed());
                     if left.is_zero() {
                         return Ok(true);
                     }
