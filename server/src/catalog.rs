@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
-use millrace_planner::contents::ViewContents;
+use millrace_dataflow::contents::ViewContents;
 use millrace_planner::event_time::EventTime;
 use millrace_planner::window::RelationLookup;
 use millrace_storage::{RelationId, Store};

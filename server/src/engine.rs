@@ -27,14 +27,15 @@ use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, Wr
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
-use millrace_planner::contents::{Prepared, ViewContents};
-use millrace_planner::dataflow::{Changes, Dataflow, EmitMode, ViewOptions, Watermarks};
-use millrace_planner::delta::Delta;
+use millrace_dataflow::contents::{Prepared, ViewContents};
+use millrace_dataflow::delta::Delta;
+use millrace_dataflow::window::WindowKind;
+use millrace_dataflow::{Changes, Dataflow, EmitMode, ViewOptions, Watermarks};
 use millrace_planner::event_time::EventTime;
 use millrace_planner::naming;
 use millrace_planner::source::WatermarkDef;
 use millrace_planner::statement::{RelationKind, Statement};
-use millrace_planner::window::{SessionFunction, WindowFunction, WindowKind};
+use millrace_planner::window::{SessionFunction, WindowFunction};
 use millrace_storage::{Commit, RelationId, Store};
 use sqlparser::ast::{self, ObjectType, Statement as Sql};
 use tokio::sync::RwLock;
@@ -581,7 +582,7 @@ impl Engine {
                         }
                         let mut contents = pipe.write_contents();
                         for part in &restored.contents {
-                            let part = millrace_planner::contents::ContentsImage {
+                            let part = millrace_dataflow::contents::ContentsImage {
                                 rows: part.rows.clone(),
                                 batches: checkpoint::conform(
                                     part.batches.clone(),
@@ -1052,8 +1053,10 @@ impl Engine {
             state
                 .analyzer()
                 .execute_and_check(plan, state.config_options(), |_, _| {})?;
-        let mut dataflow = Dataflow::plan(&analyzed, &state, self.catalog.as_ref(), options)?;
-        dataflow.rename_columns(naming::column_names(query));
+        let mut dataflow =
+            millrace_planner::dataflow::plan(&analyzed, &state, self.catalog.as_ref(), options)?;
+        let names = naming::rename(dataflow.schema(), naming::column_names(query));
+        dataflow.rename_columns(names);
         if dataflow.schema().fields().is_empty() {
             return Err(SqlError::unsupported("a materialized view without columns"));
         }
@@ -1100,7 +1103,7 @@ impl Engine {
             pipe.dataflow.push(&changes, &watermarks)
         }))
         .unwrap_or_else(|panic| {
-            Err(millrace_planner::PlanError::Internal(panic_message(
+            Err(millrace_dataflow::DataflowError::Internal(panic_message(
                 &*panic,
             )))
         })?;

@@ -3,6 +3,7 @@
 
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
+use millrace_dataflow::DataflowError;
 use millrace_planner::PlanError;
 use millrace_storage::StorageError;
 
@@ -119,6 +120,17 @@ impl From<PlanError> for SqlError {
             PlanError::WrongType(m) => SqlError::new(sqlstate::DATATYPE_MISMATCH, m),
             PlanError::DataFusion(e) => e.into(),
             PlanError::Internal(m) => SqlError::internal(m),
+        }
+    }
+}
+
+impl From<DataflowError> for SqlError {
+    fn from(e: DataflowError) -> Self {
+        match e {
+            DataflowError::Unsupported(m) => SqlError::unsupported(m),
+            DataflowError::OutOfRange(m) => SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, m),
+            DataflowError::DataFusion(e) => e.into(),
+            DataflowError::Internal(m) => SqlError::internal(m),
         }
     }
 }

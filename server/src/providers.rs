@@ -16,7 +16,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use millrace_planner::delta::Delta;
+use millrace_dataflow::delta::Delta;
 use millrace_storage::Store;
 
 use crate::catalog::{Kind, Relation, SharedContents};

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
-use millrace_planner::contents::ContentsImage;
+use millrace_dataflow::contents::ContentsImage;
 use millrace_storage::RelationId;
 use serde::{Deserialize, Serialize};
 

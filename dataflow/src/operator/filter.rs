@@ -6,10 +6,10 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::operator::Operator;
-use super::Closing;
+use super::Operator;
 use crate::delta::Delta;
-use crate::{PlanError, Result};
+use crate::Closing;
+use crate::{DataflowError, Result};
 
 /// A stateless filter: a retraction passes exactly when its insertion did.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl Operator for Filter {
         let mask = self.predicate.evaluate(&d.batch)?.into_array(d.len())?;
         let mask = mask
             .as_boolean_opt()
-            .ok_or_else(|| PlanError::Internal("filter predicate is not boolean".into()))?;
+            .ok_or_else(|| DataflowError::Internal("filter predicate is not boolean".into()))?;
         // NULL counts as false, as in WHERE.
         let mask = if mask.null_count() > 0 {
             arrow::compute::prep_null_mask_filter(mask)

@@ -7,10 +7,10 @@
 
 use arrow::datatypes::SchemaRef;
 
-use super::operator::{Operator, Stateful};
-use super::{Changes, Closing, Watermarks};
 use crate::delta::Delta;
-use crate::{PlanError, Result};
+use crate::operator::{Operator, Stateful};
+use crate::{Changes, Closing, Watermarks};
+use crate::{DataflowError, Result};
 
 /// A node's place in its graph.
 pub type NodeId = usize;
@@ -35,7 +35,7 @@ impl Graph {
     /// Adds `op`, fed by `inputs` (nodes already in the graph).
     pub fn add(&mut self, op: Box<dyn Operator>, inputs: Vec<NodeId>) -> Result<NodeId> {
         if let Some(bad) = inputs.iter().find(|i| **i >= self.nodes.len()) {
-            return Err(PlanError::Internal(format!(
+            return Err(DataflowError::Internal(format!(
                 "dataflow node fed by node {bad}, which does not exist yet"
             )));
         }

@@ -6,9 +6,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::operator::Operator;
-use super::{expr_closing, Closing};
+use super::Operator;
+use crate::closing::expr_closing;
 use crate::delta::Delta;
+use crate::Closing;
 use crate::Result;
 
 /// A stateless projection: each change keeps its weight.

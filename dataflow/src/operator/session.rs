@@ -27,7 +27,7 @@ use arrow::row::{RowConverter, SortField};
 
 use crate::delta::Delta;
 use crate::window::{key_rows, session_runs, session_unit_ns, SessionSpec};
-use crate::{PlanError, Result};
+use crate::{DataflowError, Result};
 
 /// Rows of one key's open sessions: `(event time ns, encoded row)` → count.
 type Rows = BTreeMap<(i64, Vec<u8>), i64>;
@@ -80,7 +80,7 @@ impl SessionOperator {
         let time_type = input_types
             .get(spec.time_column)
             .cloned()
-            .ok_or_else(|| PlanError::Internal("session time column out of range".into()))?;
+            .ok_or_else(|| DataflowError::Internal("session time column out of range".into()))?;
         let per_ns = session_unit_ns(&time_type, &spec)?;
         let rows = RowConverter::new(input_types.into_iter().map(SortField::new).collect())?;
         Ok(Self {
@@ -130,7 +130,7 @@ impl SessionOperator {
     /// Absorbs `delta` and returns the change of the operator's output.
     pub fn push(&mut self, delta: &Delta) -> Result<Delta> {
         let batch = &delta.batch;
-        let times = crate::event_time::timestamps_ns(batch.column(self.spec.time_column))?;
+        let times = crate::time::timestamps_ns(batch.column(self.spec.time_column))?;
         let encoded = self.rows.convert_columns(batch.columns())?;
         let keys = key_rows(batch, &self.spec.key_columns)?;
         let mut by_key: KeyChanges = HashMap::new();
@@ -330,14 +330,14 @@ impl SessionOperator {
     /// Hands every key changed since the last commit to `persist`, with
     /// all its open rows (`None` when it has none left). The changes stay
     /// pending until [`Self::committed`] or [`Self::rollback`].
-    pub fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    pub fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         for key in self.undo.keys() {
             let value = match self.open.get(key) {
                 Some(rows) => {
                     let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
                     Some(
                         bincode::serialize(&rows)
-                            .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?,
+                            .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?,
                     )
                 }
                 None => None,
@@ -349,11 +349,11 @@ impl SessionOperator {
 
     /// Hands every key with all its open rows to `persist`: the
     /// operator's whole state, for a full checkpoint image.
-    pub fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    pub fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         for (key, rows) in &self.open {
             let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
             let bytes = bincode::serialize(&rows)
-                .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?;
+                .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?;
             persist(self.id, key, Some(bytes));
         }
         Ok(())
@@ -382,14 +382,14 @@ impl SessionOperator {
     /// Restores one key's open rows read back from storage.
     pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let rows: Vec<((i64, Vec<u8>), i64)> = bincode::deserialize(value)
-            .map_err(|e| PlanError::Internal(format!("corrupt session state record: {e}")))?;
+            .map_err(|e| DataflowError::Internal(format!("corrupt session state record: {e}")))?;
         self.open.insert(key.to_vec(), rows.into_iter().collect());
         self.index_stale = true;
         Ok(())
     }
 }
 
-impl crate::dataflow::Operator for SessionOperator {
+impl crate::Operator for SessionOperator {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -415,13 +415,10 @@ impl crate::dataflow::Operator for SessionOperator {
     /// The input's columns, then `window_start` (which moves as sessions
     /// grow, so it closes with nothing) and `window_end`, which closes
     /// with the watermark.
-    fn closings(
-        &self,
-        inputs: &[Vec<Option<crate::dataflow::Closing>>],
-    ) -> Vec<Option<crate::dataflow::Closing>> {
+    fn closings(&self, inputs: &[Vec<Option<crate::Closing>>]) -> Vec<Option<crate::Closing>> {
         let mut out = inputs.first().cloned().unwrap_or_default();
         out.push(None);
-        out.push(self.closing.as_ref().map(|r| crate::dataflow::Closing {
+        out.push(self.closing.as_ref().map(|r| crate::Closing {
             relation: r.clone(),
             after_ns: 0,
         }));
@@ -437,7 +434,7 @@ impl crate::dataflow::Operator for SessionOperator {
         Ok(Some(self.push(&delta)?))
     }
 
-    fn on_watermarks(&mut self, watermarks: &crate::dataflow::Watermarks) -> Result<Option<Delta>> {
+    fn on_watermarks(&mut self, watermarks: &crate::Watermarks) -> Result<Option<Delta>> {
         match self
             .closing
             .as_ref()
@@ -449,16 +446,16 @@ impl crate::dataflow::Operator for SessionOperator {
         }
     }
 
-    fn stateful(&self) -> Option<&dyn crate::dataflow::Stateful> {
+    fn stateful(&self) -> Option<&dyn crate::Stateful> {
         Some(self)
     }
 
-    fn stateful_mut(&mut self) -> Option<&mut dyn crate::dataflow::Stateful> {
+    fn stateful_mut(&mut self) -> Option<&mut dyn crate::Stateful> {
         Some(self)
     }
 }
 
-impl crate::dataflow::Stateful for SessionOperator {
+impl crate::Stateful for SessionOperator {
     fn owns(&self, op: u32) -> bool {
         op == self.id
     }
@@ -480,10 +477,10 @@ impl crate::dataflow::Stateful for SessionOperator {
     fn held(&self) -> usize {
         self.row_count()
     }
-    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         SessionOperator::pending(self, persist)
     }
-    fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         SessionOperator::snapshot(self, persist)
     }
     fn committed(&mut self) {

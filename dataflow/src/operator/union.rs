@@ -2,9 +2,9 @@
 
 use arrow::datatypes::SchemaRef;
 
-use super::operator::Operator;
-use super::Closing;
+use super::Operator;
 use crate::delta::Delta;
+use crate::Closing;
 use crate::Result;
 
 /// A stateless union of any number of inputs.

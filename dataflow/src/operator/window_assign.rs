@@ -3,11 +3,11 @@
 
 use arrow::datatypes::SchemaRef;
 
-use super::operator::Operator;
-use super::Closing;
+use super::Operator;
 use crate::delta::Delta;
 use crate::window::{assign_windows, WindowSpec};
-use crate::{PlanError, Result};
+use crate::Closing;
+use crate::{DataflowError, Result};
 
 /// Window assignment over one input.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl Operator for WindowAssign {
     fn on_change(&mut self, _input: usize, d: Delta) -> Result<Option<Delta>> {
         let (batch, weights) =
             assign_windows(&d.batch, Some(&d.weights), &self.spec, &self.schema)?;
-        let weights = weights.ok_or_else(|| PlanError::Internal("window weights".into()))?;
+        let weights = weights.ok_or_else(|| DataflowError::Internal("window weights".into()))?;
         Ok(Some(Delta { batch, weights }))
     }
 }

@@ -14,11 +14,19 @@
 //! free its groups), and whether the output is insertions only (which lets
 //! `min`/`max` keep one value, and a view keep its rows as appended batches).
 
+pub mod aggregate;
+pub mod filter;
+pub mod input;
+pub mod project;
+pub mod session;
+pub mod union;
+pub mod window_assign;
+
 use arrow::datatypes::SchemaRef;
 
-use super::{Closing, StateSink, Watermarks};
 use crate::delta::Delta;
 use crate::Result;
+use crate::{Closing, StateSink, Watermarks};
 
 /// A dataflow operator: changes in, changes out.
 pub trait Operator: std::fmt::Debug + Send + Sync {

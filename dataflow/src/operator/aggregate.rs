@@ -15,7 +15,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
-use crate::{PlanError, Result};
+use crate::{DataflowError, Result};
 
 /// Group maps hash with foldhash: SipHash cost a fifth of the tumble profile.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -89,7 +89,7 @@ impl AggCall {
                 DataType::Float16 | DataType::Float32 | DataType::Float64 => SumDomain::Float,
                 DataType::Null => SumDomain::Exact,
                 other => {
-                    return Err(PlanError::Unsupported(format!(
+                    return Err(DataflowError::Unsupported(format!(
                         "{display} over values of type {other} in a materialized view"
                     )))
                 }
@@ -122,7 +122,7 @@ impl AggCall {
 
     /// The aggregate's current result for `acc`.
     fn output(&self, acc: &Acc) -> Result<ScalarValue> {
-        let null = || ScalarValue::try_from(&self.output_type).map_err(PlanError::from);
+        let null = || ScalarValue::try_from(&self.output_type).map_err(DataflowError::from);
         let value = match (self.kind, acc) {
             (AggKind::Count, Acc::Count(n)) => ScalarValue::Int64(Some(*n)),
             (AggKind::CountDistinct, Acc::Values(v)) => ScalarValue::Int64(Some(v.len() as i64)),
@@ -131,7 +131,10 @@ impl AggCall {
             (AggKind::Sum, Acc::SumExact { sum, .. }) => match &self.input_type {
                 DataType::Decimal128(_, s) => ScalarValue::Decimal128(Some(*sum), 38, *s),
                 _ => ScalarValue::Int64(Some(i64::try_from(*sum).map_err(|_| {
-                    PlanError::OutOfRange(format!("{} is out of range for bigint", self.display))
+                    DataflowError::OutOfRange(format!(
+                        "{} is out of range for bigint",
+                        self.display
+                    ))
                 })?)),
             },
             (AggKind::Sum, Acc::SumFloat { sum, .. }) => ScalarValue::Float64(Some(*sum)),
@@ -140,7 +143,7 @@ impl AggCall {
                 (DataType::Decimal128(_, s_in), DataType::Decimal128(_, s_out)) => {
                     let shift = (*s_out as i32 - *s_in as i32).max(0) as u32;
                     let scaled = sum.checked_mul(10i128.pow(shift)).ok_or_else(|| {
-                        PlanError::OutOfRange(format!("{} overflows", self.display))
+                        DataflowError::OutOfRange(format!("{} overflows", self.display))
                     })?;
                     let n = *n as i128;
                     let q = scaled / n;
@@ -162,7 +165,7 @@ impl AggCall {
             (AggKind::Max, Acc::Values(v)) => self.decode(v.keys().next_back())?,
             (AggKind::Min | AggKind::Max, Acc::Extreme(v)) => self.decode(v.as_ref())?,
             (kind, acc) => {
-                return Err(PlanError::Internal(format!(
+                return Err(DataflowError::Internal(format!(
                     "accumulator {acc:?} does not belong to {kind:?}"
                 )))
             }
@@ -280,7 +283,7 @@ struct ValueChange {
 /// When the groups of an aggregate are final: its group column `column`
 /// derives from event time, and a group whose value there is `v` can no
 /// longer change once the watermark reaches `v + after_ns` (see
-/// [`crate::dataflow::Closing`]).
+/// [`crate::Closing`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupClosing {
     /// Index of the group expression.
@@ -403,7 +406,7 @@ impl AggregateOperator {
     /// Closing times of the group values in `column` (group column
     /// `closing.column`).
     fn close_times(&self, column: &ArrayRef, closing: &GroupClosing) -> Result<Int64Array> {
-        let times = crate::event_time::timestamps_ns(column)?;
+        let times = crate::time::timestamps_ns(column)?;
         Ok(times.unary(|t| t.saturating_add(closing.after_ns)))
     }
 
@@ -504,7 +507,7 @@ impl AggregateOperator {
     /// Restores one value of a group's multiset from storage (stored under
     /// `id | VALUES_BIT`, after the group records).
     pub fn load_value(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let corrupt = || PlanError::Internal("corrupt aggregate value state".into());
+        let corrupt = || DataflowError::Internal("corrupt aggregate value state".into());
         let (group, call, v) = split_value_key(key).ok_or_else(corrupt)?;
         let count = i64::from_be_bytes(value.try_into().map_err(|_| corrupt())?);
         match self
@@ -523,7 +526,7 @@ impl AggregateOperator {
     /// Restores one group's state from storage.
     pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut state: GroupState = bincode::deserialize(value)
-            .map_err(|e| PlanError::Internal(format!("corrupt aggregate state: {e}")))?;
+            .map_err(|e| DataflowError::Internal(format!("corrupt aggregate state: {e}")))?;
         state.close_at = self.close_time_of_key(key)?;
         if let Some(at) = state.close_at {
             // A group kept for its retention period is past closing.
@@ -536,7 +539,7 @@ impl AggregateOperator {
             };
         }
         if state.accs.len() != self.calls.len() {
-            return Err(PlanError::Internal(
+            return Err(DataflowError::Internal(
                 "stored aggregate state does not match the view definition".into(),
             ));
         }
@@ -582,7 +585,7 @@ impl AggregateOperator {
                 Some(f) => {
                     let mask = f.evaluate(batch)?.into_array(n)?;
                     Some(mask.as_boolean_opt().cloned().ok_or_else(|| {
-                        PlanError::Internal("FILTER clause is not boolean".into())
+                        DataflowError::Internal("FILTER clause is not boolean".into())
                     })?)
                 }
                 None => None,
@@ -635,7 +638,9 @@ impl AggregateOperator {
                 self.groups.insert(key.to_vec(), empty);
             }
             let Some(state) = self.groups.get_mut(key) else {
-                return Err(PlanError::Internal("group vanished while updating".into()));
+                return Err(DataflowError::Internal(
+                    "group vanished while updating".into(),
+                ));
             };
             state.rows += w;
             for (j, call) in self.calls.iter().enumerate() {
@@ -672,7 +677,7 @@ impl AggregateOperator {
                 continue;
             };
             if state.rows < 0 {
-                return Err(PlanError::Internal(format!(
+                return Err(DataflowError::Internal(format!(
                     "group of aggregate {} has a negative row count",
                     self.id
                 )));
@@ -758,12 +763,12 @@ impl AggregateOperator {
     /// Hands every group and value changed since the last commit to
     /// `persist` (`None` when gone). The changes stay pending until
     /// [`AggregateOperator::committed`] or [`AggregateOperator::rollback`].
-    pub fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    pub fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         for key in self.undo.keys() {
             match self.groups.get(key) {
                 Some(state) => {
                     let bytes = bincode::serialize(state)
-                        .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?;
+                        .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?;
                     persist(self.id, key, Some(bytes));
                 }
                 None => persist(self.id, key, None),
@@ -799,10 +804,10 @@ impl AggregateOperator {
 
     /// Hands every group and every value of its multisets to `persist`:
     /// the operator's whole state, for a full checkpoint image.
-    pub fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    pub fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         for (key, state) in &self.groups {
             let bytes = bincode::serialize(state)
-                .map_err(|e| PlanError::Internal(format!("encoding state: {e}")))?;
+                .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?;
             persist(self.id, key, Some(bytes));
             for (call, acc) in state.accs.iter().enumerate() {
                 if let Acc::Values(map) = acc {
@@ -923,15 +928,12 @@ impl super::Operator for AggregateOperator {
 
     /// Group columns close as the expressions they are computed from;
     /// aggregate results never do.
-    fn closings(
-        &self,
-        inputs: &[Vec<Option<crate::dataflow::Closing>>],
-    ) -> Vec<Option<crate::dataflow::Closing>> {
+    fn closings(&self, inputs: &[Vec<Option<crate::Closing>>]) -> Vec<Option<crate::Closing>> {
         let inner = inputs.first().cloned().unwrap_or_default();
         let mut out: Vec<_> = self
             .group_exprs
             .iter()
-            .map(|e| crate::dataflow::expr_closing(e, &inner))
+            .map(|e| crate::closing::expr_closing(e, &inner))
             .collect();
         out.extend(self.calls.iter().map(|_| None));
         out
@@ -947,7 +949,7 @@ impl super::Operator for AggregateOperator {
         Ok(Some(self.push(&delta)?))
     }
 
-    fn on_watermarks(&mut self, watermarks: &crate::dataflow::Watermarks) -> Result<Option<Delta>> {
+    fn on_watermarks(&mut self, watermarks: &crate::Watermarks) -> Result<Option<Delta>> {
         let wm = self
             .closing
             .as_ref()
@@ -994,10 +996,10 @@ impl super::Stateful for AggregateOperator {
     fn held(&self) -> usize {
         self.group_count()
     }
-    fn pending(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         AggregateOperator::pending(self, persist)
     }
-    fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
+    fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         AggregateOperator::snapshot(self, persist)
     }
     fn committed(&mut self) {
@@ -1049,7 +1051,7 @@ fn update(
         }
         Acc::Extreme(current) => {
             if w < 0 {
-                return Err(PlanError::Internal(format!(
+                return Err(DataflowError::Internal(format!(
                     "{} received a retraction from an append-only input",
                     call.display
                 )));
@@ -1071,12 +1073,12 @@ fn update(
     Ok(None)
 }
 
-fn missing(call: &AggCall) -> PlanError {
-    PlanError::Internal(format!("{} has no argument values", call.display))
+fn missing(call: &AggCall) -> DataflowError {
+    DataflowError::Internal(format!("{} has no argument values", call.display))
 }
 
-fn overflow(call: &AggCall) -> PlanError {
-    PlanError::OutOfRange(format!("{} is out of range", call.display))
+fn overflow(call: &AggCall) -> DataflowError {
+    DataflowError::OutOfRange(format!("{} is out of range", call.display))
 }
 
 fn exact_value(v: &ArrayRef, i: usize) -> Result<i128> {
@@ -1092,7 +1094,7 @@ fn exact_value(v: &ArrayRef, i: usize) -> Result<i128> {
         DataType::UInt64 => v.as_primitive::<UInt64Type>().value(i) as i128,
         DataType::Decimal128(_, _) => v.as_primitive::<Decimal128Type>().value(i),
         other => {
-            return Err(PlanError::Internal(format!(
+            return Err(DataflowError::Internal(format!(
                 "exact sum over values of type {other}"
             )))
         }
@@ -1106,7 +1108,7 @@ fn float_value(v: &ArrayRef, i: usize) -> Result<f64> {
         DataType::Float32 => v.as_primitive::<Float32Type>().value(i) as f64,
         DataType::Float64 => v.as_primitive::<Float64Type>().value(i),
         other => {
-            return Err(PlanError::Internal(format!(
+            return Err(DataflowError::Internal(format!(
                 "float sum over values of type {other}"
             )))
         }

@@ -25,7 +25,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::row::{RowConverter, SortField};
 
 use crate::delta::Delta;
-use crate::{PlanError, Result};
+use crate::{DataflowError, Result};
 
 /// Rows per batch when keyed rows are turned back into columns.
 const BATCH_ROWS: usize = 8192;
@@ -133,7 +133,7 @@ impl ViewContents {
                 let mut indices = Vec::with_capacity(delta.len());
                 for (i, w) in delta.weights.values().iter().enumerate() {
                     if *w < 0 {
-                        return Err(PlanError::Internal(
+                        return Err(DataflowError::Internal(
                             "an append-only view received a retraction".into(),
                         ));
                     }
@@ -167,7 +167,7 @@ impl ViewContents {
                         continue;
                     }
                     if rows.get(key).copied().unwrap_or(0) + w < 0 {
-                        return Err(PlanError::Internal(
+                        return Err(DataflowError::Internal(
                             "the view would hold a row a negative number of times".into(),
                         ));
                     }
@@ -312,7 +312,7 @@ impl ViewContents {
         match &mut self.shape {
             Shape::Keyed { rows, decoded, .. } => {
                 if !image.batches.is_empty() {
-                    return Err(PlanError::Internal(
+                    return Err(DataflowError::Internal(
                         "checkpointed batches for a keyed view".into(),
                     ));
                 }
@@ -331,13 +331,13 @@ impl ViewContents {
                 checkpointed,
             } => {
                 if !image.rows.is_empty() {
-                    return Err(PlanError::Internal(
+                    return Err(DataflowError::Internal(
                         "checkpointed keyed rows for an append-only view".into(),
                     ));
                 }
                 for b in image.batches {
                     if b.schema().fields().len() != self.schema.fields().len() {
-                        return Err(PlanError::Internal(
+                        return Err(DataflowError::Internal(
                             "checkpointed batch does not match the view's columns".into(),
                         ));
                     }
