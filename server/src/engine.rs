@@ -43,17 +43,21 @@ use tokio::sync::RwLock;
 use crate::catalog::{Catalog, CatalogRecord, CatalogSchema, Kind, Relation, SharedContents};
 use crate::error::{sqlstate, SqlError, SqlResult};
 use crate::providers::snapshot_delta;
-use crate::source::ingest::SourceRunner;
-use crate::source::status::{self, Registry, SystemSchema};
-use crate::source::SourceConfig;
 use event_time::{Arrival, Progress};
+use millrace_connectors::config::SourceConfig;
+use millrace_connectors::kafka::SourceRunner;
 use sources::parse_source;
+use system_tables::{Registry, SystemSchema};
 
 pub mod checkpoint;
 pub mod event_time;
 pub mod functions;
 mod information_schema;
+mod source_options;
 mod sources;
+pub mod system_tables;
+
+pub use millrace_planner::naming::pg_type_name;
 
 /// How long `FLUSH` waits for sources to catch up before giving up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -393,7 +397,7 @@ impl Engine {
         let registry = Arc::new(Registry::default());
         default_catalog
             .register_schema(
-                status::SYSTEM_SCHEMA,
+                system_tables::SYSTEM_SCHEMA,
                 Arc::new(SystemSchema(registry.clone())),
             )
             .map_err(SqlError::from)?;
@@ -1352,7 +1356,7 @@ impl Engine {
                         status.update(*p, |s| s.max_event_time = Some(*t));
                     }
                 }
-                rows.push(status::WatermarkStatus {
+                rows.push(system_tables::WatermarkStatus {
                     relation: rel.name.clone(),
                     kind: rel.kind.noun(),
                     column: Some(event.column.clone()),
@@ -1370,7 +1374,7 @@ impl Engine {
                     continue;
                 }
                 let (watermark, dropped) = pipe.dataflow.progress();
-                rows.push(status::WatermarkStatus {
+                rows.push(system_tables::WatermarkStatus {
                     relation: rel.name.clone(),
                     kind: rel.kind.noun(),
                     column: None,
@@ -1724,25 +1728,6 @@ fn type_class(t: &DataType) -> TypeClass {
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => TypeClass::Binary,
         DataType::Null => TypeClass::Null,
         _ => TypeClass::Other,
-    }
-}
-
-/// PostgreSQL's name for an Arrow type, for messages.
-pub fn pg_type_name(t: &DataType) -> String {
-    match t {
-        DataType::Int8 | DataType::Int16 => "smallint".into(),
-        DataType::Int32 => "integer".into(),
-        DataType::Int64 => "bigint".into(),
-        DataType::Float32 => "real".into(),
-        DataType::Float64 => "double precision".into(),
-        DataType::Decimal128(_, _) => "numeric".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
-        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
-        DataType::Date32 | DataType::Date64 => "date".into(),
-        DataType::Interval(_) => "interval".into(),
-        other => other.to_string(),
     }
 }
 

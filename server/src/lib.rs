@@ -5,7 +5,9 @@
 //! ([`engine`]), the catalog of relations ([`catalog`]), the DataFusion
 //! providers that read stored relations ([`providers`]) and the mapping of
 //! every error to a SQLSTATE ([`error`]). What to compute comes from
-//! `millrace-planner`; where it lives, from `millrace-storage`.
+//! `millrace-planner`, how changes flow through a view from
+//! `millrace-dataflow`, what sources read from `millrace-connectors` (the
+//! engine is their batch sink), and where it lives from `millrace-storage`.
 
 pub mod catalog;
 pub mod config;
@@ -14,5 +16,4 @@ pub mod error;
 pub mod pg;
 pub mod providers;
 pub mod server;
-pub mod source;
 pub mod users;

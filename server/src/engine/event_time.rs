@@ -10,7 +10,7 @@
 //! back. Rows whose event time is below the watermark at arrival are late:
 //! they are counted and dropped before storage and every view.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use arrow::array::{Array, BooleanArray, Int64Array};
 use arrow::record_batch::RecordBatch;
@@ -18,18 +18,7 @@ use millrace_planner::event_time::EventTime;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{SqlError, SqlResult};
-
-/// Where the rows of one commit came from.
-#[derive(Debug, Default)]
-pub struct Arrival {
-    /// The partition of every row (empty for a table: all rows count as
-    /// partition 0).
-    pub row_partitions: Vec<i32>,
-    /// Every partition the source reads.
-    pub partitions: Vec<i32>,
-    /// Partitions idle for longer than the idle timeout.
-    pub idle: BTreeSet<i32>,
-}
+pub use millrace_connectors::sink::Arrival;
 
 /// The durable event-time progress of one relation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +186,7 @@ mod tests {
         let mut arrival = Arrival {
             row_partitions: vec![0, 0, 1],
             partitions: vec![0, 1, 2],
-            idle: BTreeSet::new(),
+            idle: std::collections::BTreeSet::new(),
         };
         p.admit(&e, &batch(&[100, 200, 150]), &arrival).unwrap();
         // Partition 2 has shown nothing yet: no watermark.

@@ -2,18 +2,21 @@
 //! threads, `FLUSH`, and stopping them at shutdown.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use arrow::record_batch::RecordBatch;
+use millrace_connectors::config::SourceConfig;
+use millrace_connectors::kafka::{self, Probe, SourceRunner, TopicError};
+use millrace_connectors::sink::{Arrival, BatchSink, SinkError};
+use millrace_connectors::status::SourceStatus;
 use millrace_planner::source::SourceDef;
 use millrace_storage::{Commit, RelationId};
 
 use super::event_time::Progress;
+use super::source_options::{metadata_sql_type, source_config};
 use super::{check_unique_columns, encode_record, parse_one, Engine, Outcome, FLUSH_TIMEOUT};
 use crate::catalog::{Kind, Relation};
 use crate::error::{sqlstate, SqlError, SqlResult};
-use crate::source::ingest::{self, Probe, SourceRunner, TopicError};
-use crate::source::status::SourceStatus;
-use crate::source::{metadata_sql_type, SourceConfig};
 
 impl Engine {
     /// Validates a source definition into its settings and columns.
@@ -61,7 +64,7 @@ impl Engine {
         );
         let schema = self.table_schema(&parse_one(&sql)?).await?;
         check_unique_columns(&schema)?;
-        SourceConfig::new(def, schema, json_columns)
+        source_config(def, schema, json_columns)
     }
 
     /// `CREATE SOURCE`: checks that the topic exists, fixes where each
@@ -81,11 +84,11 @@ impl Engine {
         let probe = config.clone();
         let offsets =
             tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, TopicError> {
-                let c = ingest::consumer(&probe).map_err(|e| {
+                let c = kafka::consumer(&probe).map_err(|e| {
                     TopicError::Broker(format!("invalid Kafka client settings: {e}"))
                 })?;
-                let parts = ingest::partitions(&c, &probe, probe.connect_timeout)?;
-                ingest::start_offsets(&c, &probe, &parts, probe.connect_timeout)
+                let parts = kafka::partitions(&c, &probe, probe.connect_timeout)?;
+                kafka::start_offsets(&c, &probe, &parts, probe.connect_timeout)
                     .map_err(TopicError::Broker)
             })
             .await
@@ -135,7 +138,13 @@ impl Engine {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| SqlError::internal(format!("no runtime for the source thread: {e}")))?;
         let id = rel.id;
-        let runner = SourceRunner::start(self.me.clone(), rel, config, status, runtime)
+        let name = rel.name.clone();
+        let sink = Box::new(SourceSink {
+            engine: self.me.clone(),
+            rel,
+            runtime,
+        });
+        let runner = SourceRunner::start(name, sink, config, status)
             .map_err(|e| SqlError::internal(format!("cannot start the source thread: {e}")))?;
         self.lock_sources().insert(id, runner);
         Ok(())
@@ -259,5 +268,48 @@ pub(super) fn parse_source(sql: &str) -> SqlResult<SourceDef> {
         _ => Err(SqlError::internal(format!(
             "stored statement is not one CREATE SOURCE: {sql}"
         ))),
+    }
+}
+
+/// The engine as the receiver of one source's batches: each batch is
+/// committed (rows, view changes, offsets) by [`Engine::ingest`].
+struct SourceSink {
+    /// Weak: the engine owns the source's thread, not the other way round.
+    engine: Weak<Engine>,
+    rel: Arc<Relation>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BatchSink for SourceSink {
+    fn is_open(&self) -> bool {
+        self.engine.strong_count() > 0
+    }
+
+    fn committed_offsets(&self) -> Result<BTreeMap<i32, i64>, SinkError> {
+        let engine = self.engine.upgrade().ok_or(SinkError::Closed)?;
+        match engine.source_offsets(self.rel.id) {
+            Ok(o) => Ok(o.into_iter().collect()),
+            Err(e) => Err(SinkError::Refused(e.to_string())),
+        }
+    }
+
+    fn push(
+        &self,
+        rows: Option<RecordBatch>,
+        next_offsets: &BTreeMap<i32, i64>,
+        arrival: &Arrival,
+    ) -> Result<(), SinkError> {
+        let engine = self.engine.upgrade().ok_or(SinkError::Closed)?;
+        let result = self
+            .runtime
+            .block_on(engine.ingest(&self.rel, rows, next_offsets, arrival));
+        match result {
+            Ok(()) => Ok(()),
+            // The source was dropped (or replaced) while the batch waited.
+            Err(_) if engine.relation(&self.rel.name).map(|r| r.id) != Some(self.rel.id) => {
+                Err(SinkError::Closed)
+            }
+            Err(e) => Err(SinkError::Refused(e.message)),
+        }
     }
 }

@@ -635,7 +635,7 @@ fn from_json(v: &Value, t: &DataType) -> Result<Cell, String> {
         (v, t) => Err(format!(
             "{} cannot be read as {}",
             json_kind(v),
-            crate::engine::pg_type_name(t)
+            millrace_planner::naming::pg_type_name(t)
         )),
     }
 }
@@ -644,7 +644,7 @@ fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
     let bad = || {
         format!(
             "invalid input syntax for type {}: \"{s}\"",
-            crate::engine::pg_type_name(t)
+            millrace_planner::naming::pg_type_name(t)
         )
     };
     let s_trim = s.trim();
@@ -685,7 +685,7 @@ fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
         DataType::Binary => Ok(Cell::Bytes(s.as_bytes().to_vec())),
         other => Err(format!(
             "columns of type {} cannot be decoded from messages yet",
-            crate::engine::pg_type_name(other)
+            millrace_planner::naming::pg_type_name(other)
         )),
     }
 }
@@ -733,7 +733,7 @@ fn check_int_range(c: Cell, t: &DataType) -> Result<Cell, String> {
     } else {
         Err(format!(
             "value {v} is out of range for type {}",
-            crate::engine::pg_type_name(t)
+            millrace_planner::naming::pg_type_name(t)
         ))
     }
 }
@@ -913,7 +913,7 @@ impl Column {
             Column::Unsupported(t, 0) => Ok(arrow::array::new_empty_array(&t)),
             Column::Unsupported(t, _) => Err(format!(
                 "columns of type {} cannot be decoded from messages yet",
-                crate::engine::pg_type_name(&t)
+                millrace_planner::naming::pg_type_name(&t)
             )),
         }
     }

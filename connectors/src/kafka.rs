@@ -4,20 +4,20 @@
 //! committed in Millrace's storage (never Kafka's consumer-group offsets),
 //! polls messages, decodes them and, when the batch is full, the consumer
 //! has momentarily nothing more, or the checkpoint interval has passed,
-//! hands the batch and the partitions' next offsets to the engine, which
-//! commits rows, view changes and offsets atomically. Only then does it
-//! poll again: consumption is paced by processing, and librdkafka's
-//! prefetch queue is capped, so memory stays bounded however far behind
-//! the source is.
+//! pushes the batch and the partitions' next offsets through its
+//! [`BatchSink`] (the engine, which commits rows, view changes and offsets
+//! atomically). Only then does it poll again: consumption is paced by
+//! processing, and librdkafka's prefetch queue is capped, so memory stays
+//! bounded however far behind the source is.
 //!
 //! Anything that goes wrong (broker unreachable, topic gone, a batch the
-//! engine refused) drops the consumer, shows the error in the status table,
+//! sink refused) drops the consumer, shows the error in the status table,
 //! waits with exponential backoff and starts over from the committed
 //! offsets: nothing is lost or counted twice, and the server keeps serving.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,13 +32,12 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::decode::{self, Decoder};
-use super::status::{SourceStatus, State};
-use super::{SourceConfig, StartupMode};
-use crate::catalog::Relation;
-use crate::engine::event_time::Arrival;
-use crate::engine::Engine;
 use millrace_planner::source::Metadata;
+
+use crate::config::{SourceConfig, StartupMode};
+use crate::decode::{self, Decoder};
+use crate::sink::{Arrival, BatchSink, SinkError};
+use crate::status::{SourceStatus, State};
 
 /// The longest the thread waits between two looks at its stop flag.
 const TICK: Duration = Duration::from_millis(100);
@@ -102,13 +101,13 @@ pub struct SourceRunner {
 }
 
 impl SourceRunner {
-    /// Starts the ingest thread of `rel`, resuming from `committed`.
+    /// Starts the ingest thread of source `name`, pushing its batches to
+    /// `sink` and resuming from the offsets the sink committed.
     pub fn start(
-        engine: Weak<Engine>,
-        rel: Arc<Relation>,
+        name: String,
+        sink: Box<dyn BatchSink>,
         config: SourceConfig,
         status: Arc<SourceStatus>,
-        runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let query = Arc::new(QueryClient {
@@ -117,16 +116,15 @@ impl SourceRunner {
             client: std::sync::Mutex::new(None),
         });
         let ingest = Ingest {
-            engine,
-            rel,
+            sink,
+            name,
             config,
             status: status.clone(),
             stop: stop.clone(),
-            runtime,
             dead_letters: std::cell::RefCell::new(None),
         };
         let thread = std::thread::Builder::new()
-            .name(format!("source-{}", ingest.rel.name))
+            .name(format!("source-{}", ingest.name))
             .spawn(move || ingest.run())?;
         Ok(Self {
             status,
@@ -179,7 +177,8 @@ impl Probe {
 impl Drop for SourceRunner {
     fn drop(&mut self) {
         self.stop();
-        // Not joined: the thread may be waiting for the engine's write lock,
+        // Not joined: the thread may be waiting inside the sink (the engine's
+        // write lock),
         // which whoever drops the runner may hold. It exits on its own.
         drop(self.thread.take());
     }
@@ -357,12 +356,13 @@ fn cached_high_watermark(c: &SourceConsumer, topic: &str, partition: i32) -> Opt
 }
 
 struct Ingest {
-    engine: Weak<Engine>,
-    rel: Arc<Relation>,
+    /// Where batches go.
+    sink: Box<dyn BatchSink>,
+    /// The source's name.
+    name: String,
     config: SourceConfig,
     status: Arc<SourceStatus>,
     stop: Arc<AtomicBool>,
-    runtime: tokio::runtime::Handle,
     /// The dead-letter producer, created at the first dead letter.
     dead_letters: std::cell::RefCell<Option<BaseProducer>>,
 }
@@ -377,7 +377,7 @@ enum End {
 
 impl Ingest {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.engine.strong_count() == 0
+        self.stop.load(Ordering::SeqCst) || !self.sink.is_open()
     }
 
     fn run(self) {
@@ -387,7 +387,7 @@ impl Ingest {
             match self.session() {
                 End::Stopped => break,
                 End::Failed(e) => {
-                    tracing::warn!(source = %self.rel.name, "source retrying in {backoff:?}: {e}");
+                    tracing::warn!(source = %self.name, "source retrying in {backoff:?}: {e}");
                     self.status.set_state(State::Retrying, Some(e.clone()));
                     if started.elapsed() > BACKOFF_MAX {
                         backoff = BACKOFF_MIN;
@@ -400,7 +400,7 @@ impl Ingest {
             }
         }
         self.status.set_state(State::Stopped, None);
-        tracing::info!(source = %self.rel.name, "source stopped");
+        tracing::info!(source = %self.name, "source stopped");
     }
 
     /// Sleeps `d`, looking at the stop flag; false when stopped.
@@ -417,14 +417,11 @@ impl Ingest {
 
     /// Consumes from the committed offsets until stopped or failed.
     fn session(&self) -> End {
-        let Some(engine) = self.engine.upgrade() else {
-            return End::Stopped;
+        let committed: BTreeMap<i32, i64> = match self.sink.committed_offsets() {
+            Ok(o) => o,
+            Err(SinkError::Closed) => return End::Stopped,
+            Err(SinkError::Refused(e)) => return End::Failed(e),
         };
-        let committed: BTreeMap<i32, i64> = match engine.source_offsets(self.rel.id) {
-            Ok(o) => o.into_iter().collect(),
-            Err(e) => return End::Failed(e.to_string()),
-        };
-        drop(engine);
         let c = match consumer(&self.config) {
             Ok(c) => c,
             Err(e) => return End::Failed(format!("creating the Kafka client: {e}")),
@@ -581,7 +578,7 @@ impl Ingest {
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "millrace.source",
-                    value: Some(self.rel.name.as_str()),
+                    value: Some(self.name.as_str()),
                 })
                 .insert(Header {
                     key: "millrace.error",
@@ -614,11 +611,11 @@ impl Ingest {
             .map_err(|e| format!("sending to dead-letter topic \"{topic}\": {e}"))
     }
 
-    /// Commits the batch through the engine. False when the source is gone.
+    /// Commits the batch through the sink. False when the sink is closed.
     fn commit(&self, c: &SourceConsumer, parts: &[i32], batch: &mut Batch) -> Result<bool, String> {
-        let Some(engine) = self.engine.upgrade() else {
+        if !self.sink.is_open() {
             return Ok(false);
-        };
+        }
         let progress = std::mem::take(&mut batch.next);
         if let Err(e) = self.send_dead_letters(batch) {
             batch.discard();
@@ -632,15 +629,13 @@ impl Ingest {
                 partitions: parts.to_vec(),
                 idle: batch.idle.clone(),
             };
-            let result = self
-                .runtime
-                .block_on(engine.ingest(&self.rel, rows, &progress, &arrival));
-            if let Err(e) = result {
-                if engine.relation(&self.rel.name).map(|r| r.id) != Some(self.rel.id) {
-                    return Ok(false);
+            match self.sink.push(rows, &progress, &arrival) {
+                Ok(()) => {}
+                Err(SinkError::Closed) => return Ok(false),
+                Err(SinkError::Refused(e)) => {
+                    batch.discard();
+                    return Err(format!("a batch could not be applied: {e}"));
                 }
-                batch.discard();
-                return Err(format!("a batch could not be applied: {}", e.message));
             }
         }
         let now = Instant::now();
