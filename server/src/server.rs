@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::{AuthMode, Config};
-use crate::engine::Engine;
 use crate::pg::{Frontend, Handlers, Startup};
+use millrace_engine::Engine;
 
 /// Sends log lines to stderr, filtered by `filter` (`RUST_LOG` syntax, as
 /// `--log` takes it; an invalid filter falls back to `info`).
@@ -39,10 +39,11 @@ pub async fn run(
             config.listen
         );
     }
-    let options = crate::engine::EngineOptions {
+    let options = millrace_engine::EngineOptions {
         checkpoint_interval: Some(std::time::Duration::from_millis(
             config.checkpoint_interval_ms,
         )),
+        ..crate::engine_options()
     };
     let engine = Engine::open_with(&config.data_dir, options)
         .await

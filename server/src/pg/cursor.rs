@@ -14,8 +14,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use sqlparser::ast::{CloseCursor, FetchDirection, Statement as Sql, Value};
 
-use crate::engine::Outcome;
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::Outcome;
 
 /// At most this many cursors per connection: each holds its whole result.
 const MAX_CURSORS: usize = 256;

@@ -8,7 +8,7 @@ use pgwire::api::Type;
 use pgwire::error::PgWireError;
 
 use super::Prepared;
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{sqlstate, SqlError, SqlResult};
 
 /// Decodes every parameter of `portal`, converting each to the type the
 /// planner inferred for it.

@@ -15,8 +15,8 @@ use pgwire::api::ClientInfo;
 use sqlparser::ast::{Expr, Ident, Set, Statement as Sql, Value};
 
 use super::SessionOutcome;
-use crate::engine::Outcome;
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::Outcome;
 
 /// Settings every session starts with, as PostgreSQL 15 reports them.
 const DEFAULTS: &[(&str, &str)] = &[

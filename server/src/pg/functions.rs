@@ -18,8 +18,8 @@ use datafusion_pg_catalog::pg_catalog::RelationOids;
 use millrace_planner::statement::Statement;
 use sqlparser::ast::Statement as SqlStatement;
 
-use crate::catalog::{Catalog, Kind};
-use crate::error::{sqlstate, SqlError};
+use millrace_engine::catalog::{Catalog, Kind};
+use millrace_engine::error::{sqlstate, SqlError};
 
 /// What `version()` answers: PostgreSQL's shape (drivers parse the number
 /// after "PostgreSQL"), naming Millrace.

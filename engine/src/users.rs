@@ -16,8 +16,8 @@ use pgwire::error::{PgWireError, PgWireResult};
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{AlterRoleOperation, Expr, Password as SqlPassword, RoleOption, Value};
 
-use crate::engine::Outcome;
 use crate::error::{sqlstate, SqlError, SqlResult};
+use crate::Outcome;
 
 /// PBKDF2 iterations of stored verifiers: the count pgwire's SCRAM
 /// exchange announces (PostgreSQL's default too).

@@ -1,5 +1,14 @@
-//! The engine: executes statements against the catalog, storage and the
-//! running dataflows of materialized views.
+//! When it runs and what survives a crash: the engine.
+//!
+//! The engine owns the catalog ([`catalog`]), DDL, the write path, the
+//! checkpoints ([`checkpoint`]) and recovery, queries over the views'
+//! published contents ([`providers`]) and the system tables
+//! ([`system_tables`]). What to compute comes from `millrace-planner`, how
+//! a change flows from `millrace-dataflow`, what sources read from
+//! `millrace-connectors` (the engine is their batch sink, [`sources`]),
+//! where it lives from `millrace-storage`. What a client's dialect adds
+//! (PostgreSQL's functions, `information_schema`, client-query rewrites)
+//! comes in through [`FrontEnd`], which the server implements.
 //!
 //! Writes (DDL, `INSERT`, consumed Kafka batches) are serialized by the
 //! pipelines lock. An `INSERT` pushes its rows through every dependent
@@ -49,13 +58,15 @@ use millrace_connectors::kafka::SourceRunner;
 use sources::parse_source;
 use system_tables::{Registry, SystemSchema};
 
+pub mod catalog;
 pub mod checkpoint;
+pub mod error;
 pub mod event_time;
-pub mod functions;
-mod information_schema;
+pub mod providers;
 mod source_options;
-mod sources;
+pub mod sources;
 pub mod system_tables;
+pub mod users;
 
 pub use millrace_planner::naming::pg_type_name;
 
@@ -305,9 +316,9 @@ pub struct Engine {
     poisoned: std::sync::atomic::AtomicBool,
     /// Users and their password verifiers.
     users: Arc<crate::users::Users>,
-    /// Rewrites the PostgreSQL-isms of client catalog queries (unqualified
-    /// `pg_class`, `::regclass`, `ANY(array)` …) into what DataFusion plans.
-    compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
+    /// What the client's dialect adds (catalog tables, functions, query
+    /// rewrites).
+    front_end: Arc<dyn FrontEnd>,
     /// The ingest threads of sources, by relation id.
     sources: std::sync::Mutex<HashMap<RelationId, SourceRunner>>,
     /// The sources' live status (the system tables read it).
@@ -322,41 +333,66 @@ pub struct Engine {
 }
 
 /// Settings of an engine.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EngineOptions {
     /// How often views are checkpointed (`None`: only on FLUSH, view
     /// creation and shutdown).
     pub checkpoint_interval: Option<Duration>,
+    /// What the client's dialect adds to the engine's SQL.
+    pub front_end: Arc<dyn FrontEnd>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             checkpoint_interval: Some(Duration::from_secs(1)),
+            front_end: Arc::new(PlainSql),
         }
     }
 }
 
-/// Fragments of client catalog queries DataFusion cannot plan, with what
-/// they amount to in Millrace, for the queries datafusion-pg-catalog does not
-/// cover. psql sends these texts verbatim.
-const CLIENT_FRAGMENTS: &[(&str, &str)] = &[
-    // psql 15/16 `\d+`: table storage options (and its TOAST table's) by
-    // `array(SELECT …)`. Millrace relations have none.
-    (
-        "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
-        "''",
-    ),
-    // pgJDBC `getTypeInfo()`: a correlated scalar subquery DataFusion
-    // cannot decorrelate; in a WHERE clause it is this EXISTS.
-    (
-        "(SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)",
-        "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid AND c.relkind = 'c')",
-    ),
-    // pgJDBC's type cache: pg_type.typinput holds the input function's
-    // name here, not its oid.
-    ("typinput='pg_catalog.array_in'::regproc", "typinput='array_in'"),
-];
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a client dialect adds to the SQL the engine plans: catalog tables
+/// beside the relations, functions, and rewrites of what clients send. The
+/// server implements it for PostgreSQL (pg_catalog, `information_schema`,
+/// psql's and drivers' catalog queries); the engine never names a dialect.
+pub trait FrontEnd: Send + Sync {
+    /// The catalog clients see, given the engine's `catalog` (which holds
+    /// schema `public`) and every catalog of the session.
+    fn wrap_catalog(
+        &self,
+        catalog: Arc<dyn datafusion::catalog::CatalogProvider>,
+        all: Weak<dyn datafusion::catalog::CatalogProviderList>,
+    ) -> Arc<dyn datafusion::catalog::CatalogProvider> {
+        let _ = all;
+        catalog
+    }
+
+    /// Registers the dialect's catalog tables and functions on `ctx`, after
+    /// the engine's own.
+    fn register(&self, ctx: &SessionContext, relations: Arc<Catalog>) -> SqlResult<()> {
+        let _ = (ctx, relations);
+        Ok(())
+    }
+
+    /// Rewrites a client's statement into what DataFusion plans.
+    fn rewrite(&self, sql: Sql) -> SqlResult<Sql> {
+        Ok(sql)
+    }
+}
+
+/// No dialect: DataFusion's SQL as it is.
+#[derive(Debug, Default)]
+pub struct PlainSql;
+
+impl FrontEnd for PlainSql {}
 
 impl Engine {
     /// Opens the data directory `dir` with the default settings.
@@ -372,7 +408,7 @@ impl Engine {
         let catalog = Arc::new(Catalog::new(store.clone()));
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("millrace", "public")
-            // Served by the catalog instead (see `information_schema.rs`),
+            // Served by the front end instead (the server's information_schema.rs),
             // with PostgreSQL's type names.
             .with_information_schema(false)
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
@@ -387,9 +423,7 @@ impl Engine {
             .catalog("millrace")
             .ok_or_else(|| SqlError::internal("default catalog missing"))?;
         let catalogs = Arc::downgrade(ctx.state().catalog_list());
-        let default_catalog: Arc<dyn datafusion::catalog::CatalogProvider> = Arc::new(
-            information_schema::CatalogWithInformationSchema::new(default_catalog, catalogs),
-        );
+        let default_catalog = options.front_end.wrap_catalog(default_catalog, catalogs);
         ctx.register_catalog("millrace", default_catalog.clone());
         default_catalog
             .register_schema("public", Arc::new(CatalogSchema(catalog.clone())))
@@ -417,15 +451,7 @@ impl Engine {
             ctx.register_udtf(name, Arc::new(WindowFunction::new(kind, catalog.clone())));
         }
         ctx.register_udtf("session", Arc::new(SessionFunction::new(catalog.clone())));
-        // pg_catalog and the PostgreSQL helper functions psql, drivers and BI
-        // tools call on connect (datafusion-pg-catalog), then our own on top.
-        let relation_oids = datafusion_pg_catalog::setup_pg_catalog(
-            &ctx,
-            "millrace",
-            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
-        functions::register(&ctx, catalog.clone(), relation_oids);
+        options.front_end.register(&ctx, catalog.clone())?;
         let users = crate::users::Users::new(store.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let engine = Arc::new_cyclic(|me| Self {
@@ -434,7 +460,7 @@ impl Engine {
             ctx,
             pipelines: RwLock::new(Pipelines::default()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
-            compat: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
+            front_end: options.front_end.clone(),
             users,
             sources: std::sync::Mutex::new(HashMap::new()),
             registry,
@@ -844,52 +870,6 @@ impl Engine {
         }
     }
 
-    /// Some catalog queries of psql, pgcli, DBeaver and Grafana need SQL
-    /// DataFusion cannot plan (`array(SELECT …)`, unnest of a subquery):
-    /// datafusion-pg-catalog knows equivalents for them. Returns the text
-    /// with such queries swapped, or `None` when `sql` holds none. Only
-    /// text that mentions a `pg_` name is scanned (the scan is per token).
-    pub fn swap_client_queries(&self, sql: &str) -> Option<String> {
-        // Checked in place: this runs for every statement a client sends,
-        // and a long INSERT must not be copied for it.
-        if !sql
-            .as_bytes()
-            .windows(3)
-            .any(|w| w.eq_ignore_ascii_case(b"pg_"))
-        {
-            return None;
-        }
-        let mut own = None;
-        for (fragment, replacement) in CLIENT_FRAGMENTS {
-            if sql.contains(fragment) {
-                own = Some(own.as_deref().unwrap_or(sql).replace(fragment, replacement));
-            }
-        }
-        let sql = own.as_deref().unwrap_or(sql);
-        let swapped = match self.compat.maybe_replace_tokens(sql) {
-            Ok(t) => t,
-            Err(_) => return own,
-        };
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        let original: Vec<sqlparser::tokenizer::Token> =
-            sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
-                .tokenize()
-                .ok()?
-                .into_iter()
-                .filter(|t| !matches!(t, sqlparser::tokenizer::Token::Whitespace(_)))
-                .collect();
-        if swapped == original {
-            return own;
-        }
-        Some(
-            swapped
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
-    }
-
     /// The users that password authentication checks.
     pub fn users(&self) -> Arc<crate::users::Users> {
         self.users.clone()
@@ -915,8 +895,7 @@ impl Engine {
         params: Option<&ParamValues>,
     ) -> SqlResult<LogicalPlan> {
         let state = self.ctx.state();
-        let mut sql = self.compat.rewrite(sql.clone());
-        functions::rewrite_like_escapes(&mut sql)?;
+        let sql = self.front_end.rewrite(sql.clone())?;
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(sql)))
             .await?;
