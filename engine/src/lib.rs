@@ -50,7 +50,7 @@ use sqlparser::ast::{self, ObjectType, Statement as Sql};
 use tokio::sync::RwLock;
 
 use crate::catalog::{Catalog, CatalogRecord, CatalogSchema, Kind, Relation, SharedContents};
-use crate::error::{sqlstate, SqlError, SqlResult};
+use crate::error::{ErrorKind, SqlError, SqlResult};
 use crate::providers::snapshot_delta;
 use event_time::{Arrival, Progress};
 use millrace_connectors::config::SourceConfig;
@@ -726,7 +726,7 @@ impl Engine {
         for input in pipe.dataflow.inputs() {
             let input_rel = self.catalog.get(input).ok_or_else(|| {
                 SqlError::new(
-                    sqlstate::UNDEFINED_TABLE,
+                    ErrorKind::UndefinedTable,
                     format!("relation \"{input}\" does not exist"),
                 )
             })?;
@@ -795,7 +795,7 @@ impl Engine {
                         .await
                 }
                 _ => Err(SqlError::new(
-                    sqlstate::SYNTAX_ERROR,
+                    ErrorKind::SyntaxError,
                     "EMIT ON WINDOW CLOSE belongs to CREATE MATERIALIZED VIEW",
                 )),
             },
@@ -804,7 +804,7 @@ impl Engine {
                     self.explain_view(cv, EmitMode::OnWindowClose).await
                 }
                 _ => Err(SqlError::new(
-                    sqlstate::SYNTAX_ERROR,
+                    ErrorKind::SyntaxError,
                     "EMIT ON WINDOW CLOSE belongs to CREATE MATERIALIZED VIEW",
                 )),
             },
@@ -1017,7 +1017,7 @@ impl Engine {
             Ok(Outcome::command(tag))
         } else {
             Err(SqlError::new(
-                sqlstate::DUPLICATE_TABLE,
+                ErrorKind::DuplicateTable,
                 format!("relation \"{}\" already exists", existing.name),
             ))
         }
@@ -1123,7 +1123,7 @@ impl Engine {
         };
         let rel = self.catalog.get(&name).ok_or_else(|| {
             SqlError::new(
-                sqlstate::UNDEFINED_TABLE,
+                ErrorKind::UndefinedTable,
                 format!("relation \"{name}\" does not exist"),
             )
         })?;
@@ -1131,13 +1131,13 @@ impl Engine {
             Kind::Table => {}
             Kind::MaterializedView => {
                 return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
+                    ErrorKind::WrongObjectType,
                     format!("cannot change materialized view \"{name}\""),
                 ))
             }
             Kind::Source => {
                 return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
+                    ErrorKind::WrongObjectType,
                     format!("cannot insert into source \"{name}\""),
                 )
                 .with_hint(
@@ -1222,7 +1222,7 @@ impl Engine {
             Some(current) if current.id == rel.id => {}
             _ => {
                 return Err(SqlError::new(
-                    sqlstate::UNDEFINED_TABLE,
+                    ErrorKind::UndefinedTable,
                     format!("relation \"{}\" was dropped", rel.name),
                 ))
             }
@@ -1392,7 +1392,7 @@ impl Engine {
                     continue;
                 }
                 return Err(SqlError::new(
-                    sqlstate::UNDEFINED_TABLE,
+                    ErrorKind::UndefinedTable,
                     format!("{} \"{name}\" does not exist", kind.noun()),
                 ));
             };
@@ -1405,7 +1405,7 @@ impl Engine {
                     Kind::Source => "Use DROP SOURCE to remove a source.",
                 };
                 return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
+                    ErrorKind::WrongObjectType,
                     format!("\"{name}\" is not a {}", kind.noun()),
                 )
                 .with_hint(hint));
@@ -1429,7 +1429,7 @@ impl Engine {
                     .collect::<Vec<_>>()
                     .join("\n");
                 return Err(SqlError::new(
-                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                    ErrorKind::DependentObjectsStillExist,
                     format!(
                         "cannot drop {} {name} because other objects depend on it",
                         rel.kind.noun()
@@ -1547,7 +1547,7 @@ pub fn result_schema(sql: &Sql, plan: &LogicalPlan) -> SchemaRef {
 
 fn poisoned_error() -> SqlError {
     SqlError::new(
-        sqlstate::IO_ERROR,
+        ErrorKind::IoError,
         "a write to the data directory failed earlier; restart millrace to recover from the last durable state",
     )
 }
@@ -1593,7 +1593,7 @@ fn view_options(cv: &ast::CreateView, emit: EmitMode) -> SqlResult<ViewOptions> 
                     .filter(|ns| *ns > 0)
                     .ok_or_else(|| {
                         SqlError::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
+                            ErrorKind::InvalidParameterValue,
                             format!("retention must be a positive interval of fixed length such as '1 day', not {value}"),
                         )
                     })?;
@@ -1601,7 +1601,7 @@ fn view_options(cv: &ast::CreateView, emit: EmitMode) -> SqlResult<ViewOptions> 
             }
             other => {
                 return Err(SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
+                    ErrorKind::InvalidParameterValue,
                     format!("unknown materialized view option \"{other}\""),
                 )
                 .with_hint("Known options: retention."))
@@ -1672,7 +1672,7 @@ fn check_unique_columns(schema: &Schema) -> SqlResult<()> {
     for f in schema.fields() {
         if !seen.insert(f.name()) {
             return Err(SqlError::new(
-                sqlstate::DUPLICATE_COLUMN,
+                ErrorKind::DuplicateColumn,
                 format!("column \"{}\" specified more than once", f.name()),
             ));
         }
@@ -1760,7 +1760,7 @@ fn check_assignable(
         return Ok(());
     }
     Err(SqlError::new(
-        sqlstate::DATATYPE_MISMATCH,
+        ErrorKind::DatatypeMismatch,
         format!(
             "column \"{}\" is of type {} but expression is of type {}",
             field.name(),
@@ -1777,7 +1777,7 @@ fn conform_insert(batch: RecordBatch, schema: &SchemaRef) -> SqlResult<RecordBat
     for (c, f) in batch.columns().iter().zip(schema.fields()) {
         if !f.is_nullable() && c.null_count() > 0 {
             return Err(SqlError::new(
-                sqlstate::NOT_NULL_VIOLATION,
+                ErrorKind::NotNullViolation,
                 format!(
                     "null value in column \"{}\" violates not-null constraint",
                     f.name()

@@ -11,7 +11,7 @@ use millrace_connectors::decode::{self, Encoding};
 use millrace_planner::event_time::EventTime;
 use millrace_planner::source::{Metadata, SourceDef};
 
-use crate::error::{sqlstate, SqlError, SqlResult};
+use crate::error::{ErrorKind, SqlError, SqlResult};
 
 /// Option keys of the `WITH (…)` clause other than `properties.*`.
 const KNOWN_OPTIONS: &[&str] = &[
@@ -207,5 +207,5 @@ fn parse_number<T: std::str::FromStr>(v: &str, key: &str) -> SqlResult<T> {
 }
 
 fn invalid(message: impl Into<String>) -> SqlError {
-    SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, message)
+    SqlError::new(ErrorKind::InvalidParameterValue, message)
 }

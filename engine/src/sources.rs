@@ -16,14 +16,14 @@ use super::event_time::Progress;
 use super::source_options::{metadata_sql_type, source_config};
 use super::{check_unique_columns, encode_record, parse_one, Engine, Outcome, FLUSH_TIMEOUT};
 use crate::catalog::{Kind, Relation};
-use crate::error::{sqlstate, SqlError, SqlResult};
+use crate::error::{ErrorKind, SqlError, SqlResult};
 
 impl Engine {
     /// Validates a source definition into its settings and columns.
     pub(super) async fn source_config(&self, def: &SourceDef) -> SqlResult<SourceConfig> {
         if def.columns.is_empty() {
             return Err(SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
+                ErrorKind::InvalidParameterValue,
                 format!("source \"{}\" declares no columns", def.name),
             )
             .with_hint("List the payload's fields: CREATE SOURCE name (field TYPE, …) WITH (…)."));
@@ -94,9 +94,9 @@ impl Engine {
             .await
             .map_err(|e| SqlError::internal(format!("the broker check did not finish: {e}")))?
             .map_err(|e| match e {
-                TopicError::Unknown(m) => SqlError::new(sqlstate::UNDEFINED_OBJECT, m)
+                TopicError::Unknown(m) => SqlError::new(ErrorKind::UndefinedObject, m)
                     .with_hint("Create the topic first; Millrace does not create topics."),
-                TopicError::Broker(m) => SqlError::new(sqlstate::UNABLE_TO_CONNECT, m)
+                TopicError::Broker(m) => SqlError::new(ErrorKind::UnableToConnect, m)
                     .with_hint("Check properties.bootstrap.server and that the broker is running."),
             })?;
         let mut pipelines = self.pipelines.write().await;
@@ -174,7 +174,7 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         let timed_out = |probe: &Probe, detail: String| {
             SqlError::new(
-                sqlstate::QUERY_CANCELED,
+                ErrorKind::QueryCanceled,
                 format!(
                     "FLUSH gave up after {} s waiting for source \"{}\"",
                     FLUSH_TIMEOUT.as_secs(),
@@ -195,7 +195,7 @@ impl Engine {
                     ))
                 }
                 Ok(Err(e)) => return Err(SqlError::new(
-                    sqlstate::CONNECTION_FAILURE,
+                    ErrorKind::ConnectionFailure,
                     format!(
                         "FLUSH cannot read the end of source \"{}\": {e}",
                         probe.status.name
@@ -216,7 +216,7 @@ impl Engine {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => {
                         return Err(SqlError::new(
-                            sqlstate::QUERY_CANCELED,
+                            ErrorKind::QueryCanceled,
                             format!("source \"{}\" stopped during FLUSH", probe.status.name),
                         ))
                     }

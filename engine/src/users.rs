@@ -16,7 +16,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{AlterRoleOperation, Expr, Password as SqlPassword, RoleOption, Value};
 
-use crate::error::{sqlstate, SqlError, SqlResult};
+use crate::error::{ErrorKind, SqlError, SqlResult};
 use crate::Outcome;
 
 /// PBKDF2 iterations of stored verifiers: the count pgwire's SCRAM
@@ -66,7 +66,7 @@ impl Users {
     pub fn set_password(&self, name: &str, password: &str) -> SqlResult<()> {
         if password.is_empty() {
             return Err(SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
+                ErrorKind::InvalidParameterValue,
                 "a password must not be empty",
             ));
         }
@@ -98,13 +98,13 @@ impl Users {
                     continue;
                 }
                 return Err(SqlError::new(
-                    sqlstate::DUPLICATE_OBJECT,
+                    ErrorKind::DuplicateObject,
                     format!("role \"{name}\" already exists"),
                 ));
             }
             let password = password_text(password)?.ok_or_else(|| {
                 SqlError::new(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    ErrorKind::FeatureNotSupported,
                     format!("role \"{name}\" needs a PASSWORD: users without one cannot log in"),
                 )
             })?;
@@ -169,7 +169,7 @@ fn command(tag: &str) -> Outcome {
 
 fn no_such_role(name: &str) -> SqlError {
     SqlError::new(
-        sqlstate::UNDEFINED_OBJECT,
+        ErrorKind::UndefinedObject,
         format!("role \"{name}\" does not exist"),
     )
 }
@@ -180,12 +180,12 @@ fn password_text(p: Option<&SqlPassword>) -> SqlResult<Option<String>> {
         Some(SqlPassword::Password(Expr::Value(v))) => match &v.value {
             Value::SingleQuotedString(s) => Ok(Some(s.clone())),
             _ => Err(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
+                ErrorKind::SyntaxError,
                 "PASSWORD takes a string literal",
             )),
         },
         Some(_) => Err(SqlError::new(
-            sqlstate::SYNTAX_ERROR,
+            ErrorKind::SyntaxError,
             "PASSWORD takes a string literal",
         )),
     }

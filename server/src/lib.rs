@@ -9,6 +9,7 @@
 pub mod config;
 pub mod pg;
 pub mod server;
+pub mod sqlstate;
 
 use std::sync::Arc;
 

@@ -27,7 +27,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
-use millrace_engine::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{ErrorKind, SqlError, SqlResult};
 use millrace_engine::{Engine, Outcome};
 
 /// The most `$n` parameters a statement may have (the protocol's limit).
@@ -100,7 +100,7 @@ impl Frontend {
             r = fut => r,
             _ = deadline => {
                 return Err(SqlError::new(
-                    sqlstate::QUERY_CANCELED,
+                    ErrorKind::QueryCanceled,
                     "canceling statement due to statement timeout",
                 ))
             }
@@ -130,7 +130,7 @@ impl Frontend {
             cursor::CursorCommand::Declare { name, hold, query } => {
                 if !hold && client.transaction_status() == TransactionStatus::Idle {
                     return Err(SqlError::new(
-                        sqlstate::NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH,
+                        ErrorKind::NoActiveSqlTransactionForBranch,
                         "DECLARE CURSOR can only be used in transaction blocks",
                     )
                     .with_hint("BEGIN first, or declare the cursor WITH HOLD"));
@@ -244,7 +244,11 @@ pub(crate) enum SessionOutcome {
 
 /// Converts an error for the wire.
 pub(crate) fn error_info(e: &SqlError) -> ErrorInfo {
-    let mut info = ErrorInfo::new("ERROR".to_owned(), e.code.to_owned(), e.message.clone());
+    let mut info = ErrorInfo::new(
+        "ERROR".to_owned(),
+        crate::sqlstate::of(e.kind).to_owned(),
+        e.message.clone(),
+    );
     info.detail = e.detail.clone();
     info.hint = e.hint.clone();
     info
@@ -367,7 +371,7 @@ impl QueryParser for Parser {
         let mut stmts = parse_client_sql(sql).map_err(|e| user_error(e.into()))?;
         if stmts.len() > 1 {
             return Err(user_error(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
+                ErrorKind::SyntaxError,
                 "cannot insert multiple commands into a prepared statement",
             )));
         }
@@ -445,13 +449,13 @@ impl Parser {
                     let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
                     if n > MAX_PARAMETERS {
                         return Err(SqlError::new(
-                            sqlstate::PROTOCOL_VIOLATION,
+                            ErrorKind::ProtocolViolation,
                             format!("statement uses ${n}: at most {MAX_PARAMETERS} parameters are allowed"),
                         ));
                     }
                     if ordered.iter().any(|(i, _)| *i == 0) {
                         return Err(SqlError::new(
-                            sqlstate::UNDEFINED_PARAMETER,
+                            ErrorKind::UndefinedParameter,
                             "there is no parameter $0",
                         ));
                     }

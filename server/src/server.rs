@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{AuthMode, Config};
 use crate::pg::{Frontend, Handlers, Startup};
+use crate::sqlstate::describe;
 use millrace_engine::Engine;
 
 /// Sends log lines to stderr, filtered by `filter` (`RUST_LOG` syntax, as
@@ -49,8 +50,9 @@ pub async fn run(
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "cannot open data directory {}: {e}",
-                config.data_dir.display()
+                "cannot open data directory {}: {}",
+                config.data_dir.display(),
+                describe(&e)
             )
         })?;
     let listener = TcpListener::bind(config.listen)
@@ -66,12 +68,16 @@ pub async fn run(
     let users = engine.users();
     if config.auth == AuthMode::Password {
         if let Some(password) = &config.password {
-            users
-                .set_password(&config.user, password)
-                .map_err(|e| anyhow::anyhow!("cannot set the password of {}: {e}", config.user))?;
+            users.set_password(&config.user, password).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot set the password of {}: {}",
+                    config.user,
+                    describe(&e)
+                )
+            })?;
         } else if users
             .is_empty()
-            .map_err(|e| anyhow::anyhow!("cannot read users: {e}"))?
+            .map_err(|e| anyhow::anyhow!("cannot read users: {}", describe(&e)))?
         {
             anyhow::bail!(
                 "--auth password, but no user exists yet: set MILLRACE_PASSWORD to create user \"{}\" (or --user / MILLRACE_USER for another name)",

@@ -19,7 +19,7 @@ use millrace_planner::statement::Statement;
 use sqlparser::ast::Statement as SqlStatement;
 
 use millrace_engine::catalog::{Catalog, Kind};
-use millrace_engine::error::{sqlstate, SqlError};
+use millrace_engine::error::{ErrorKind, SqlError};
 
 /// What `version()` answers: PostgreSQL's shape (drivers parse the number
 /// after "PostgreSQL"), naming Millrace.
@@ -323,7 +323,7 @@ pub(crate) fn backslash_escapes(pattern: &str, escape: Option<char>) -> Result<S
         if Some(c) == escape {
             let Some(next) = chars.next() else {
                 return Err(SqlError::new(
-                    sqlstate::INVALID_ESCAPE_SEQUENCE,
+                    ErrorKind::InvalidEscapeSequence,
                     "LIKE pattern must not end with escape character",
                 ));
             };
@@ -345,7 +345,7 @@ pub(crate) fn escape_char(text: &str) -> Result<Option<char>, SqlError> {
         (None, _) => Ok(None),
         (Some(c), None) => Ok(Some(c)),
         _ => Err(SqlError::new(
-            sqlstate::INVALID_ESCAPE_SEQUENCE,
+            ErrorKind::InvalidEscapeSequence,
             "invalid escape string: it must be empty or one character",
         )),
     }
@@ -572,7 +572,7 @@ pub(crate) fn format_row(fmt: &str, args: &[Option<&str>]) -> Result<String, Sql
         let arg = match spec {
             Some('s' | 'I' | 'L') => next.next().ok_or_else(|| {
                 SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
+                    ErrorKind::InvalidParameterValue,
                     "too few arguments for format()",
                 )
             })?,
@@ -584,13 +584,13 @@ pub(crate) fn format_row(fmt: &str, args: &[Option<&str>]) -> Result<String, Sql
             }
             Some(c) => {
                 return Err(SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
+                    ErrorKind::InvalidParameterValue,
                     format!("unrecognized format() type specifier \"{c}\""),
                 ))
             }
             None => {
                 return Err(SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
+                    ErrorKind::InvalidParameterValue,
                     "unterminated format() type specifier",
                 ))
             }
@@ -601,7 +601,7 @@ pub(crate) fn format_row(fmt: &str, args: &[Option<&str>]) -> Result<String, Sql
             (Some('I'), Some(a)) => out.push_str(&quote_ident(a)),
             (Some('I'), None) => {
                 return Err(SqlError::new(
-                    sqlstate::NULL_VALUE_NOT_ALLOWED,
+                    ErrorKind::NullValueNotAllowed,
                     "null values cannot be formatted as an SQL identifier",
                 ))
             }
@@ -812,7 +812,7 @@ impl ScalarUDFImpl for JsonBuildObject {
                 if key.is_null() {
                     return Err(datafusion::error::DataFusionError::External(Box::new(
                         SqlError::new(
-                            sqlstate::NULL_VALUE_NOT_ALLOWED,
+                            ErrorKind::NullValueNotAllowed,
                             "null value not allowed for object key",
                         ),
                     )));
@@ -909,13 +909,15 @@ mod tests {
     #[test]
     fn format_errors_carry_postgres_sqlstates() {
         use super::format_row;
-        let code = |f: &str, args: &[Option<&str>]| format_row(f, args).unwrap_err().code;
+        let code = |f: &str, args: &[Option<&str>]| {
+            crate::sqlstate::of(format_row(f, args).unwrap_err().kind)
+        };
         assert_eq!(code("%d", &[Some("1")]), "22023");
         let e = format_row("%d", &[Some("1")]).unwrap_err();
         assert_eq!(e.message, "unrecognized format() type specifier \"d\"");
         let e = format_row("abc%", &[]).unwrap_err();
         assert_eq!(
-            (e.code, e.message.as_str()),
+            (crate::sqlstate::of(e.kind), e.message.as_str()),
             ("22023", "unterminated format() type specifier")
         );
         assert_eq!(code("%I", &[None]), "22004");
