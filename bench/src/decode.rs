@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
-use millrace_server::source::decode::{Decoder, Encoding};
+use millrace_connectors::decode::{Decoder, Encoding};
 use nexmark::event::Bid;
 
 /// Messages per decoded batch, as a Kafka source commits them.

@@ -5,7 +5,7 @@
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use millrace_server::engine::{Engine, Outcome};
+use millrace_engine::{Engine, Outcome};
 
 use crate::events::{self, BID_COLUMNS};
 use crate::measure::{self, Figures};
@@ -18,7 +18,7 @@ const BATCH_ROWS: usize = 100_000;
 pub async fn run(query: &Query, events: u64, scratch: &std::path::Path) -> anyhow::Result<Figures> {
     let dir = scratch.join(format!("engine-{}", query.name));
     let _ = std::fs::remove_dir_all(&dir);
-    let engine = Engine::open(&dir).await?;
+    let engine = Engine::open_with(&dir, millrace_server::engine_options()).await?;
     execute(&engine, &format!("CREATE TABLE bid ({BID_COLUMNS})")).await?;
     for view in query.views {
         execute(&engine, view).await?;

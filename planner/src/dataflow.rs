@@ -1,27 +1,16 @@
-//! Incremental dataflows: a materialized view's query as a graph of
-//! operators that turn input changes into output changes.
+//! The incremental planner: a materialized view's query as a graph of
+//! dataflow operators.
 //!
-//! [`Dataflow::plan`] rewrites DataFusion's (analyzed, unoptimized) logical
-//! plan node by node into a [`graph::Graph`] of [`operator::Operator`]s, one
-//! type per file: scans become [`input::Input`]s, filters and projections
-//! stateless [`filter::Filter`]s and [`project::Project`]s, `TUMBLE`/`HOP` a
-//! stateless [`window_assign::WindowAssign`], `SESSION` a
-//! [`session::SessionOperator`], `GROUP BY` and `DISTINCT` an
-//! [`aggregate::AggregateOperator`], `UNION ALL` a [`union::Union`].
-//! Anything else is refused with [`PlanError::Unsupported`] naming the
-//! construct: a view is never silently recomputed from scratch.
+//! [`plan`] rewrites DataFusion's (analyzed, unoptimized) logical plan node
+//! by node into a [`Graph`] of `millrace_dataflow` operators: scans become
+//! [`Input`]s, filters and projections stateless [`Filter`]s and
+//! [`Project`]s, `TUMBLE`/`HOP` a stateless [`WindowAssign`], `SESSION` a
+//! [`SessionOperator`], `GROUP BY` and `DISTINCT` an [`AggregateOperator`],
+//! `UNION ALL` a [`Union`]. Anything else is refused with
+//! [`PlanError::Unsupported`] naming the construct: a view is never silently
+//! recomputed from scratch.
 
-pub mod aggregate;
-pub mod filter;
-pub mod graph;
-pub mod input;
-pub mod operator;
-pub mod project;
-pub mod session;
-pub mod union;
-pub mod window_assign;
-
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
@@ -33,77 +22,58 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
+use millrace_dataflow::closing::expr_closing;
+use millrace_dataflow::graph::{Graph, NodeId};
+use millrace_dataflow::operator::aggregate::{AggCall, AggKind, AggregateOperator, GroupClosing};
+use millrace_dataflow::operator::filter::Filter;
+use millrace_dataflow::operator::input::Input;
+use millrace_dataflow::operator::project::Project;
+use millrace_dataflow::operator::session::SessionOperator;
+use millrace_dataflow::operator::union::Union;
+use millrace_dataflow::operator::window_assign::WindowAssign;
+use millrace_dataflow::{Dataflow, EmitMode, Operator, ViewOptions};
 
-pub use aggregate::{AggCall, AggKind, AggregateOperator, GroupClosing};
-pub use operator::{Operator, Stateful};
-pub use session::SessionOperator;
-
-use filter::Filter;
-use graph::{Graph, NodeId};
-use input::Input;
-use project::Project;
-use union::Union;
-use window_assign::WindowAssign;
-
-use crate::delta::Delta;
 use crate::error::unsupported;
 use crate::window::{RelationLookup, SessionRelation, WindowedRelation};
 use crate::{PlanError, Result};
 
-/// Where operators report state changes: `(operator, key, new value or
-/// None when removed)`.
-pub type StateSink<'a> = dyn FnMut(u32, &[u8], Option<Vec<u8>>) + 'a;
-
-/// The changes of one transaction, by relation name.
-pub type Changes = HashMap<String, Delta>;
-
-/// The watermarks of relations with event time, by relation name
-/// (nanoseconds since the epoch): rows behind them are no longer accepted.
-pub type Watermarks = HashMap<String, i64>;
-
-/// What a view's definition says beyond its query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct ViewOptions {
-    /// When window rows appear.
-    pub emit: EmitMode,
-    /// `WITH (retention = …)`: closed windows' rows leave the view this
-    /// long after they closed.
-    pub retention_ns: Option<i64>,
-}
-
-/// How a view's windows reach its rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum EmitMode {
-    /// Every change updates the view at once; open windows show partial
-    /// results (the default).
-    #[default]
-    OnUpdate,
-    /// `EMIT ON WINDOW CLOSE`: a window's row appears once, final, when the
-    /// watermark passes the window's end.
-    OnWindowClose,
-}
-
-/// How a column relates to a relation's event time: rows whose value in
-/// the column is `v` stop arriving once the relation's watermark reaches
-/// `v + after_ns`. The event-time column itself has `after_ns = 1` (a row
-/// at exactly the watermark is still on time), `window_end` 0,
-/// `window_start` the window size, `date_trunc('minute', ts)` one minute.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Closing {
-    /// The relation whose watermark it follows.
-    pub relation: String,
-    /// See above.
-    pub after_ns: i64,
-}
-/// A materialized view's incremental plan.
-#[derive(Debug)]
-pub struct Dataflow {
-    graph: Graph,
-    root: NodeId,
-    schema: SchemaRef,
-    inputs: BTreeSet<String>,
-    /// The view's changes are insertions only.
-    append_only: bool,
+/// Builds the dataflow of `plan`, a view query's analyzed logical plan.
+pub fn plan(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    lookup: &dyn RelationLookup,
+    options: ViewOptions,
+) -> Result<Dataflow> {
+    let mut b = Builder {
+        graph: Graph::default(),
+        state,
+        lookup,
+        next_op: 0,
+        aggregates: 0,
+        inputs: BTreeSet::new(),
+        options,
+    };
+    let root = b.build(plan)?;
+    if options.retention_ns.is_some() && b.aggregates == 0 {
+        return unsupported(
+            "retention on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
+        );
+    }
+    if options.emit == EmitMode::OnWindowClose && b.next_op == 0 {
+        return unsupported(
+            "EMIT ON WINDOW CLOSE on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
+        );
+    }
+    let arrow_schema = plan.schema().as_arrow();
+    // View columns are nullable: their values come from arbitrary expressions.
+    let schema = Arc::new(Schema::new(
+        arrow_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    Ok(Dataflow::new(b.graph, root, schema, b.inputs))
 }
 
 struct Builder<'a> {
@@ -114,265 +84,6 @@ struct Builder<'a> {
     aggregates: u32,
     inputs: BTreeSet<String>,
     options: ViewOptions,
-}
-
-impl Dataflow {
-    /// Builds the dataflow of `plan`, a view query's analyzed logical plan.
-    pub fn plan(
-        plan: &LogicalPlan,
-        state: &SessionState,
-        lookup: &dyn RelationLookup,
-        options: ViewOptions,
-    ) -> Result<Self> {
-        let mut b = Builder {
-            graph: Graph::default(),
-            state,
-            lookup,
-            next_op: 0,
-            aggregates: 0,
-            inputs: BTreeSet::new(),
-            options,
-        };
-        let root = b.build(plan)?;
-        if options.retention_ns.is_some() && b.aggregates == 0 {
-            return unsupported(
-                "retention on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
-            );
-        }
-        if options.emit == EmitMode::OnWindowClose && b.next_op == 0 {
-            return unsupported(
-                "EMIT ON WINDOW CLOSE on a view without GROUP BY (it needs a GROUP BY on a window or time bucket of a column with a WATERMARK)",
-            );
-        }
-        let arrow_schema = plan.schema().as_arrow();
-        // View columns are nullable: their values come from arbitrary expressions.
-        let schema = Arc::new(Schema::new(
-            arrow_schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
-        let append_only = b.graph.append_only(root);
-        Ok(Self {
-            graph: b.graph,
-            root,
-            schema,
-            inputs: b.inputs,
-            append_only,
-        })
-    }
-
-    /// True when the view's changes are insertions only, so that its
-    /// contents can be kept as appended batches.
-    pub fn append_only(&self) -> bool {
-        self.append_only
-    }
-
-    /// Reports every state record of every operator to `persist`, as
-    /// `(operator, key, Some(value))`: a full checkpoint image.
-    pub fn snapshot(&self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
-        for op in self.graph.stateful() {
-            op.snapshot(persist)?;
-        }
-        Ok(())
-    }
-
-    /// Renames the output columns (PostgreSQL's names for unaliased
-    /// expressions, see [`crate::naming`]).
-    pub fn rename_columns(&mut self, names: Option<Vec<Option<String>>>) {
-        self.schema = crate::naming::rename(&self.schema, names);
-    }
-
-    /// The view's output schema.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    /// Names of the relations the view reads.
-    pub fn inputs(&self) -> &BTreeSet<String> {
-        &self.inputs
-    }
-
-    /// Turns the changes of the view's inputs into the change of the view,
-    /// then closes the windows the inputs' `watermarks` have passed. State
-    /// changes stay pending until [`Dataflow::committed`] or
-    /// [`Dataflow::rollback`].
-    pub fn push(&mut self, changes: &Changes, watermarks: &Watermarks) -> Result<Option<Delta>> {
-        match self.graph.run(self.root, changes, watermarks)? {
-            Some(d) => Ok(Some(d.with_schema(self.schema.clone())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Sets the watermarks windows were closed up to before a restart:
-    /// call before [`Dataflow::load_state`].
-    pub fn restore_watermarks(&mut self, watermarks: &Watermarks) {
-        let _ = self.graph.for_each_stateful(&mut |op| {
-            if let Some(wm) = op.closes_on().and_then(|r| watermarks.get(r)) {
-                op.restore_watermark(*wm);
-            }
-            Ok(())
-        });
-    }
-
-    /// True when the view closes windows on the watermark of `relation`.
-    pub fn closes_on(&self, relation: &str) -> bool {
-        self.graph
-            .stateful()
-            .any(|op| op.closes_on() == Some(relation))
-    }
-
-    /// The lowest watermark the view's operators closed windows up to, and
-    /// the rows they dropped because their window had closed.
-    pub fn progress(&self) -> (Option<i64>, u64) {
-        let mut wm: Option<i64> = None;
-        let mut late = 0;
-        for op in self.graph.stateful() {
-            if op.closes_on().is_some() {
-                if let Some(w) = op.watermark() {
-                    wm = Some(wm.map_or(w, |m| m.min(w)));
-                }
-            }
-            late += op.late_rows();
-        }
-        (wm, late)
-    }
-
-    /// Reports every pending state change to `persist` as
-    /// `(operator, group key, new state or None when removed)`.
-    pub fn pending(&mut self, persist: &mut crate::dataflow::StateSink<'_>) -> Result<()> {
-        for op in self.graph.stateful() {
-            op.pending(persist)?;
-        }
-        Ok(())
-    }
-
-    /// The pending state changes are durable.
-    pub fn committed(&mut self) {
-        let _ = self.graph.for_each_stateful(&mut |op| {
-            op.committed();
-            Ok(())
-        });
-    }
-
-    /// Forgets every pending state change.
-    pub fn rollback(&mut self) {
-        let _ = self.graph.for_each_stateful(&mut |op| {
-            op.rollback();
-            Ok(())
-        });
-    }
-
-    /// Restores state of operator `op` read back from storage.
-    pub fn load_state(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut found = false;
-        self.graph.for_each_stateful(&mut |s| {
-            if s.owns(op) {
-                found = true;
-                s.load(op, key, value)?;
-            }
-            Ok(())
-        })?;
-        if found {
-            Ok(())
-        } else {
-            Err(PlanError::Internal(format!(
-                "stored state for operator {op}, which the view does not have"
-            )))
-        }
-    }
-
-    /// Total number of groups (and open sessions' rows) held by the view's
-    /// operators.
-    pub fn state_size(&self) -> usize {
-        self.graph.stateful().map(|op| op.held()).sum()
-    }
-
-    /// The dataflow as indented lines, root first, for `EXPLAIN`.
-    pub fn explain(&self, view: &str) -> Vec<String> {
-        let columns: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        let kept = if self.append_only {
-            "appended batches in memory"
-        } else {
-            "rows by key in memory"
-        };
-        let mut out = vec![format!(
-            "Materialize: {view} [{}] ({kept}, checkpointed, updated per change)",
-            columns.join(", ")
-        )];
-        self.graph.explain(self.root, 1, &mut out);
-        out
-    }
-}
-
-/// How the value of `e` relates to event time, given its input columns'.
-pub(crate) fn expr_closing(
-    e: &Arc<dyn PhysicalExpr>,
-    inputs: &[Option<Closing>],
-) -> Option<Closing> {
-    use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
-    use datafusion::physical_expr::ScalarFunctionExpr;
-    if let Some(c) = e.downcast_ref::<Column>() {
-        return inputs.get(c.index()).cloned().flatten();
-    }
-    if let Some(c) = e.downcast_ref::<CastExpr>() {
-        // To nanoseconds keeps the instant (event time is at most that
-        // precise); a coarser precision would truncate it.
-        let exact = matches!(
-            c.cast_type(),
-            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, _)
-        );
-        return if exact {
-            expr_closing(c.expr(), inputs)
-        } else {
-            None
-        };
-    }
-    let f = e.downcast_ref::<ScalarFunctionExpr>()?;
-    let args = f.args();
-    let literal = |i: usize| {
-        args.get(i)
-            .and_then(|a| a.downcast_ref::<Literal>())
-            .map(|l| l.value().clone())
-    };
-    let (time_arg, after_ns) = match f.name() {
-        "date_trunc" => {
-            let unit = literal(0)?;
-            let unit = match &unit {
-                datafusion::common::ScalarValue::Utf8(Some(u))
-                | datafusion::common::ScalarValue::LargeUtf8(Some(u))
-                | datafusion::common::ScalarValue::Utf8View(Some(u)) => u.to_ascii_lowercase(),
-                _ => return None,
-            };
-            let ns = match unit.as_str() {
-                "microsecond" | "microseconds" => 1_000,
-                "millisecond" | "milliseconds" => 1_000_000,
-                "second" | "seconds" => 1_000_000_000,
-                "minute" | "minutes" => 60_000_000_000,
-                "hour" | "hours" => 3_600_000_000_000,
-                "day" | "days" => crate::event_time::DAY_NS,
-                "week" | "weeks" => 7 * crate::event_time::DAY_NS,
-                _ => return None,
-            };
-            (1, ns)
-        }
-        "date_bin" => {
-            let stride = crate::event_time::fixed_interval_ns(&literal(0)?)?;
-            (1, stride)
-        }
-        _ => return None,
-    };
-    let time = expr_closing(args.get(time_arg)?, inputs)?;
-    (time.after_ns == 1 && after_ns > 0).then_some(Closing {
-        relation: time.relation,
-        after_ns,
-    })
 }
 
 /// Arrow schema of a logical plan node, all columns nullable (changes may
@@ -388,6 +99,11 @@ fn node_schema(df: &DFSchema) -> SchemaRef {
 }
 
 impl Builder<'_> {
+    /// Adds `op` fed by `inputs` to the graph.
+    fn add(&mut self, op: Box<dyn Operator>, inputs: Vec<NodeId>) -> Result<NodeId> {
+        Ok(self.graph.add(op, inputs)?)
+    }
+
     fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
         if let Some(what) = unsupported_expr(e) {
             return unsupported(format!("{what} in a materialized view"));
@@ -414,7 +130,7 @@ impl Builder<'_> {
                 } else if let Some(w) = provider.downcast_ref::<WindowedRelation>() {
                     self.inputs.insert(w.input_name.clone());
                     let input = self.source(&w.input_name)?;
-                    self.graph.add(
+                    self.add(
                         Box::new(WindowAssign::new(
                             w.spec.clone(),
                             datafusion::datasource::TableProvider::schema(w),
@@ -463,7 +179,7 @@ impl Builder<'_> {
                             .iter()
                             .map(|&i| input_schema.field(i).name().clone())
                             .collect();
-                        self.graph.add(
+                        self.add(
                             Box::new(Project::new(
                                 exprs,
                                 display,
@@ -482,7 +198,7 @@ impl Builder<'_> {
                     .map(|e| self.physical(e, p.input.schema()))
                     .collect::<Result<Vec<_>>>()?;
                 let display = p.expr.iter().map(|e| e.to_string()).collect();
-                self.graph.add(
+                self.add(
                     Box::new(Project::new(exprs, display, node_schema(&p.schema))),
                     vec![input],
                 )
@@ -491,7 +207,7 @@ impl Builder<'_> {
                 let input = self.build(&f.input)?;
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let schema = self.graph.schema(input);
-                self.graph.add(
+                self.add(
                     Box::new(Filter::new(predicate, f.predicate.to_string(), schema)),
                     vec![input],
                 )
@@ -532,7 +248,7 @@ impl Builder<'_> {
                     append_only,
                 )?;
                 self.set_closing(&mut op, input)?;
-                self.graph.add(Box::new(op), vec![input])
+                self.add(Box::new(op), vec![input])
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {
                 let input = self.build(inner)?;
@@ -561,7 +277,7 @@ impl Builder<'_> {
                     append_only,
                 )?;
                 self.set_closing(&mut op, input)?;
-                self.graph.add(Box::new(op), vec![input])
+                self.add(Box::new(op), vec![input])
             }
             LogicalPlan::Union(u) => {
                 let inputs = u
@@ -569,8 +285,7 @@ impl Builder<'_> {
                     .iter()
                     .map(|i| self.build(i))
                     .collect::<Result<Vec<_>>>()?;
-                self.graph
-                    .add(Box::new(Union::new(node_schema(&u.schema))), inputs)
+                self.add(Box::new(Union::new(node_schema(&u.schema))), inputs)
             }
             LogicalPlan::Join(_) => unsupported("JOIN in a materialized view"),
             LogicalPlan::Limit(_) => unsupported("LIMIT / OFFSET in a materialized view"),
@@ -659,7 +374,7 @@ impl Builder<'_> {
             }
             op.emit_on_close = true;
         }
-        self.graph.add(Box::new(op), vec![input])
+        self.add(Box::new(op), vec![input])
     }
 
     fn source(&mut self, name: &str) -> Result<NodeId> {
@@ -676,7 +391,7 @@ impl Builder<'_> {
             event_time,
             self.lookup.is_append_only(name),
         );
-        self.graph.add(Box::new(input), vec![])
+        self.add(Box::new(input), vec![])
     }
 
     fn agg_call(
@@ -734,7 +449,14 @@ impl Builder<'_> {
             Some(f) => Some(self.physical(f, schema)?),
             None => None,
         };
-        AggCall::new(kind, arg, filter, input_type, output_type, display)
+        Ok(AggCall::new(
+            kind,
+            arg,
+            filter,
+            input_type,
+            output_type,
+            display,
+        )?)
     }
 }
 

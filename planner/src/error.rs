@@ -29,6 +29,19 @@ pub enum PlanError {
     Internal(String),
 }
 
+impl From<millrace_dataflow::DataflowError> for PlanError {
+    /// The runtime's errors keep their kind: the same variant here.
+    fn from(e: millrace_dataflow::DataflowError) -> Self {
+        use millrace_dataflow::DataflowError as D;
+        match e {
+            D::Unsupported(m) => PlanError::Unsupported(m),
+            D::OutOfRange(m) => PlanError::OutOfRange(m),
+            D::DataFusion(e) => PlanError::DataFusion(e),
+            D::Internal(m) => PlanError::Internal(m),
+        }
+    }
+}
+
 impl From<arrow::error::ArrowError> for PlanError {
     fn from(e: arrow::error::ArrowError) -> Self {
         PlanError::DataFusion(DataFusionError::ArrowError(Box::new(e), None))

@@ -1,24 +1,22 @@
-//! Event time: which column of a table or source carries it, how far the
-//! watermark trails it, and how far columns derived from it (window bounds,
-//! `date_trunc`, `date_bin`) are behind it.
+//! Event time: which column of a table or source carries it and how far
+//! the watermark trails it (`WATERMARK FOR`). How far columns derived from
+//! it are behind it is `millrace_dataflow::closing`; the runtime's time
+//! helpers are `millrace_dataflow::time`.
 //!
 //! A relation's watermark is a time `w` with the promise that rows whose
 //! event time is below `w` will not be accepted any more: they are late and
 //! dropped before any view sees them. All times here are nanoseconds since
 //! the Unix epoch (UTC), whatever the column's precision.
 
-use arrow::array::{Array, ArrayRef, Int64Array};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Schema, TimeUnit};
+use arrow::array::Int64Array;
+use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
+use millrace_dataflow::time::{fixed_interval_ns, timestamps_ns};
 use sqlparser::ast::{BinaryOperator, Expr as SqlExpr};
 
 use crate::source::WatermarkDef;
 use crate::{PlanError, Result};
-
-/// Nanoseconds in a day.
-pub const DAY_NS: i64 = 86_400_000_000_000;
 
 /// The resolved `WATERMARK FOR column AS column - INTERVAL '…'` of a relation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +86,7 @@ impl EventTime {
     /// The event times of `batch`'s rows (a relation batch), NULL where the
     /// column is NULL.
     pub fn times(&self, batch: &RecordBatch) -> Result<Int64Array> {
-        timestamps_ns(batch.column(self.index))
+        Ok(timestamps_ns(batch.column(self.index))?)
     }
 
     /// The watermark that the largest event time `max_ns` allows.
@@ -139,61 +137,10 @@ pub fn parse_fixed_interval(text: &str) -> Option<i64> {
     fixed_interval_ns(&ScalarValue::IntervalMonthDayNano(Some(v)))
 }
 
-/// The length of a constant interval in nanoseconds; `None` when it is not
-/// an interval or counts months or years.
-pub fn fixed_interval_ns(value: &ScalarValue) -> Option<i64> {
-    match value {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => (v.days as i64)
-            .checked_mul(DAY_NS)
-            .and_then(|d| d.checked_add(v.nanoseconds)),
-        ScalarValue::IntervalDayTime(Some(v)) => (v.days as i64)
-            .checked_mul(DAY_NS)
-            .and_then(|d| d.checked_add(v.milliseconds as i64 * 1_000_000)),
-        _ => None,
-    }
-}
-
-/// Nanoseconds per unit of a timestamp type; `None` for other types.
-pub fn unit_ns(data_type: &DataType) -> Option<i64> {
-    match data_type {
-        DataType::Timestamp(TimeUnit::Second, _) => Some(1_000_000_000),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Some(1_000_000),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Some(1_000),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => Some(1),
-        _ => None,
-    }
-}
-
-/// A timestamp column of any precision as nanoseconds since the epoch.
-/// Values beyond the nanosecond range (years before 1677 or after 2262)
-/// saturate.
-pub fn timestamps_ns(array: &ArrayRef) -> Result<Int64Array> {
-    let per_ns = unit_ns(array.data_type()).ok_or_else(|| {
-        PlanError::Internal(format!(
-            "event time of type {}, expected a timestamp",
-            array.data_type()
-        ))
-    })?;
-    let raw = cast(array, &DataType::Int64)?;
-    let raw = raw
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| PlanError::Internal("timestamp did not cast to int64".into()))?;
-    if per_ns == 1 {
-        return Ok(raw.clone());
-    }
-    Ok(raw.unary(|v| v.saturating_mul(per_ns)))
-}
-
-/// The largest non-NULL value of `times`.
-pub fn max_time(times: &Int64Array) -> Option<i64> {
-    arrow::compute::max(times)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::Field;
+    use arrow::datatypes::{Field, TimeUnit};
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
 

@@ -1,16 +1,14 @@
 //! What to compute: SQL in, plans out.
 //!
 //! The planner turns SQL text into Millrace statements ([`statement`]), adds
-//! the streaming table functions `TUMBLE` and `HOP` to DataFusion
+//! the streaming table functions `TUMBLE`, `HOP` and `SESSION` to DataFusion
 //! ([`window`]), and rewrites a materialized view's DataFusion logical plan
-//! into an incremental [`dataflow::Dataflow`]: a tree of operators that each
-//! consume and produce changes ([`delta::Delta`], rows with signed weights).
-//! Operators are pure state machines: the planner never does I/O; the server
-//! feeds them changes and persists the state they report dirty.
+//! into an incremental `millrace_dataflow::Dataflow` ([`dataflow::plan`]): a
+//! graph of operators that each consume and produce changes. The planner
+//! never does I/O and runs nothing: the operators are `millrace-dataflow`'s,
+//! and the engine feeds them.
 
-pub mod contents;
 pub mod dataflow;
-pub mod delta;
 pub mod error;
 pub mod event_time;
 pub mod json;

@@ -1,4 +1,5 @@
-//! PostgreSQL's names for unaliased result columns.
+//! PostgreSQL's names for unaliased result columns, and for types in
+//! messages ([`pg_type_name`]).
 //!
 //! DataFusion names `SELECT count(*), 1 + 1` as `count(*)` and
 //! `Int64(1) + Int64(1)`; PostgreSQL (and so every client and BI tool) as
@@ -139,6 +140,27 @@ fn type_name(t: &DataType) -> String {
         other => return other.to_string(),
     }
     .to_string()
+}
+
+/// PostgreSQL's name for an Arrow type, for messages.
+pub fn pg_type_name(t: &arrow::datatypes::DataType) -> String {
+    match t {
+        arrow::datatypes::DataType::Int8 | arrow::datatypes::DataType::Int16 => "smallint".into(),
+        arrow::datatypes::DataType::Int32 => "integer".into(),
+        arrow::datatypes::DataType::Int64 => "bigint".into(),
+        arrow::datatypes::DataType::Float32 => "real".into(),
+        arrow::datatypes::DataType::Float64 => "double precision".into(),
+        arrow::datatypes::DataType::Decimal128(_, _) => "numeric".into(),
+        arrow::datatypes::DataType::Utf8
+        | arrow::datatypes::DataType::LargeUtf8
+        | arrow::datatypes::DataType::Utf8View => "text".into(),
+        arrow::datatypes::DataType::Boolean => "boolean".into(),
+        arrow::datatypes::DataType::Timestamp(_, None) => "timestamp without time zone".into(),
+        arrow::datatypes::DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        arrow::datatypes::DataType::Date32 | arrow::datatypes::DataType::Date64 => "date".into(),
+        arrow::datatypes::DataType::Interval(_) => "interval".into(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -95,7 +95,9 @@ fn main() {
     let dir = scratch_dir("millrace-bench-et");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let engine = millrace_server::engine::Engine::open(&dir).await.expect("open");
+        let engine = millrace_engine::Engine::open_with(&dir, millrace_server::engine_options())
+            .await
+            .expect("open");
         exec(
             &engine,
             &format!(
@@ -143,7 +145,7 @@ fn main() {
             .execute(&parse("SELECT count(*) FROM closed").expect("parse")[0], None)
             .await
             .expect("count");
-        if let millrace_server::engine::Outcome::Rows { batches, .. } = closed {
+        if let millrace_engine::Outcome::Rows { batches, .. } = closed {
             let n = batches
                 .first()
                 .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, TimestampNanosecondArray};
 use arrow::record_batch::RecordBatch;
-use millrace_server::engine::Engine;
+use millrace_engine::Engine;
 
 mod common;
 use common::{env_count, exec, rss_mib, scratch_dir};
@@ -113,7 +113,9 @@ fn main() {
     let dir = scratch_dir("millrace-bench");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let engine = Engine::open(&dir).await.expect("open");
+        let engine = Engine::open_with(&dir, millrace_server::engine_options())
+            .await
+            .expect("open");
         exec(
             &engine,
             "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP);

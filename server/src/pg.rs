@@ -1,7 +1,10 @@
 //! The PostgreSQL wire protocol front end (pgwire): simple and extended
 //! query protocol, session commands, result encoding and error reporting.
 
+pub mod compat;
 mod cursor;
+pub mod functions;
+mod information_schema;
 mod params;
 mod session;
 pub(crate) mod text;
@@ -24,8 +27,8 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
-use crate::engine::{Engine, Outcome};
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{ErrorKind, SqlError, SqlResult};
+use millrace_engine::{Engine, Outcome};
 
 /// The most `$n` parameters a statement may have (the protocol's limit).
 const MAX_PARAMETERS: usize = 65_535;
@@ -97,7 +100,7 @@ impl Frontend {
             r = fut => r,
             _ = deadline => {
                 return Err(SqlError::new(
-                    sqlstate::QUERY_CANCELED,
+                    ErrorKind::QueryCanceled,
                     "canceling statement due to statement timeout",
                 ))
             }
@@ -105,7 +108,7 @@ impl Frontend {
         match result {
             Ok(r) => r.map(SessionOutcome::Engine),
             Err(panic) => {
-                let what = crate::engine::panic_message(&*panic);
+                let what = millrace_engine::panic_message(&*panic);
                 tracing::error!(statement = %stmt, "statement panicked: {what}");
                 Err(SqlError::internal(format!(
                     "the statement failed unexpectedly: {what}"
@@ -127,7 +130,7 @@ impl Frontend {
             cursor::CursorCommand::Declare { name, hold, query } => {
                 if !hold && client.transaction_status() == TransactionStatus::Idle {
                     return Err(SqlError::new(
-                        sqlstate::NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH,
+                        ErrorKind::NoActiveSqlTransactionForBranch,
                         "DECLARE CURSOR can only be used in transaction blocks",
                     )
                     .with_hint("BEGIN first, or declare the cursor WITH HOLD"));
@@ -142,7 +145,7 @@ impl Frontend {
                     .map_err(|p| {
                         SqlError::internal(format!(
                             "the cursor's query failed unexpectedly: {}",
-                            crate::engine::panic_message(&*p)
+                            millrace_engine::panic_message(&*p)
                         ))
                     })??;
                 self.cursors.declare(name, hold, result)?;
@@ -168,12 +171,9 @@ fn command_outcome(tag: &str) -> SessionOutcome {
 }
 
 /// Parses what a client sent, after swapping the catalog queries of known
-/// clients that DataFusion cannot plan (see [`Engine::swap_client_queries`]).
-fn parse_client_sql(
-    engine: &Engine,
-    sql: &str,
-) -> Result<Vec<Statement>, millrace_planner::PlanError> {
-    match engine.swap_client_queries(sql) {
+/// clients that DataFusion cannot plan (see [`compat::swap_client_queries`]).
+fn parse_client_sql(sql: &str) -> Result<Vec<Statement>, millrace_planner::PlanError> {
+    match compat::swap_client_queries(sql) {
         Some(swapped) => statement::parse(&swapped),
         None => statement::parse(sql),
     }
@@ -244,7 +244,11 @@ pub(crate) enum SessionOutcome {
 
 /// Converts an error for the wire.
 pub(crate) fn error_info(e: &SqlError) -> ErrorInfo {
-    let mut info = ErrorInfo::new("ERROR".to_owned(), e.code.to_owned(), e.message.clone());
+    let mut info = ErrorInfo::new(
+        "ERROR".to_owned(),
+        crate::sqlstate::of(e.kind).to_owned(),
+        e.message.clone(),
+    );
     info.detail = e.detail.clone();
     info.hint = e.hint.clone();
     info
@@ -304,7 +308,7 @@ impl SimpleQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let stmts = match parse_client_sql(&self.engine, query) {
+        let stmts = match parse_client_sql(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
         };
@@ -364,10 +368,10 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = parse_client_sql(&self.engine, sql).map_err(|e| user_error(e.into()))?;
+        let mut stmts = parse_client_sql(sql).map_err(|e| user_error(e.into()))?;
         if stmts.len() > 1 {
             return Err(user_error(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
+                ErrorKind::SyntaxError,
                 "cannot insert multiple commands into a prepared statement",
             )));
         }
@@ -428,7 +432,7 @@ impl Parser {
                 Sql::Query(_) | Sql::Insert(_) => {
                     let plan = self
                         .engine
-                        .plan_sql(&crate::engine::aliased(sql), None)
+                        .plan_sql(&millrace_engine::aliased(sql), None)
                         .await?;
                     let mut types = plan.get_parameter_types()?;
                     infer_from_casts(&plan, &mut types);
@@ -445,13 +449,13 @@ impl Parser {
                     let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
                     if n > MAX_PARAMETERS {
                         return Err(SqlError::new(
-                            sqlstate::PROTOCOL_VIOLATION,
+                            ErrorKind::ProtocolViolation,
                             format!("statement uses ${n}: at most {MAX_PARAMETERS} parameters are allowed"),
                         ));
                     }
                     if ordered.iter().any(|(i, _)| *i == 0) {
                         return Err(SqlError::new(
-                            sqlstate::UNDEFINED_PARAMETER,
+                            ErrorKind::UndefinedParameter,
                             "there is no parameter $0",
                         ));
                     }
@@ -460,7 +464,7 @@ impl Parser {
                         params[i - 1] = t;
                     }
                     let result = match sql.as_ref() {
-                        Sql::Query(_) => Some(crate::engine::result_schema(sql, &plan)),
+                        Sql::Query(_) => Some(millrace_engine::result_schema(sql, &plan)),
                         _ => None,
                     };
                     Ok((params, result))
@@ -620,7 +624,7 @@ pub enum Startup {
 impl Startup {
     /// Password authentication against `users` (one handler per
     /// connection: it holds the exchange's state).
-    pub fn password(users: Arc<crate::users::Users>) -> Self {
+    pub fn password(users: Arc<millrace_engine::users::Users>) -> Self {
         use pgwire::api::auth::sasl::{scram::ScramAuth, SASLAuthStartupHandler};
         let handler = SASLAuthStartupHandler::new(Arc::new(server_parameters()))
             .with_scram(ScramAuth::new(users))

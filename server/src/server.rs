@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::{AuthMode, Config};
-use crate::engine::Engine;
 use crate::pg::{Frontend, Handlers, Startup};
+use crate::sqlstate::describe;
+use millrace_engine::Engine;
 
 /// Sends log lines to stderr, filtered by `filter` (`RUST_LOG` syntax, as
 /// `--log` takes it; an invalid filter falls back to `info`).
@@ -39,17 +40,19 @@ pub async fn run(
             config.listen
         );
     }
-    let options = crate::engine::EngineOptions {
+    let options = millrace_engine::EngineOptions {
         checkpoint_interval: Some(std::time::Duration::from_millis(
             config.checkpoint_interval_ms,
         )),
+        ..crate::engine_options()
     };
     let engine = Engine::open_with(&config.data_dir, options)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "cannot open data directory {}: {e}",
-                config.data_dir.display()
+                "cannot open data directory {}: {}",
+                config.data_dir.display(),
+                describe(&e)
             )
         })?;
     let listener = TcpListener::bind(config.listen)
@@ -65,12 +68,16 @@ pub async fn run(
     let users = engine.users();
     if config.auth == AuthMode::Password {
         if let Some(password) = &config.password {
-            users
-                .set_password(&config.user, password)
-                .map_err(|e| anyhow::anyhow!("cannot set the password of {}: {e}", config.user))?;
+            users.set_password(&config.user, password).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot set the password of {}: {}",
+                    config.user,
+                    describe(&e)
+                )
+            })?;
         } else if users
             .is_empty()
-            .map_err(|e| anyhow::anyhow!("cannot read users: {e}"))?
+            .map_err(|e| anyhow::anyhow!("cannot read users: {}", describe(&e)))?
         {
             anyhow::bail!(
                 "--auth password, but no user exists yet: set MILLRACE_PASSWORD to create user \"{}\" (or --user / MILLRACE_USER for another name)",

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use millrace_engine::Engine;
 use millrace_planner::statement::parse;
-use millrace_server::engine::Engine;
 
 /// The number in environment variable `name`, or `default`.
 pub fn env_count(name: &str, default: usize) -> usize {

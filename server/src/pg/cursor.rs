@@ -14,8 +14,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use sqlparser::ast::{CloseCursor, FetchDirection, Statement as Sql, Value};
 
-use crate::engine::Outcome;
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{ErrorKind, SqlError, SqlResult};
+use millrace_engine::Outcome;
 
 /// At most this many cursors per connection: each holds its whole result.
 const MAX_CURSORS: usize = 256;
@@ -101,12 +101,12 @@ fn count(v: &Value) -> SqlResult<usize> {
     match v {
         Value::Number(n, _) => n.parse().map_err(|_| {
             SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
+                ErrorKind::InvalidParameterValue,
                 format!("FETCH count {n} is not a row count"),
             )
         }),
         other => Err(SqlError::new(
-            sqlstate::SYNTAX_ERROR,
+            ErrorKind::SyntaxError,
             format!("FETCH count {other} is not a number"),
         )),
     }
@@ -114,7 +114,7 @@ fn count(v: &Value) -> SqlResult<usize> {
 
 fn no_such(name: &str) -> SqlError {
     SqlError::new(
-        sqlstate::INVALID_CURSOR_NAME,
+        ErrorKind::InvalidCursorName,
         format!("cursor \"{name}\" does not exist"),
     )
 }
@@ -124,20 +124,20 @@ impl Cursors {
     pub(crate) fn declare(&self, name: String, hold: bool, result: Outcome) -> SqlResult<()> {
         let Outcome::Rows { schema, batches } = result else {
             return Err(SqlError::new(
-                sqlstate::INVALID_CURSOR_DEFINITION,
+                ErrorKind::InvalidCursorDefinition,
                 "a cursor needs a query that returns rows",
             ));
         };
         let mut open = self.lock();
         if open.contains_key(&name) {
             return Err(SqlError::new(
-                sqlstate::DUPLICATE_CURSOR,
+                ErrorKind::DuplicateCursor,
                 format!("cursor \"{name}\" already exists"),
             ));
         }
         if open.len() >= MAX_CURSORS {
             return Err(SqlError::new(
-                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                ErrorKind::ProgramLimitExceeded,
                 format!("a connection can have at most {MAX_CURSORS} open cursors"),
             )
             .with_hint("CLOSE the cursors you no longer read"));

@@ -8,7 +8,7 @@ use pgwire::api::Type;
 use pgwire::error::PgWireError;
 
 use super::Prepared;
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{ErrorKind, SqlError, SqlResult};
 
 /// Decodes every parameter of `portal`, converting each to the type the
 /// planner inferred for it.
@@ -36,7 +36,7 @@ pub(crate) fn decode(
             Some(t) if !value.is_null() && &value.data_type() != t => {
                 value.cast_to(t).map_err(|e| {
                     SqlError::new(
-                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                        ErrorKind::InvalidTextRepresentation,
                         format!("invalid value for parameter ${}: {e}", i + 1),
                     )
                 })?
@@ -51,7 +51,7 @@ pub(crate) fn decode(
 
 fn bad(i: usize, e: PgWireError) -> SqlError {
     SqlError::new(
-        sqlstate::INVALID_TEXT_REPRESENTATION,
+        ErrorKind::InvalidTextRepresentation,
         format!("invalid value for parameter ${}: {e}", i + 1),
     )
 }

@@ -15,8 +15,8 @@ use pgwire::api::ClientInfo;
 use sqlparser::ast::{Expr, Ident, Set, Statement as Sql, Value};
 
 use super::SessionOutcome;
-use crate::engine::Outcome;
-use crate::error::{sqlstate, SqlError, SqlResult};
+use millrace_engine::error::{ErrorKind, SqlError, SqlResult};
+use millrace_engine::Outcome;
 
 /// Settings every session starts with, as PostgreSQL 15 reports them.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -79,7 +79,7 @@ pub(crate) fn handle<C: ClientInfo>(
                 && timeout_ms(&value).is_none()
             {
                 return Err(SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
+                    ErrorKind::InvalidParameterValue,
                     format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
                 )
                 .with_hint("Give milliseconds, or a number with ms, s, min, h or d."));
@@ -183,7 +183,7 @@ fn show<C: ClientInfo>(client: &C, variable: &[Ident]) -> SqlResult<SessionOutco
     };
     let value = lookup(key).ok_or_else(|| {
         SqlError::new(
-            sqlstate::UNDEFINED_OBJECT,
+            ErrorKind::UndefinedObject,
             format!("unrecognized configuration parameter \"{name}\""),
         )
     })?;
@@ -288,7 +288,7 @@ fn setting_call<C: ClientInfo>(client: &C, f: &sqlparser::ast::Function) -> SqlR
         Some(v) => Ok(Expr::Value(Value::SingleQuotedString(v).into())),
         None if missing_ok => Ok(Expr::Value(Value::Null.into())),
         None => Err(SqlError::new(
-            sqlstate::UNDEFINED_OBJECT,
+            ErrorKind::UndefinedObject,
             format!("unrecognized configuration parameter \"{name}\""),
         )),
     }

@@ -1,0 +1,271 @@
+//! Checkpoints: what survives a crash of the views, and how they come back.
+//!
+//! Views keep their operator state and contents in memory; an `INSERT` or a
+//! consumed Kafka batch only writes the write-ahead log (its rows, the
+//! source offsets, the event-time progress). A checkpoint, taken every
+//! `checkpoint_interval` (and on `FLUSH`, `CREATE MATERIALIZED VIEW` and
+//! clean shutdown), writes one image holding, for every view, the state
+//! records and rows that changed since the previous image, every
+//! relation's event-time progress, and the log position it covers (the
+//! *cut*: the first sequence number not in it). Images chain (see
+//! [`millrace_storage::checkpoint`]); now and then a full image starts a new
+//! chain, so that recovery reads a bounded amount.
+//!
+//! The image is captured under the pipelines' write lock, so it is one
+//! consistent point of every view; encoding and the disk writes happen
+//! after the lock is released, so ingestion waits only for the capture.
+//!
+//! Recovery ([`Image::merge`], then the engine's replay) loads the chain,
+//! then replays the log records from the cut on, in their original order
+//! and with the progress each one logged, through the views: the result is
+//! the views as they were when the last log record was written.
+
+use std::collections::BTreeMap;
+
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use millrace_dataflow::contents::ContentsImage;
+use millrace_storage::RelationId;
+use serde::{Deserialize, Serialize};
+
+use super::event_time::Progress;
+use crate::error::{SqlError, SqlResult};
+
+/// One operator state record: `(operator, key, value or None when gone)`.
+pub type StateRecord = (u32, Vec<u8>, Option<Vec<u8>>);
+
+/// What one view contributes to an image, before encoding.
+pub struct CapturedView {
+    pub id: RelationId,
+    pub state: Vec<StateRecord>,
+    pub contents: ContentsImage,
+}
+
+/// An image as captured under the lock.
+pub struct Captured {
+    pub full: bool,
+    pub cut: u64,
+    pub event_times: Vec<(RelationId, Progress)>,
+    pub views: Vec<CapturedView>,
+}
+
+impl Captured {
+    /// True when writing it would change nothing a restart reads.
+    pub fn is_noop(&self, last_cut: Option<u64>) -> bool {
+        !self.full
+            && last_cut == Some(self.cut)
+            && self.views.iter().all(|v| {
+                v.state.is_empty() && v.contents.rows.is_empty() && v.contents.batches.is_empty()
+            })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EncodedView {
+    id: RelationId,
+    state: Vec<StateRecord>,
+    rows: Vec<(Vec<u8>, i64)>,
+    /// The appended batches as one Arrow IPC stream (empty when none).
+    batches: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EncodedImage {
+    full: bool,
+    cut: u64,
+    event_times: Vec<(RelationId, Progress)>,
+    views: Vec<EncodedView>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> SqlError {
+    SqlError::internal(format!("{what}: {e}"))
+}
+
+/// Encodes a captured image for the checkpoint file.
+pub fn encode(image: Captured) -> SqlResult<Vec<u8>> {
+    let mut views = Vec::with_capacity(image.views.len());
+    for v in image.views {
+        let mut batches = Vec::new();
+        if let Some(first) = v.contents.batches.first() {
+            let mut w = StreamWriter::try_new(&mut batches, first.schema_ref())
+                .map_err(|e| internal("encoding a checkpoint", e))?;
+            for b in &v.contents.batches {
+                w.write(b)
+                    .map_err(|e| internal("encoding a checkpoint", e))?;
+            }
+            w.finish()
+                .map_err(|e| internal("encoding a checkpoint", e))?;
+        }
+        views.push(EncodedView {
+            id: v.id,
+            state: v.state,
+            rows: v.contents.rows,
+            batches,
+        });
+    }
+    bincode::serialize(&EncodedImage {
+        full: image.full,
+        cut: image.cut,
+        event_times: image.event_times,
+        views,
+    })
+    .map_err(|e| internal("encoding a checkpoint", e))
+}
+
+/// One view as the whole chain leaves it.
+#[derive(Default)]
+pub struct RestoredView {
+    /// Its state records, sorted (an aggregate's groups before their values).
+    pub state: BTreeMap<(u32, Vec<u8>), Vec<u8>>,
+    /// Its contents, one image per chain file, to apply in order.
+    pub contents: Vec<ContentsImage>,
+}
+
+/// The chain, merged: what recovery starts from.
+#[derive(Default)]
+pub struct Image {
+    /// The first log sequence number the chain does not cover.
+    pub cut: u64,
+    pub event_times: BTreeMap<RelationId, Progress>,
+    pub views: BTreeMap<RelationId, RestoredView>,
+}
+
+impl Image {
+    /// Merges the chain's files, base first.
+    pub fn merge(files: Vec<Vec<u8>>) -> SqlResult<Self> {
+        let mut out = Image::default();
+        for bytes in files {
+            let image: EncodedImage = bincode::deserialize(&bytes)
+                .map_err(|e| internal("a checkpoint file does not decode", e))?;
+            if image.full {
+                out = Image::default();
+            }
+            out.cut = image.cut;
+            out.event_times = image.event_times.into_iter().collect();
+            for v in image.views {
+                let view = out.views.entry(v.id).or_default();
+                for (op, key, value) in v.state {
+                    match value {
+                        Some(value) => view.state.insert((op, key), value),
+                        None => view.state.remove(&(op, key)),
+                    };
+                }
+                let mut batches = Vec::new();
+                if !v.batches.is_empty() {
+                    let reader = StreamReader::try_new(v.batches.as_slice(), None)
+                        .map_err(|e| internal("a checkpoint's view rows do not decode", e))?;
+                    for b in reader {
+                        batches.push(
+                            b.map_err(|e| internal("a checkpoint's view rows do not decode", e))?,
+                        );
+                    }
+                }
+                view.contents.push(ContentsImage {
+                    rows: v.rows,
+                    batches,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appended batches relabelled with the view's schema (an IPC round trip
+/// keeps types and names, but the view's schema object is the one scans
+/// compare against).
+pub fn conform(
+    batches: Vec<RecordBatch>,
+    schema: &arrow::datatypes::SchemaRef,
+) -> SqlResult<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            RecordBatch::try_new_with_options(
+                schema.clone(),
+                b.columns().to_vec(),
+                &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )
+            .map_err(SqlError::from)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(v: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(v.to_vec()))]).unwrap()
+    }
+
+    fn captured(
+        full: bool,
+        cut: u64,
+        state: Vec<StateRecord>,
+        batches: Vec<RecordBatch>,
+    ) -> Captured {
+        Captured {
+            full,
+            cut,
+            event_times: vec![],
+            views: vec![CapturedView {
+                id: 5,
+                state,
+                contents: ContentsImage {
+                    rows: vec![],
+                    batches,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn a_chain_merges_later_over_earlier_and_full_images_reset_it() {
+        let base = encode(captured(
+            true,
+            3,
+            vec![
+                (0, b"a".to_vec(), Some(b"1".to_vec())),
+                (0, b"b".to_vec(), Some(b"2".to_vec())),
+            ],
+            vec![batch(&[1, 2])],
+        ))
+        .unwrap();
+        let inc = encode(captured(
+            false,
+            7,
+            vec![
+                (0, b"a".to_vec(), None),
+                (0, b"c".to_vec(), Some(b"3".to_vec())),
+            ],
+            vec![batch(&[3])],
+        ))
+        .unwrap();
+        let image = Image::merge(vec![base.clone(), inc.clone()]).unwrap();
+        assert_eq!(image.cut, 7);
+        let v = &image.views[&5];
+        let keys: Vec<&[u8]> = v.state.keys().map(|(_, k)| k.as_slice()).collect();
+        assert_eq!(keys, vec![b"b".as_slice(), b"c".as_slice()]);
+        let rows: usize = v
+            .contents
+            .iter()
+            .flat_map(|c| &c.batches)
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 3);
+        let again = Image::merge(vec![
+            base,
+            inc,
+            encode(captured(true, 9, vec![], vec![])).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(again.cut, 9);
+        assert!(again.views[&5].state.is_empty());
+        assert!(Image::merge(vec![b"garbage".to_vec()]).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The engine's side of sources: creating them, starting their ingest
+//! threads, `FLUSH`, and stopping them at shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use arrow::record_batch::RecordBatch;
+use millrace_connectors::config::SourceConfig;
+use millrace_connectors::kafka::{self, Probe, SourceRunner, TopicError};
+use millrace_connectors::sink::{Arrival, BatchSink, SinkError};
+use millrace_connectors::status::SourceStatus;
+use millrace_planner::source::SourceDef;
+use millrace_storage::{Commit, RelationId};
+
+use super::event_time::Progress;
+use super::source_options::{metadata_sql_type, source_config};
+use super::{check_unique_columns, encode_record, parse_one, Engine, Outcome, FLUSH_TIMEOUT};
+use crate::catalog::{Kind, Relation};
+use crate::error::{ErrorKind, SqlError, SqlResult};
+
+impl Engine {
+    /// Validates a source definition into its settings and columns.
+    pub(super) async fn source_config(&self, def: &SourceDef) -> SqlResult<SourceConfig> {
+        if def.columns.is_empty() {
+            return Err(SqlError::new(
+                ErrorKind::InvalidParameterValue,
+                format!("source \"{}\" declares no columns", def.name),
+            )
+            .with_hint("List the payload's fields: CREATE SOURCE name (field TYPE, …) WITH (…)."));
+        }
+        if let Some(c) = def.columns.iter().find(|c| !c.options.is_empty()) {
+            return Err(SqlError::unsupported(format!(
+                "column constraints and defaults on source columns (column \"{}\"); every source column is nullable, and a missing field is NULL",
+                c.name.value
+            )));
+        }
+        // DataFusion has no JSON type: a JSONB column holds JSON text, and
+        // `->`, `->>` and jsonb_extract_path reach into it.
+        let mut json_columns = Vec::with_capacity(def.columns.len());
+        let mut columns = Vec::with_capacity(def.columns.len() + def.includes.len());
+        for c in &def.columns {
+            let mut c = c.clone();
+            let is_json = matches!(
+                c.data_type,
+                sqlparser::ast::DataType::JSON | sqlparser::ast::DataType::JSONB
+            );
+            if is_json {
+                c.data_type = sqlparser::ast::DataType::Text;
+            }
+            json_columns.push(is_json);
+            columns.push(c.to_string());
+        }
+        for i in &def.includes {
+            columns.push(format!(
+                "\"{}\" {}",
+                i.column.replace('"', "\"\""),
+                metadata_sql_type(i.metadata)
+            ));
+        }
+        let sql = format!(
+            "CREATE TABLE \"{}\" ({})",
+            def.name.replace('"', "\"\""),
+            columns.join(", ")
+        );
+        let schema = self.table_schema(&parse_one(&sql)?).await?;
+        check_unique_columns(&schema)?;
+        source_config(def, schema, json_columns)
+    }
+
+    /// `CREATE SOURCE`: checks that the topic exists, fixes where each
+    /// partition starts, records the source and starts its ingest thread.
+    pub(super) async fn create_source(&self, def: &SourceDef) -> SqlResult<Outcome> {
+        let tag = if def.spelled_as_table {
+            "CREATE TABLE"
+        } else {
+            "CREATE SOURCE"
+        };
+        if let Some(existing) = self.catalog.get(&def.name) {
+            return self.exists(&existing, def.if_not_exists, tag);
+        }
+        let config = self.source_config(def).await?;
+        // Ask the broker before taking the write lock: it may take up to
+        // connect.timeout.ms, and writers should not wait for it.
+        let probe = config.clone();
+        let offsets =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, TopicError> {
+                let c = kafka::consumer(&probe).map_err(|e| {
+                    TopicError::Broker(format!("invalid Kafka client settings: {e}"))
+                })?;
+                let parts = kafka::partitions(&c, &probe, probe.connect_timeout)?;
+                kafka::start_offsets(&c, &probe, &parts, probe.connect_timeout)
+                    .map_err(TopicError::Broker)
+            })
+            .await
+            .map_err(|e| SqlError::internal(format!("the broker check did not finish: {e}")))?
+            .map_err(|e| match e {
+                TopicError::Unknown(m) => SqlError::new(ErrorKind::UndefinedObject, m)
+                    .with_hint("Create the topic first; Millrace does not create topics."),
+                TopicError::Broker(m) => SqlError::new(ErrorKind::UnableToConnect, m)
+                    .with_hint("Check properties.bootstrap.server and that the broker is running."),
+            })?;
+        let mut pipelines = self.pipelines.write().await;
+        if let Some(existing) = self.catalog.get(&def.name) {
+            return self.exists(&existing, def.if_not_exists, tag);
+        }
+        let id = self.store.next_relation_id()?;
+        let rel = Arc::new(Relation {
+            id,
+            name: def.name.clone(),
+            kind: Kind::Source,
+            schema: config.schema.clone(),
+            sql: def.to_string(),
+            inputs: vec![],
+            event_time: config.event_time.clone(),
+        });
+        let mut commit = Commit::new();
+        commit.reserve_relation_id(id);
+        commit.put_catalog(&rel.name, encode_record(&rel)?);
+        for (p, o) in &offsets {
+            commit.set_source_offset(id, *p, *o);
+        }
+        self.commit(commit)?;
+        self.catalog.insert(rel.clone());
+        if rel.event_time.is_some() {
+            pipelines.event_times.insert(id, Progress::default());
+            self.publish_event_time(&pipelines);
+        }
+        drop(pipelines);
+        self.start_source(rel, config)?;
+        Ok(Outcome::command(tag))
+    }
+
+    /// Starts the ingest thread of source `rel`.
+    pub(super) fn start_source(&self, rel: Arc<Relation>, config: SourceConfig) -> SqlResult<()> {
+        let committed = self.store.source_offsets(rel.id)?;
+        let status = SourceStatus::new(&rel.name, &config.topic, &committed);
+        self.registry.insert(status.clone());
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| SqlError::internal(format!("no runtime for the source thread: {e}")))?;
+        let id = rel.id;
+        let name = rel.name.clone();
+        let sink = Box::new(SourceSink {
+            engine: self.me.clone(),
+            rel,
+            runtime,
+        });
+        let runner = SourceRunner::start(name, sink, config, status)
+            .map_err(|e| SqlError::internal(format!("cannot start the source thread: {e}")))?;
+        self.lock_sources().insert(id, runner);
+        Ok(())
+    }
+
+    /// The committed next offset of every partition of source `id`.
+    pub fn source_offsets(&self, id: RelationId) -> SqlResult<Vec<(i32, i64)>> {
+        Ok(self.store.source_offsets(id)?)
+    }
+
+    pub(super) fn lock_sources(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<RelationId, SourceRunner>> {
+        // The map is only ever changed by single inserts and removes.
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `FLUSH`: waits until every source has committed everything its
+    /// partitions held when FLUSH was called. Tables need no waiting: an
+    /// INSERT is in every view when it returns.
+    pub(super) async fn flush(&self) -> SqlResult<Outcome> {
+        let probes: Vec<Probe> = self
+            .lock_sources()
+            .values()
+            .map(SourceRunner::probe)
+            .collect();
+        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+        let timed_out = |probe: &Probe, detail: String| {
+            SqlError::new(
+                ErrorKind::QueryCanceled,
+                format!(
+                    "FLUSH gave up after {} s waiting for source \"{}\"",
+                    FLUSH_TIMEOUT.as_secs(),
+                    probe.status.name
+                ),
+            )
+            .with_detail(detail)
+            .with_hint(
+                "See millrace_catalog.source_partitions for the source's state and last error.",
+            )
+        };
+        for probe in probes {
+            let targets = match tokio::time::timeout_at(deadline, probe.high_watermarks()).await {
+                Err(_) => {
+                    return Err(timed_out(
+                        &probe,
+                        "the broker did not report the partitions' ends".into(),
+                    ))
+                }
+                Ok(Err(e)) => return Err(SqlError::new(
+                    ErrorKind::ConnectionFailure,
+                    format!(
+                        "FLUSH cannot read the end of source \"{}\": {e}",
+                        probe.status.name
+                    ),
+                )
+                .with_hint(
+                    "See millrace_catalog.source_partitions for the source's state and last error.",
+                )),
+                Ok(Ok(t)) => t,
+            };
+            let mut rx = probe.status.watch_caught_up();
+            loop {
+                let behind = lagging(&rx.borrow_and_update(), &targets);
+                if behind.is_empty() {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        return Err(SqlError::new(
+                            ErrorKind::QueryCanceled,
+                            format!("source \"{}\" stopped during FLUSH", probe.status.name),
+                        ))
+                    }
+                    Err(_) => return Err(timed_out(&probe, behind.join("; "))),
+                }
+            }
+        }
+        // FLUSH also makes everything it waited for part of a checkpoint.
+        self.checkpoint().await?;
+        Ok(Outcome::command("FLUSH"))
+    }
+
+    /// Stops every source's ingest thread and waits for them (shutdown).
+    pub async fn shutdown(&self) {
+        let runners: Vec<SourceRunner> = self.lock_sources().drain().map(|(_, r)| r).collect();
+        for r in &runners {
+            r.stop();
+        }
+        let joined =
+            tokio::task::spawn_blocking(move || runners.into_iter().for_each(SourceRunner::join));
+        if tokio::time::timeout(std::time::Duration::from_secs(10), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("source threads did not stop within 10 s");
+        }
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!("final checkpoint failed (recovery will replay the log): {e}");
+        }
+    }
+}
+
+/// The partitions still short of their FLUSH target, described.
+fn lagging(caught_up: &BTreeMap<i32, i64>, targets: &BTreeMap<i32, i64>) -> Vec<String> {
+    targets
+        .iter()
+        .filter_map(|(p, target)| {
+            let at = caught_up.get(p).copied().unwrap_or(0);
+            (at < *target).then(|| format!("partition {p} is at offset {at} of {target}"))
+        })
+        .collect()
+}
+
+/// The `SourceDef` a stored `CREATE SOURCE` holds.
+pub(super) fn parse_source(sql: &str) -> SqlResult<SourceDef> {
+    let mut stmts = millrace_planner::statement::parse(sql)?;
+    match (stmts.pop(), stmts.is_empty()) {
+        (Some(millrace_planner::statement::Statement::CreateSource(def)), true) => Ok(*def),
+        _ => Err(SqlError::internal(format!(
+            "stored statement is not one CREATE SOURCE: {sql}"
+        ))),
+    }
+}
+
+/// The engine as the receiver of one source's batches: each batch is
+/// committed (rows, view changes, offsets) by [`Engine::ingest`].
+struct SourceSink {
+    /// Weak: the engine owns the source's thread, not the other way round.
+    engine: Weak<Engine>,
+    rel: Arc<Relation>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BatchSink for SourceSink {
+    fn is_open(&self) -> bool {
+        self.engine.strong_count() > 0
+    }
+
+    fn committed_offsets(&self) -> Result<BTreeMap<i32, i64>, SinkError> {
+        let engine = self.engine.upgrade().ok_or(SinkError::Closed)?;
+        match engine.source_offsets(self.rel.id) {
+            Ok(o) => Ok(o.into_iter().collect()),
+            Err(e) => Err(SinkError::Refused(e.to_string())),
+        }
+    }
+
+    fn push(
+        &self,
+        rows: Option<RecordBatch>,
+        next_offsets: &BTreeMap<i32, i64>,
+        arrival: &Arrival,
+    ) -> Result<(), SinkError> {
+        let engine = self.engine.upgrade().ok_or(SinkError::Closed)?;
+        let result = self
+            .runtime
+            .block_on(engine.ingest(&self.rel, rows, next_offsets, arrival));
+        match result {
+            Ok(()) => Ok(()),
+            // The source was dropped (or replaced) while the batch waited.
+            Err(_) if engine.relation(&self.rel.name).map(|r| r.id) != Some(self.rel.id) => {
+                Err(SinkError::Closed)
+            }
+            Err(e) => Err(SinkError::Refused(e.message)),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The engine's system tables `millrace_catalog.source_partitions` (what
+//! every source partition is doing, from the connectors' live
+//! [`SourceStatus`]) and `millrace_catalog.watermarks` (how far event time
+//! has come, which the engine publishes after every commit that moves it).
+//! A `SELECT` on a system table copies the current figures.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow::array::{
+    ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, TimestampNanosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use millrace_connectors::status::{SourceStatus, State};
+
+/// The name of the system schema.
+pub const SYSTEM_SCHEMA: &str = "millrace_catalog";
+
+/// The event-time figures of one relation (a row of `watermarks`).
+#[derive(Clone, Debug)]
+pub struct WatermarkStatus {
+    /// Relation name.
+    pub relation: String,
+    /// "table", "source" or "materialized view".
+    pub kind: &'static str,
+    /// The event-time column (tables and sources).
+    pub column: Option<String>,
+    /// The watermark (ns since the epoch): for a view, the one its windows
+    /// are closed up to.
+    pub watermark: Option<i64>,
+    /// Rows dropped for arriving behind the watermark: by the relation
+    /// (stored, ever) or, for a view, turned away by its inputs and its own
+    /// closed windows since the server started.
+    pub late_rows: u64,
+    /// Groups a view holds in state (open windows and other groups).
+    pub state_groups: Option<u64>,
+}
+
+/// All running sources' statuses, by source name, and the latest
+/// event-time figures.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sources: Mutex<HashMap<String, Arc<SourceStatus>>>,
+    watermarks: Mutex<Vec<WatermarkStatus>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<SourceStatus>>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds (or replaces) the status of a source.
+    pub fn insert(&self, status: Arc<SourceStatus>) {
+        self.lock().insert(status.name.clone(), status);
+    }
+
+    /// Removes the status of source `name`.
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// The status of source `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<SourceStatus>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Every source's status, by name.
+    pub fn all(&self) -> Vec<Arc<SourceStatus>> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Replaces the event-time figures.
+    pub fn publish_watermarks(&self, rows: Vec<WatermarkStatus>) {
+        *self.watermarks.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+    }
+
+    /// The current rows of `watermarks`.
+    fn watermarks_batch(&self) -> DfResult<RecordBatch> {
+        let rows = self
+            .watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.relation.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.column.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampNanosecondArray::from(
+                rows.iter().map(|r| r.watermark).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.late_rows as i64),
+            )),
+            Arc::new(Int64Array::from(
+                rows.iter()
+                    .map(|r| r.state_groups.map(|g| g as i64))
+                    .collect::<Vec<_>>(),
+            )),
+        ];
+        Ok(RecordBatch::try_new(watermarks_schema(), columns)?)
+    }
+
+    /// The current rows of `source_partitions`.
+    fn partitions_batch(&self) -> DfResult<RecordBatch> {
+        let mut source = Vec::new();
+        let mut partition = Vec::new();
+        let mut committed = Vec::new();
+        let mut high = Vec::new();
+        let mut lag = Vec::new();
+        let mut messages = Vec::new();
+        let mut bytes = Vec::new();
+        let mut rate = Vec::new();
+        let mut errors = Vec::new();
+        let mut last_error = Vec::new();
+        let mut state = Vec::new();
+        let mut max_event_time = Vec::new();
+        let mut idle = Vec::new();
+        for s in self.all() {
+            let (st, source_error) = s.state();
+            for (p, f) in s.partitions() {
+                source.push(s.name.clone());
+                partition.push(p);
+                committed.push(f.committed);
+                let hw = (f.high_watermark >= 0).then_some(f.high_watermark);
+                high.push(hw);
+                lag.push(hw.map(|h| (h - f.committed).max(0)));
+                messages.push(f.messages as i64);
+                bytes.push(f.bytes as i64);
+                rate.push(f.rate);
+                errors.push(f.decode_errors as i64);
+                last_error.push(match st {
+                    State::Running => f.last_error.clone(),
+                    _ => source_error.clone().or_else(|| f.last_error.clone()),
+                });
+                state.push(st.as_str());
+                max_event_time.push(f.max_event_time);
+                idle.push(f.idle);
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(source)),
+            Arc::new(Int32Array::from(partition)),
+            Arc::new(Int64Array::from(committed)),
+            Arc::new(Int64Array::from(high)),
+            Arc::new(Int64Array::from(lag)),
+            Arc::new(Int64Array::from(messages)),
+            Arc::new(Int64Array::from(bytes)),
+            Arc::new(Float64Array::from(rate)),
+            Arc::new(Int64Array::from(errors)),
+            Arc::new(StringArray::from(last_error)),
+            Arc::new(StringArray::from(state)),
+            Arc::new(TimestampNanosecondArray::from(max_event_time)),
+            Arc::new(arrow::array::BooleanArray::from(idle)),
+        ];
+        Ok(RecordBatch::try_new(partitions_schema(), columns)?)
+    }
+}
+
+fn partitions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("committed_offset", DataType::Int64, false),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("lag", DataType::Int64, true),
+        Field::new("messages", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("messages_per_second", DataType::Float64, false),
+        Field::new("decode_errors", DataType::Int64, false),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, false),
+        Field::new(
+            "max_event_time",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("idle", DataType::Boolean, false),
+    ]))
+}
+
+fn watermarks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("relation", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("event_time_column", DataType::Utf8, true),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("late_rows", DataType::Int64, false),
+        Field::new("state_groups", DataType::Int64, true),
+    ]))
+}
+
+/// The tables of the system schema.
+const SYSTEM_TABLES: [&str; 2] = ["source_partitions", "watermarks"];
+
+/// One table of `millrace_catalog`, read from the registry.
+#[derive(Debug)]
+struct SystemTable {
+    registry: Arc<Registry>,
+    name: &'static str,
+}
+
+impl SystemTable {
+    fn batch(&self) -> DfResult<RecordBatch> {
+        match self.name {
+            "watermarks" => self.registry.watermarks_batch(),
+            _ => self.registry.partitions_batch(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        match self.name {
+            "watermarks" => watermarks_schema(),
+            _ => partitions_schema(),
+        }
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// The `millrace_catalog` schema as DataFusion sees it.
+#[derive(Debug)]
+pub struct SystemSchema(pub Arc<Registry>);
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        SYSTEM_TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(SYSTEM_TABLES.iter().find(|t| **t == name).map(|t| {
+            Arc::new(SystemTable {
+                registry: self.0.clone(),
+                name: t,
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SYSTEM_TABLES.contains(&name)
+    }
+}
