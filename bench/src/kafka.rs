@@ -60,9 +60,10 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, partition: i3
 }
 
 /// How far (in messages per partition) a producer may run ahead of the
-/// server on the mock cluster: ~14 k bids of ~250 bytes stay inside the
-/// 5 MiB the mock keeps per partition.
-pub const AHEAD_PER_PARTITION: u64 = 14_000;
+/// server on the mock cluster: 6 k bids of ~250 bytes, well inside the
+/// 5 MiB the mock keeps per partition (14 k lost bids on q0: the mock's
+/// accounting or the producer's batching takes more than the payloads).
+pub const AHEAD_PER_PARTITION: u64 = 6_000;
 
 /// Holds a producer back until the server has committed enough.
 #[derive(Clone)]
@@ -145,7 +146,7 @@ async fn produce_while_consumed(
     });
     while !done.load(Ordering::Relaxed) {
         consumed.store(committed(client, "bid").await?, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     producing
         .join()
@@ -153,10 +154,19 @@ async fn produce_while_consumed(
     Ok(())
 }
 
+/// `CREATE SOURCE bid` over `topic`, with the source's defaults and
+/// `extra` options. On the mock cluster the consumer's fetch wait is 10 ms:
+/// a mock broker that finds no data holds the fetch for its whole wait
+/// (500 ms by default) even when data arrives meanwhile, where a Kafka
+/// broker answers as soon as data arrives.
 fn create_source(topic: &str, broker: &Broker, extra: &str) -> String {
+    let fetch = match broker.keeps_everything() {
+        true => "",
+        false => ", properties.fetch.wait.max.ms = '10'",
+    };
     format!(
         "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'kafka', topic = '{topic}', \
-         properties.bootstrap.server = '{}'{extra}) FORMAT PLAIN ENCODE JSON",
+         properties.bootstrap.server = '{}'{fetch}{extra}) FORMAT PLAIN ENCODE JSON",
         broker.addr
     )
 }
@@ -319,6 +329,10 @@ pub async fn freshness(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // A producer still held back by the pace must not wait for ever.
+    if let Some(v) = &visible {
+        v.store(u64::MAX / 2, Ordering::Relaxed);
+    }
     let server_cpu = measure::process_cpu_seconds(server.pid) - cpu_before;
     let busy = polling_started.elapsed().as_secs_f64();
     let sent = producing
@@ -427,13 +441,24 @@ pub async fn point_queries(
         measure::load_average()
     );
 
+    // The first point query builds the view's index (a pass over every
+    // row, which holds publishing back meanwhile); it is timed apart, and
+    // the measured phase is the steady state after it.
+    let building = Instant::now();
+    client
+        .query("SELECT n FROM by_auction WHERE auction = 1", &[])
+        .await?;
+    println!(
+        "  first point query (builds the index): {:.0} ms",
+        building.elapsed().as_secs_f64() * 1e3
+    );
     let total = rate * seconds;
     let addr = broker.addr.clone();
     let done = Arc::new(AtomicBool::new(false));
     let finished = done.clone();
     let committed_before = committed(&client, "bid").await?;
-    // What the server has committed, read now and then by the query loop:
-    // the producer keeps its rate, and gives up if the server falls so far
+    // What the server has committed, read every 10 ms by a watcher: the
+    // producer keeps its rate, and gives up if the server falls so far
     // behind that the mock cluster would drop bids it has not read.
     let pace = Pace::new(partitions);
     pace.consumed.store(committed_before, Ordering::Relaxed);
@@ -469,6 +494,17 @@ pub async fn point_queries(
         finished.store(true, Ordering::Relaxed);
         result
     });
+    // Another session reads the server's progress for the producer.
+    let watcher = server.connect().await?;
+    let watching = done.clone();
+    let watch = tokio::spawn(async move {
+        while !watching.load(Ordering::Relaxed) {
+            if let Ok(n) = committed(&watcher, "bid").await {
+                consumed.store(n, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
     let statement = client
         .prepare("SELECT n, top FROM by_auction WHERE auction = $1")
         .await?;
@@ -485,13 +521,11 @@ pub async fn point_queries(
         let rows = client.query(&statement, &[&key]).await?;
         latencies.push(asked.elapsed());
         anyhow::ensure!(rows.len() == 1, "key {key}: {} rows", rows.len());
-        if latencies.len() % 50 == 0 {
-            consumed.store(committed(&client, "bid").await?, Ordering::Relaxed);
-        }
     }
     let busy = measuring.elapsed().as_secs_f64();
     let server_cpu = measure::process_cpu_seconds(server.pid) - cpu_before;
     let ingested = committed(&client, "bid").await? - committed_before;
+    let _ = watch.await;
     producing
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
