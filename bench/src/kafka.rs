@@ -160,9 +160,10 @@ async fn produce_while_consumed(
 /// (500 ms by default) even when data arrives meanwhile, where a Kafka
 /// broker answers as soon as data arrives.
 fn create_source(topic: &str, broker: &Broker, extra: &str) -> String {
-    let fetch = match broker.keeps_everything() {
-        true => "",
-        false => ", properties.fetch.wait.max.ms = '10'",
+    let fetch = if broker.keeps_everything() {
+        ""
+    } else {
+        ", properties.fetch.wait.max.ms = '10'"
     };
     format!(
         "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'kafka', topic = '{topic}', \
@@ -335,7 +336,7 @@ pub async fn freshness(
     }
     let server_cpu = measure::process_cpu_seconds(server.pid) - cpu_before;
     let busy = polling_started.elapsed().as_secs_f64();
-    let sent = producing
+    let due_at = producing
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
     anyhow::ensure!(
@@ -343,9 +344,9 @@ pub async fn freshness(
         "only {seen} of {total} bids became visible within {} s",
         seconds + 60
     );
-    let mut latencies = Vec::with_capacity(sent.len());
+    let mut latencies = Vec::with_capacity(due_at.len());
     let mut poll = polls.iter().peekable();
-    for (i, at) in sent.iter().enumerate() {
+    for (i, at) in due_at.iter().enumerate() {
         while let Some((_, n)) = poll.peek() {
             if *n > i as u64 {
                 break;
@@ -379,22 +380,30 @@ pub struct PointQueries {
     pub server_cpu_share: f64,
 }
 
+/// Random keys in `1..=keys` by xorshift64 from `seed`: cheap, and the
+/// same run every time.
+fn random_keys(seed: u64, keys: u64) -> impl Iterator<Item = u64> {
+    let mut state = seed;
+    std::iter::repeat_with(move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % keys + 1
+    })
+}
+
 /// Bids whose auction ids are `1..=keys` in turn, then (after `keys` of
 /// them) drawn at random from the same range: a view grouped by auction
 /// holds `keys` rows after the first `keys` bids and keeps updating them.
 fn keyed_bids(keys: u64) -> impl Iterator<Item = nexmark::event::Bid> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = random_keys(0x9e37_79b9_7f4a_7c15, keys);
     events::bids(1_767_225_600_000)
         .enumerate()
         .map(move |(i, mut bid)| {
             bid.auction = if (i as u64) < keys {
                 i + 1
             } else {
-                // xorshift64: cheap, and the same run every time.
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % keys + 1) as usize
+                random.next().unwrap_or(1) as usize
             };
             bid
         })
@@ -511,12 +520,9 @@ pub async fn point_queries(
     let cpu_before = measure::process_cpu_seconds(server.pid);
     let measuring = Instant::now();
     let mut latencies = Vec::new();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut random = random_keys(0x2545_f491_4f6c_dd1d, keys);
     while !done.load(Ordering::Relaxed) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let key = (state % keys + 1) as i64;
+        let key = random.next().unwrap_or(1) as i64;
         let asked = Instant::now();
         let rows = client.query(&statement, &[&key]).await?;
         latencies.push(asked.elapsed());

@@ -176,9 +176,10 @@ pub fn source_config(
         max_message_bytes,
         // `checkpoint.interval.ms` is the option's name before epochs and
         // checkpoints were told apart; it still means the epoch.
-        epoch_interval: match opts.contains_key("epoch.interval.ms") {
-            true => millis("epoch.interval.ms", DEFAULT_EPOCH_MS)?,
-            false => millis("checkpoint.interval.ms", DEFAULT_EPOCH_MS)?,
+        epoch_interval: if opts.contains_key("epoch.interval.ms") {
+            millis("epoch.interval.ms", DEFAULT_EPOCH_MS)?
+        } else {
+            millis("checkpoint.interval.ms", DEFAULT_EPOCH_MS)?
         },
         max_batch_rows,
         dead_letter_topic: opts
