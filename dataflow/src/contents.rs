@@ -21,7 +21,6 @@
 //! built by the first such query and kept up to date by every change after
 //! it, so that it costs the rows it returns, not the view's size.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, Int64Array, UInt32Array};
@@ -35,8 +34,7 @@ use crate::{DataflowError, Result};
 /// Rows per batch when keyed rows are turned back into columns.
 const BATCH_ROWS: usize = 8192;
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+use crate::state::{FastMap, FastSet};
 
 /// A view's rows.
 pub struct ViewContents {

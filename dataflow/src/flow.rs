@@ -63,15 +63,6 @@ impl Dataflow {
         self.append_only
     }
 
-    /// Reports every state record of every operator to `persist`, as
-    /// `(operator, key, Some(value))`: a full checkpoint image.
-    pub fn snapshot(&self, persist: &mut StateSink<'_>) -> Result<()> {
-        for op in self.graph.stateful() {
-            op.snapshot(persist)?;
-        }
-        Ok(())
-    }
-
     /// Relabels the output columns with `schema`: the same columns under
     /// other names (PostgreSQL's names for unaliased expressions).
     pub fn rename_columns(&mut self, schema: SchemaRef) {
@@ -133,13 +124,12 @@ impl Dataflow {
         (wm, late)
     }
 
-    /// Reports every pending state change to `persist` as
-    /// `(operator, group key, new state or None when removed)`.
-    pub fn pending(&mut self, persist: &mut StateSink<'_>) -> Result<()> {
-        for op in self.graph.stateful() {
-            op.pending(persist)?;
-        }
-        Ok(())
+    /// Reports to `persist` the state records changed since the last
+    /// checkpoint (with `full`: all of them) as `(operator, key, value or
+    /// None when removed)`; from then on nothing counts as changed.
+    pub fn checkpoint(&mut self, full: bool, persist: &mut StateSink<'_>) -> Result<()> {
+        self.graph
+            .for_each_stateful(&mut |op| op.checkpoint(full, &mut *persist))
     }
 
     /// The pending state changes are durable.

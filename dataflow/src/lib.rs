@@ -19,6 +19,7 @@ pub mod error;
 mod flow;
 pub mod graph;
 pub mod operator;
+pub mod state;
 pub mod time;
 pub mod window;
 
@@ -29,8 +30,8 @@ pub use error::{DataflowError, Result};
 pub use flow::{Dataflow, EmitMode, ViewOptions};
 pub use operator::{Operator, Stateful};
 
-/// Where operators report state changes: `(operator, key, new value or
-/// None when removed)`.
+/// Where operators report state records at a checkpoint: `(operator,
+/// key, value or None when removed)`.
 pub type StateSink<'a> = dyn FnMut(u32, &[u8], Option<Vec<u8>>) + 'a;
 
 /// The changes of one transaction, by relation name.

@@ -70,11 +70,12 @@ pub trait Operator: std::fmt::Debug + Send + Sync {
 
 /// What the engine needs of an operator that keeps state.
 ///
-/// State changes made while processing an epoch are *pending*: after the
-/// epoch's log write is durable the engine collects them
-/// ([`Stateful::pending`]) for the next checkpoint and calls
-/// [`Stateful::committed`]; if the write fails it calls
-/// [`Stateful::rollback`], which restores the state from before the epoch.
+/// State changes made while processing an epoch are *pending*. Once the
+/// epoch's log write is durable the engine calls [`Stateful::committed`],
+/// and the changed keys join those the next checkpoint writes; if the write
+/// fails it calls [`Stateful::rollback`], which restores the state from
+/// before the epoch. At a checkpoint, between epochs, the engine collects
+/// the records changed since the previous one ([`Stateful::checkpoint`]).
 pub trait Stateful {
     /// True when records stored under operator id `op` are this operator's.
     fn owns(&self, op: u32) -> bool;
@@ -90,10 +91,11 @@ pub trait Stateful {
     fn late_rows(&self) -> u64;
     /// Groups or rows held.
     fn held(&self) -> usize;
-    /// Reports the records changed by pending changes, `None` when removed.
-    fn pending(&self, persist: &mut StateSink<'_>) -> Result<()>;
-    /// Reports all its records, as [`Stateful::pending`] reports changes.
-    fn snapshot(&self, persist: &mut StateSink<'_>) -> Result<()>;
+    /// Reports to `persist` every record changed by committed epochs since
+    /// the last checkpoint (`None` when removed), or with `full` every
+    /// record it holds; from then on nothing counts as changed. Called only
+    /// between epochs, when nothing is pending.
+    fn checkpoint(&mut self, full: bool, persist: &mut StateSink<'_>) -> Result<()>;
     /// The pending changes are durable.
     fn committed(&mut self);
     /// Forgets the pending changes.

@@ -13,7 +13,11 @@
 //!
 //! The image is captured under the pipelines' write lock, so it is one
 //! consistent point of every view; encoding and the disk writes happen
-//! after the lock is released, so ingestion waits only for the capture.
+//! after the lock is released, so ingestion waits only for the capture,
+//! and a capture costs the state that changed since the last one. The chain
+//! is compacted from its files ([`compact`]), never by capturing the views'
+//! whole state: a full capture of a million groups stopped ingestion for
+//! the length of its serialization.
 //!
 //! Recovery ([`Image::merge`], then the engine's replay) loads the chain,
 //! then replays the log records from the cut on, in their original order
@@ -171,6 +175,54 @@ impl Image {
     }
 }
 
+/// Merges a chain's files into one full image with the same content, for
+/// the views in `live` (a dropped view's records go): what a restart would
+/// load, in one file. It reads only the files, so it runs while ingestion
+/// goes on.
+pub fn compact(
+    files: Vec<Vec<u8>>,
+    live: &std::collections::BTreeSet<RelationId>,
+) -> SqlResult<Vec<u8>> {
+    let image = Image::merge(files)?;
+    let mut views = Vec::with_capacity(image.views.len());
+    for (id, view) in image.views {
+        if !live.contains(&id) {
+            continue;
+        }
+        let state = view
+            .state
+            .into_iter()
+            .map(|((op, key), value)| (op, key, Some(value)))
+            .collect();
+        let mut rows: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut batches = Vec::new();
+        for c in view.contents {
+            for (k, n) in c.rows {
+                if n <= 0 {
+                    rows.remove(&k);
+                } else {
+                    rows.insert(k, n);
+                }
+            }
+            batches.extend(c.batches);
+        }
+        views.push(CapturedView {
+            id,
+            state,
+            contents: ContentsImage {
+                rows: rows.into_iter().collect(),
+                batches,
+            },
+        });
+    }
+    encode(Captured {
+        full: true,
+        cut: image.cut,
+        event_times: image.event_times.into_iter().collect(),
+        views,
+    })
+}
+
 /// Appended batches relabelled with the view's schema (an IPC round trip
 /// keeps types and names, but the view's schema object is the one scans
 /// compare against).
@@ -267,5 +319,37 @@ mod tests {
         assert_eq!(again.cut, 9);
         assert!(again.views[&5].state.is_empty());
         assert!(Image::merge(vec![b"garbage".to_vec()]).is_err());
+    }
+
+    #[test]
+    fn a_compacted_chain_loads_as_the_chain_did_without_dropped_views() {
+        let keyed = |full, cut, rows: Vec<(&[u8], i64)>| {
+            let mut c = captured(full, cut, vec![], vec![]);
+            c.views[0].contents.rows = rows.into_iter().map(|(k, n)| (k.to_vec(), n)).collect();
+            c.views[0].state = vec![(1, b"g".to_vec(), Some(vec![cut as u8]))];
+            c.views.push(CapturedView {
+                id: 6,
+                state: vec![(1, b"x".to_vec(), Some(vec![1]))],
+                contents: ContentsImage::default(),
+            });
+            encode(c).unwrap()
+        };
+        let chain = vec![
+            keyed(true, 2, vec![(b"a", 1), (b"b", 2)]),
+            keyed(false, 4, vec![(b"a", 0), (b"c", 1)]),
+            keyed(false, 5, vec![(b"b", 3)]),
+        ];
+        let live = std::collections::BTreeSet::from([5]);
+        let compacted = Image::merge(vec![compact(chain, &live).unwrap()]).unwrap();
+        assert_eq!(compacted.cut, 5);
+        assert!(!compacted.views.contains_key(&6), "a dropped view goes");
+        let v = &compacted.views[&5];
+        assert_eq!(v.state[&(1, b"g".to_vec())], vec![5]);
+        let rows: Vec<(Vec<u8>, i64)> = v.contents.iter().flat_map(|c| c.rows.clone()).collect();
+        assert_eq!(
+            rows,
+            vec![(b"b".to_vec(), 3), (b"c".to_vec(), 1)],
+            "the latest count of each row, removed rows gone"
+        );
     }
 }

@@ -108,9 +108,6 @@ struct ViewPipeline {
     dataflow: Dataflow,
     /// The rows (shared with the scans of the view).
     contents: SharedContents,
-    /// Operator state records changed since the last checkpoint image
-    /// (`None`: removed); the latest value of a key wins.
-    dirty: HashMap<(u32, Vec<u8>), Option<Vec<u8>>>,
     /// False until a checkpoint image holds the view.
     in_checkpoint: bool,
     /// Late rows its inputs turned away since the server started.
@@ -125,7 +122,6 @@ impl ViewPipeline {
             id,
             dataflow,
             contents: Arc::new(std::sync::RwLock::new(contents)),
-            dirty: HashMap::new(),
             in_checkpoint: false,
             late_rows: 0,
         })
@@ -150,14 +146,9 @@ impl ViewPipeline {
 
     /// The epoch's writes are durable: its output joins the contents, and
     /// its state changes the next checkpoint image.
-    fn finish(&mut self, change: Prepared) -> SqlResult<()> {
+    fn finish(&mut self, change: Prepared) {
         self.write_contents().apply(change);
-        let dirty = &mut self.dirty;
-        self.dataflow.pending(&mut |op, key, value| {
-            dirty.insert((op, key.to_vec()), value);
-        })?;
         self.dataflow.committed();
-        Ok(())
     }
 }
 
@@ -230,13 +221,12 @@ impl Pipelines {
     }
 
     /// The log write of `touched` is durable: the views take their changes.
-    fn finish(&mut self, touched: PreparedChanges) -> SqlResult<()> {
+    fn finish(&mut self, touched: PreparedChanges) {
         for (id, change) in touched {
             if let Some(p) = self.views.get_mut(&id) {
-                p.finish(change)?;
+                p.finish(change);
             }
         }
-        Ok(())
     }
 
     /// Captures a checkpoint image: what changed since the last one, or
@@ -245,17 +235,13 @@ impl Pipelines {
         let mut views = Vec::with_capacity(self.views.len());
         for pipe in self.views.values_mut() {
             let mut state = Vec::new();
-            if full {
-                pipe.dataflow
-                    .snapshot(&mut |op, key, value| state.push((op, key.to_vec(), value)))?;
-                pipe.dirty.clear();
-            } else {
-                state.extend(
-                    pipe.dirty
-                        .drain()
-                        .map(|((op, key), value)| (op, key, value)),
-                );
-            }
+            pipe.dataflow
+                .checkpoint(full, &mut |op, key, value| {
+                    state.push((op, key.to_vec(), value))
+                })
+                .map_err(|e| {
+                    SqlError::internal(format!("materialized view \"{}\": {e}", pipe.name))
+                })?;
             let contents = pipe.write_contents().take_image(full);
             let empty = state.is_empty() && contents.rows.is_empty() && contents.batches.is_empty();
             if full || !empty || !pipe.in_checkpoint {
@@ -295,11 +281,16 @@ const MAX_CHAIN_FILES: usize = 64;
 const MIN_COMPACTION_BYTES: u64 = 16 * 1024 * 1024;
 
 impl CheckpointState {
-    fn wants_full(&self) -> bool {
+    /// A capture must hold everything: there is no chain to add to, or
+    /// the last capture's changes were lost with its write.
+    fn needs_full_capture(&self) -> bool {
+        self.force_full || self.files.chain_len() == 0
+    }
+
+    /// The chain has grown enough to be merged into one file.
+    fn wants_compaction(&self) -> bool {
         let increments = self.files.chain_bytes() - self.files.base_bytes();
-        self.force_full
-            || self.files.chain_len() == 0
-            || self.files.chain_len() >= MAX_CHAIN_FILES
+        self.files.chain_len() >= MAX_CHAIN_FILES
             || increments > self.files.base_bytes().max(MIN_COMPACTION_BYTES)
     }
 }
@@ -494,7 +485,7 @@ impl Engine {
     /// failed write is reported and leaves the next checkpoint full.
     pub async fn checkpoint(&self) -> SqlResult<()> {
         let mut state = self.checkpoints.lock().await;
-        let full = state.wants_full();
+        let full = state.needs_full_capture();
         let captured = {
             let mut pipelines = self.pipelines.write().await;
             pipelines.capture(full)?
@@ -520,6 +511,31 @@ impl Engine {
         if let Err(e) = self.store.prune_progress(cut) {
             tracing::warn!("cannot prune the event-time log: {e}");
         }
+        if state.wants_compaction() {
+            // The chain stays valid if this fails: only recovery gets longer.
+            if let Err(e) = self.compact(&mut state).await {
+                tracing::warn!("cannot compact the checkpoint chain: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the checkpoint chain by one full image merged from its
+    /// files, off the pipelines' lock: ingestion goes on meanwhile, and the
+    /// next checkpoint (which waits for `state`) adds to the new chain.
+    async fn compact(&self, state: &mut CheckpointState) -> SqlResult<()> {
+        let live: std::collections::BTreeSet<RelationId> = self
+            .catalog
+            .all()
+            .iter()
+            .filter(|r| r.kind == Kind::MaterializedView)
+            .map(|r| r.id)
+            .collect();
+        let files = blocking(|| state.files.load())?;
+        let bytes = tokio::task::spawn_blocking(move || checkpoint::compact(files, &live))
+            .await
+            .map_err(|e| SqlError::internal(format!("checkpoint compaction: {e}")))??;
+        blocking(|| state.files.write(&bytes, true))?;
         Ok(())
     }
 
@@ -709,13 +725,13 @@ impl Engine {
                 continue;
             }
             let touched = pipelines.propagate(&rel.name, delta, &watermarks)?;
-            pipelines.finish(touched)?;
+            pipelines.finish(touched);
         }
         for mut pipe in fresh {
             let (changes, watermarks) = self.backfill_input(&pipe, pipelines)?;
             let out = pipe.dataflow.push(&changes, &watermarks)?;
             let change = pipe.prepare(out)?;
-            pipe.finish(change)?;
+            pipe.finish(change);
             pipelines.views.insert(pipe.id, pipe);
         }
         Ok(replayed)
@@ -1106,7 +1122,7 @@ impl Engine {
         self.commit(commit)?;
         // Until the checkpoint below (or after a crash before it), recovery
         // rebuilds the view from its inputs the same way.
-        pipe.finish(change)?;
+        pipe.finish(change);
         self.catalog.insert(Arc::new(rel));
         self.catalog.set_contents(id, pipe.contents.clone());
         pipelines.views.insert(id, pipe);
@@ -1309,7 +1325,7 @@ impl Engine {
         pipelines.next_seq = seq + 1;
         {
             let _published = self.published.write().await;
-            pipelines.finish(touched)?;
+            pipelines.finish(touched);
         }
         self.count_late(&mut pipelines, rel, late);
         Ok(kept)

@@ -2,7 +2,7 @@
 //! retractions, and emit, for every group a change touched, a retraction of
 //! its old row and an insertion of its new one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
@@ -15,10 +15,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
+use crate::state::{ChangedKeys, FastMap, FastSet};
 use crate::{DataflowError, Result};
-
-/// Group maps hash with foldhash: SipHash cost a fifth of the tumble profile.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Which aggregate function an accumulator computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,9 +316,14 @@ pub struct AggregateOperator {
     groups: FastMap<Vec<u8>, GroupState>,
     /// Pre-images (without value multisets) of the groups changed since the
     /// last commit or rollback.
-    undo: HashMap<Vec<u8>, Option<GroupState>>,
+    undo: FastMap<Vec<u8>, Option<GroupState>>,
     /// Value multiset changes since the last commit or rollback, in order.
     value_log: Vec<ValueChange>,
+    /// Groups changed by committed epochs since the last checkpoint.
+    changed_groups: ChangedKeys,
+    /// Value records (see [`value_key`]) changed by committed epochs since
+    /// the last checkpoint.
+    changed_values: ChangedKeys,
     /// How groups close, when the group key holds a window or time bucket.
     pub closing: Option<GroupClosing>,
     /// `EMIT ON WINDOW CLOSE`: a group's row is emitted once, when it
@@ -368,7 +371,9 @@ impl AggregateOperator {
             schema,
             append_only,
             groups: FastMap::default(),
-            undo: HashMap::new(),
+            undo: FastMap::default(),
+            changed_groups: ChangedKeys::default(),
+            changed_values: ChangedKeys::default(),
             value_log: Vec::new(),
             closing: None,
             emit_on_close: false,
@@ -597,9 +602,11 @@ impl AggregateOperator {
             });
         }
 
-        // Old outputs of the groups this change touches, in first-touch order.
-        let mut touched: Vec<(Vec<u8>, Option<Vec<ScalarValue>>)> = Vec::new();
-        let mut touched_index: FastMap<Vec<u8>, ()> = FastMap::default();
+        // Old outputs of the groups this change touches, in first-touch
+        // order. Keys borrow from the batch's encoded rows: a touched group
+        // costs one key allocation (its undo entry), a new group one more.
+        let mut touched: Vec<(&[u8], Option<Vec<ScalarValue>>)> = Vec::new();
+        let mut touched_index: FastSet<&[u8]> = FastSet::default();
         let global = self.is_global();
         for i in 0..n {
             let w = delta.weights.value(i);
@@ -617,16 +624,17 @@ impl AggregateOperator {
                     continue;
                 }
             }
-            if !touched_index.contains_key(key) {
-                touched_index.insert(key.to_vec(), ());
+            if touched_index.insert(key) {
                 let existing = self.groups.get(key);
                 let old = match existing {
                     Some(s) => Some(self.outputs(s)?),
                     None => None,
                 };
-                let image = existing.map(GroupState::without_values);
-                self.undo.entry(key.to_vec()).or_insert(image);
-                touched.push((key.to_vec(), old));
+                if !self.undo.contains_key(key) {
+                    let image = existing.map(GroupState::without_values);
+                    self.undo.insert(key.to_vec(), image);
+                }
+                touched.push((key, old));
             }
             // Looked up by reference: only a new group allocates its key.
             if !self.groups.contains_key(key) {
@@ -663,17 +671,16 @@ impl AggregateOperator {
         // A global aggregate exists from the start: emit its first row even
         // when nothing was touched (creation over an empty relation).
         if global && n == 0 && !self.groups.contains_key(&[][..]) {
-            let key: Vec<u8> = vec![];
-            self.undo.entry(key.clone()).or_insert(None);
-            self.groups.insert(key.clone(), self.empty_group());
-            touched.push((key, None));
+            self.undo.entry(vec![]).or_insert(None);
+            self.groups.insert(vec![], self.empty_group());
+            touched.push((&[], None));
         }
 
-        let mut out_keys: Vec<Vec<u8>> = Vec::new();
+        let mut out_keys: Vec<&[u8]> = Vec::new();
         let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
         let mut out_weights: Vec<i64> = Vec::new();
         for (key, old) in touched {
-            let Some(state) = self.groups.get(&key) else {
+            let Some(state) = self.groups.get(key) else {
                 continue;
             };
             if state.rows < 0 {
@@ -688,18 +695,18 @@ impl AggregateOperator {
                 None
             };
             if state.rows == 0 && !global {
-                self.groups.remove(&key);
+                self.groups.remove(key);
             }
             if old == new || self.emit_on_close {
                 continue;
             }
             if let Some(old) = old {
-                out_keys.push(key.clone());
+                out_keys.push(key);
                 out_values.push(old);
                 out_weights.push(-1);
             }
             if let Some(new) = new {
-                out_keys.push(key.clone());
+                out_keys.push(key);
                 out_values.push(new);
                 out_weights.push(1);
             }
@@ -715,9 +722,9 @@ impl AggregateOperator {
             .collect()
     }
 
-    fn build_output(
+    fn build_output<K: AsRef<[u8]>>(
         &self,
-        keys: Vec<Vec<u8>>,
+        keys: Vec<K>,
         values: Vec<Vec<ScalarValue>>,
         weights: Vec<i64>,
     ) -> Result<Delta> {
@@ -730,7 +737,7 @@ impl AggregateOperator {
             vec![]
         } else {
             self.keys
-                .convert_rows(keys.iter().map(|k| parser.parse(k)))?
+                .convert_rows(keys.iter().map(|k| parser.parse(k.as_ref())))?
         };
         for (j, call) in self.calls.iter().enumerate() {
             let col = ScalarValue::iter_to_array(values.iter().map(|v| v[j].clone()))?;
@@ -760,55 +767,43 @@ impl AggregateOperator {
         })
     }
 
-    /// Hands every group and value changed since the last commit to
-    /// `persist` (`None` when gone). The changes stay pending until
-    /// [`AggregateOperator::committed`] or [`AggregateOperator::rollback`].
-    pub fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        for key in self.undo.keys() {
+    /// Hands `persist` the state records changed since the last
+    /// checkpoint (with `full`: every group and every value of its
+    /// multisets), and starts counting changes afresh.
+    pub fn checkpoint(&mut self, full: bool, persist: &mut crate::StateSink<'_>) -> Result<()> {
+        let groups = self.changed_groups.take();
+        let values = self.changed_values.take();
+        if full {
+            return self.snapshot(persist);
+        }
+        for key in &groups {
             match self.groups.get(key) {
-                Some(state) => {
-                    let bytes = bincode::serialize(state)
-                        .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?;
-                    persist(self.id, key, Some(bytes));
-                }
+                Some(state) => persist(self.id, key, Some(encode_group(state)?)),
                 None => persist(self.id, key, None),
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        for c in &self.value_log {
-            let key = value_key(&c.group, c.call, &c.value);
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            let count = match self.groups.get(&c.group).and_then(|g| g.accs.get(c.call)) {
-                Some(Acc::Values(map)) => map.get(&c.value).copied().unwrap_or(0),
-                _ => 0,
-            };
-            let value = (count != 0).then(|| count.to_be_bytes().to_vec());
-            persist(self.id | VALUES_BIT, &key, value);
-        }
-        for (group, state) in &self.closed_log {
-            for (call, acc) in state.accs.iter().enumerate() {
-                if let Acc::Values(map) = acc {
-                    for v in map.keys() {
-                        let key = value_key(group, call, v);
-                        if seen.insert(key.clone()) {
-                            persist(self.id | VALUES_BIT, &key, None);
-                        }
-                    }
+        for key in &values {
+            let count = split_value_key(key).and_then(|(group, call, value)| {
+                match self.groups.get(group).and_then(|g| g.accs.get(call)) {
+                    Some(Acc::Values(map)) => map.get(value).copied(),
+                    _ => None,
                 }
-            }
+            });
+            let count = count.filter(|n| *n != 0);
+            persist(
+                self.id | VALUES_BIT,
+                key,
+                count.map(|n| n.to_be_bytes().to_vec()),
+            );
         }
         Ok(())
     }
 
     /// Hands every group and every value of its multisets to `persist`:
     /// the operator's whole state, for a full checkpoint image.
-    pub fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
+    fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
         for (key, state) in &self.groups {
-            let bytes = bincode::serialize(state)
-                .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?;
-            persist(self.id, key, Some(bytes));
+            persist(self.id, key, Some(encode_group(state)?));
             for (call, acc) in state.accs.iter().enumerate() {
                 if let Acc::Values(map) = acc {
                     for (v, count) in map {
@@ -821,11 +816,25 @@ impl AggregateOperator {
         Ok(())
     }
 
-    /// The pending changes are durable: forget their pre-images.
+    /// The pending changes are durable: forget their pre-images, and note
+    /// what they changed for the next checkpoint.
     pub fn committed(&mut self) {
-        self.undo.clear();
-        self.value_log.clear();
-        self.closed_log.clear();
+        self.changed_groups
+            .extend(self.undo.drain().map(|(k, _)| k));
+        for c in self.value_log.drain(..) {
+            self.changed_values
+                .insert(value_key(&c.group, c.call, &c.value));
+        }
+        // A closed group's values are gone with it.
+        for (group, state) in self.closed_log.drain(..) {
+            for (call, acc) in state.accs.iter().enumerate() {
+                if let Acc::Values(map) = acc {
+                    for v in map.keys() {
+                        self.changed_values.insert(value_key(&group, call, v));
+                    }
+                }
+            }
+        }
         self.popped_log.clear();
         self.watermark_before = None;
     }
@@ -996,11 +1005,8 @@ impl super::Stateful for AggregateOperator {
     fn held(&self) -> usize {
         self.group_count()
     }
-    fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        AggregateOperator::pending(self, persist)
-    }
-    fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        AggregateOperator::snapshot(self, persist)
+    fn checkpoint(&mut self, full: bool, persist: &mut crate::StateSink<'_>) -> Result<()> {
+        AggregateOperator::checkpoint(self, full, persist)
     }
     fn committed(&mut self) {
         AggregateOperator::committed(self)
@@ -1071,6 +1077,11 @@ fn update(
         }
     }
     Ok(None)
+}
+
+/// A group's state record.
+fn encode_group(state: &GroupState) -> Result<Vec<u8>> {
+    bincode::serialize(state).map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))
 }
 
 fn missing(call: &AggCall) -> DataflowError {
@@ -1196,7 +1207,8 @@ mod tests {
         // What storage holds: the latest record per key.
         let mut disk: std::collections::BTreeMap<(u32, Vec<u8>), Vec<u8>> = Default::default();
         let mut records = Vec::new();
-        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v)))
+        op.committed();
+        op.checkpoint(false, &mut |o, k, v| records.push((o, k.to_vec(), v)))
             .unwrap();
         // One group record and one record per distinct value.
         assert_eq!(records.iter().filter(|r| r.0 == 0).count(), 1);
@@ -1207,7 +1219,6 @@ mod tests {
                 None => disk.remove(&(o, k)),
             };
         }
-        op.committed();
 
         // A change that is rolled back leaves no trace.
         op.push(&delta(&[(1, 10, -1), (1, 12, 1), (2, 5, 1)]))
@@ -1218,8 +1229,9 @@ mod tests {
         assert_eq!(rows(&out), vec![(1, 1, 1), (1, 2, -1)]);
 
         // Restoring from the persisted records gives the same state.
+        op.committed();
         let mut records = Vec::new();
-        op.pending(&mut |o, k, v| records.push((o, k.to_vec(), v)))
+        op.checkpoint(false, &mut |o, k, v| records.push((o, k.to_vec(), v)))
             .unwrap();
         for (o, k, v) in records {
             match v {
@@ -1227,7 +1239,6 @@ mod tests {
                 None => disk.remove(&(o, k)),
             };
         }
-        op.committed();
         let mut restored = distinct_counter();
         for ((o, k), v) in disk {
             if o & VALUES_BIT != 0 {

@@ -26,6 +26,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
 use crate::delta::Delta;
+use crate::state::ChangedKeys;
 use crate::window::{key_rows, session_runs, session_unit_ns, SessionSpec};
 use crate::{DataflowError, Result};
 
@@ -59,6 +60,8 @@ pub struct SessionOperator {
     /// State is stored per key, one record holding all its open rows: one
     /// storage write per touched key and batch instead of one per row.
     undo: HashMap<Vec<u8>, Option<Rows>>,
+    /// Keys changed by committed epochs since the last checkpoint.
+    changed: ChangedKeys,
     /// Keys by the end of their sessions (may hold stale entries).
     close_index: BTreeSet<(i64, Vec<u8>)>,
     /// The index must be rebuilt from `open` (after a load or a rollback).
@@ -94,6 +97,7 @@ impl SessionOperator {
             per_ns,
             open: HashMap::new(),
             undo: HashMap::new(),
+            changed: ChangedKeys::default(),
             close_index: BTreeSet::new(),
             index_stale: false,
             watermark: None,
@@ -327,19 +331,20 @@ impl SessionOperator {
         Ok(Delta { batch, weights })
     }
 
-    /// Hands every key changed since the last commit to `persist`, with
-    /// all its open rows (`None` when it has none left). The changes stay
-    /// pending until [`Self::committed`] or [`Self::rollback`].
-    pub fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        for key in self.undo.keys() {
+    /// Hands `persist` every key changed since the last checkpoint (with
+    /// `full`: every key), with all its open rows (`None` when it has none
+    /// left), and starts counting changes afresh.
+    pub fn checkpoint(&mut self, full: bool, persist: &mut crate::StateSink<'_>) -> Result<()> {
+        let changed = self.changed.take();
+        if full {
+            for (key, rows) in &self.open {
+                persist(self.id, key, Some(encode_rows(rows)?));
+            }
+            return Ok(());
+        }
+        for key in &changed {
             let value = match self.open.get(key) {
-                Some(rows) => {
-                    let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
-                    Some(
-                        bincode::serialize(&rows)
-                            .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?,
-                    )
-                }
+                Some(rows) => Some(encode_rows(rows)?),
                 None => None,
             };
             persist(self.id, key, value);
@@ -347,21 +352,10 @@ impl SessionOperator {
         Ok(())
     }
 
-    /// Hands every key with all its open rows to `persist`: the
-    /// operator's whole state, for a full checkpoint image.
-    pub fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        for (key, rows) in &self.open {
-            let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
-            let bytes = bincode::serialize(&rows)
-                .map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))?;
-            persist(self.id, key, Some(bytes));
-        }
-        Ok(())
-    }
-
-    /// The pending changes are durable: forget their pre-images.
+    /// The pending changes are durable: forget their pre-images, and note
+    /// their keys for the next checkpoint.
     pub fn committed(&mut self) {
-        self.undo.clear();
+        self.changed.extend(self.undo.drain().map(|(k, _)| k));
         self.watermark_before = None;
     }
 
@@ -477,11 +471,8 @@ impl crate::Stateful for SessionOperator {
     fn held(&self) -> usize {
         self.row_count()
     }
-    fn pending(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        SessionOperator::pending(self, persist)
-    }
-    fn snapshot(&self, persist: &mut crate::StateSink<'_>) -> Result<()> {
-        SessionOperator::snapshot(self, persist)
+    fn checkpoint(&mut self, full: bool, persist: &mut crate::StateSink<'_>) -> Result<()> {
+        SessionOperator::checkpoint(self, full, persist)
     }
     fn committed(&mut self) {
         SessionOperator::committed(self)
@@ -492,6 +483,12 @@ impl crate::Stateful for SessionOperator {
 }
 
 /// The rows of `rows` with event times in `[from, to]`, in order.
+/// One key's state record: all its open rows.
+fn encode_rows(rows: &Rows) -> Result<Vec<u8>> {
+    let rows: Vec<(&(i64, Vec<u8>), &i64)> = rows.iter().collect();
+    bincode::serialize(&rows).map_err(|e| DataflowError::Internal(format!("encoding state: {e}")))
+}
+
 fn region(rows: &Rows, from: i64, to: i64) -> Vec<(i64, Vec<u8>, i64)> {
     rows.range((from, Vec::new())..)
         .take_while(|((t, _), _)| *t <= to)
@@ -619,7 +616,8 @@ mod tests {
     }
 
     fn persist(op: &mut SessionOperator, store: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
-        op.pending(&mut |_, k, v| match v {
+        op.committed();
+        op.checkpoint(false, &mut |_, k, v| match v {
             Some(v) => {
                 store.insert(k.to_vec(), v);
             }
@@ -627,8 +625,7 @@ mod tests {
                 store.remove(k);
             }
         })
-        .expect("pending");
-        op.committed();
+        .expect("checkpoint");
     }
 
     #[test]
