@@ -23,7 +23,7 @@ pub enum ConnectorError {
         /// The bootstrap servers tried.
         brokers: String,
         /// How long the request waited.
-        timeout_ms: u128,
+        timeout_ms: u64,
         /// librdkafka's report.
         source: KafkaError,
     },

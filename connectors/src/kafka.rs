@@ -256,7 +256,7 @@ pub fn partitions(
         .fetch_metadata(Some(&config.topic), timeout)
         .map_err(|source| ConnectorError::Unreachable {
             brokers: config.brokers().to_string(),
-            timeout_ms: timeout.as_millis(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             source,
         })?;
     let topic = md
