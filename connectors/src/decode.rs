@@ -51,8 +51,7 @@ pub enum Cell {
     Bytes(Vec<u8>),
 }
 
-/// Why one message could not be decoded (shown in `last_error`).
-pub type DecodeError = String;
+pub use crate::error::{DecodeError, ValueError};
 
 /// Decodes payloads of one source into batches of its payload columns.
 pub struct Decoder {
@@ -75,7 +74,7 @@ pub struct Decoder {
 
 /// One column's value in the row being read: the value (or why it does not
 /// fit the column) and whether its key matched the column's name exactly.
-type Slot<'p> = Option<(Result<Pending<'p>, String>, bool)>;
+type Slot<'p> = Option<(Result<Pending<'p>, ValueError>, bool)>;
 
 /// Empties `slots` and gives its allocation to a row of another message.
 fn recycle<'a, 'b>(mut slots: Vec<Slot<'a>>) -> Vec<Slot<'b>> {
@@ -120,7 +119,7 @@ impl Decoder {
     /// Decodes one payload and keeps its row, or keeps nothing and says why.
     pub fn push(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
         if payload.is_empty() {
-            return Err("empty message".into());
+            return Err(DecodeError::Empty);
         }
         let row = match &self.encoding {
             Encoding::Json => return self.push_json(payload),
@@ -182,7 +181,10 @@ impl Decoder {
             .iter()
             .zip(slots.iter())
             .find_map(|(field, slot)| match slot {
-                Some((Err(e), _)) => Some(format!("field \"{}\": {e}", field.name())),
+                Some((Err(e), _)) => Some(DecodeError::Field {
+                    field: field.name().clone(),
+                    error: e.clone(),
+                }),
                 _ => None,
             });
         if let Some(e) = refused {
@@ -219,8 +221,7 @@ impl Decoder {
         if !starts_object {
             return self.json_value_row(payload);
         }
-        let mut slots: Vec<Option<(Result<Pending<'p>, String>, bool)>> =
-            vec![None; self.fields.len()];
+        let mut slots: Vec<Slot<'p>> = vec![None; self.fields.len()];
         let mut de = serde_json::Deserializer::from_slice(payload);
         let read = de::DeserializeSeed::deserialize(
             ObjectRow {
@@ -233,13 +234,16 @@ impl Decoder {
         .and_then(|()| de.end());
         // A syntax error wins over a field that did not convert: the
         // message is not JSON at all.
-        read.map_err(|e| format!("invalid JSON: {e}"))?;
+        read.map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
         slots
             .into_iter()
             .zip(&self.fields)
             .map(|(slot, field)| match slot {
                 None => Ok(Pending::Cell(Cell::Null)),
-                Some((cell, _)) => cell.map_err(|e| format!("field \"{}\": {e}", field.name())),
+                Some((cell, _)) => cell.map_err(|error| DecodeError::Field {
+                    field: field.name().clone(),
+                    error,
+                }),
             })
             .collect()
     }
@@ -248,10 +252,12 @@ impl Decoder {
     /// start with `{`, to say why they are not a row.
     fn json_value_row<'p>(&self, payload: &'p [u8]) -> Result<Vec<Pending<'p>>, DecodeError> {
         let value: Value =
-            serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
+            serde_json::from_slice(payload).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
         match value {
-            Value::Object(_) => Err("internal: a JSON object not read as one".into()),
-            _ => Err("the JSON message is not an object".into()),
+            Value::Object(_) => Err(DecodeError::Internal(
+                "a JSON object not read as one".into(),
+            )),
+            _ => Err(DecodeError::NotAnObject),
         }
     }
 
@@ -263,23 +269,24 @@ impl Decoder {
         let mut record = csv::StringRecord::new();
         match reader.read_record(&mut record) {
             Ok(true) => {}
-            Ok(false) => return Err("empty CSV record".into()),
-            Err(e) => return Err(format!("invalid CSV: {e}")),
+            Ok(false) => return Err(DecodeError::EmptyCsv),
+            Err(e) => return Err(DecodeError::InvalidCsv(e.to_string())),
         }
         if record.len() != self.fields.len() {
-            return Err(format!(
-                "the CSV record has {} fields, the source has {} columns",
-                record.len(),
-                self.fields.len()
-            ));
+            return Err(DecodeError::CsvFieldCount {
+                found: record.len(),
+                expected: self.fields.len(),
+            });
         }
         let mut row = Vec::with_capacity(self.fields.len());
         for (field, text) in self.fields.iter().zip(record.iter()) {
             let cell = if text.is_empty() {
                 Cell::Null
             } else {
-                from_text(text, field.data_type())
-                    .map_err(|e| format!("field \"{}\": {e}", field.name()))?
+                from_text(text, field.data_type()).map_err(|error| DecodeError::Field {
+                    field: field.name().clone(),
+                    error,
+                })?
             };
             row.push(cell);
         }
@@ -387,7 +394,7 @@ fn scan_value<'p>(
     json: bool,
     scratch: &mut Vec<u8>,
     stack: &mut Vec<u8>,
-) -> Scanned<Result<Pending<'p>, String>> {
+) -> Scanned<Result<Pending<'p>, ValueError>> {
     let start = s.pos();
     let value = match s.peek() {
         Some(b'"') => {
@@ -446,7 +453,7 @@ fn span_value(text: &[u8]) -> Scanned<Value> {
 
 /// A value other than a string without escapes, for a column of type `t`
 /// or a JSONB column.
-fn json_cell<'p>(v: &Value, t: &DataType, json: bool) -> Result<Pending<'p>, String> {
+fn json_cell<'p>(v: &Value, t: &DataType, json: bool) -> Result<Pending<'p>, ValueError> {
     match v {
         Value::Null => Ok(Pending::Cell(Cell::Null)),
         v if json => Ok(Pending::Cell(Cell::Text(v.to_string()))),
@@ -461,7 +468,7 @@ fn json_cell<'p>(v: &Value, t: &DataType, json: bool) -> Result<Pending<'p>, Str
 struct ObjectRow<'a, 'de> {
     fields: &'a [Arc<Field>],
     json: &'a [bool],
-    slots: &'a mut [Option<(Result<Pending<'de>, String>, bool)>],
+    slots: &'a mut [Slot<'de>],
 }
 
 impl<'de> de::DeserializeSeed<'de> for ObjectRow<'_, 'de> {
@@ -606,7 +613,7 @@ impl de::Visitor<'_> for ColumnOf<'_> {
     }
 }
 
-fn from_json(v: &Value, t: &DataType) -> Result<Cell, String> {
+fn from_json(v: &Value, t: &DataType) -> Result<Cell, ValueError> {
     match (v, t) {
         (Value::String(s), DataType::Utf8) => Ok(Cell::Text(s.clone())),
         // Nested values land in a text column as their JSON text.
@@ -615,37 +622,34 @@ fn from_json(v: &Value, t: &DataType) -> Result<Cell, String> {
         (Value::Number(n), t) if is_integer(t) => n
             .as_i64()
             .map(Cell::Int)
-            .ok_or_else(|| format!("{n} is not an integer"))
+            .ok_or_else(|| ValueError::NotAnInteger(n.clone()))
             .and_then(|c| check_int_range(c, t)),
         (Value::Number(n), DataType::Float32 | DataType::Float64) => n
             .as_f64()
             .map(Cell::Float)
-            .ok_or_else(|| format!("{n} is not a number")),
+            .ok_or_else(|| ValueError::NotANumber(n.clone())),
         (Value::Number(n), DataType::Decimal128(_, _)) => from_text(&n.to_string(), t),
         // Epoch milliseconds.
         (Value::Number(n), DataType::Timestamp(_, _)) => {
             let ms = n
                 .as_i64()
-                .ok_or_else(|| format!("{n} is not a whole number of epoch milliseconds"))?;
+                .ok_or_else(|| ValueError::NotEpochMillis(n.clone()))?;
             ms.checked_mul(1_000_000)
                 .map(Cell::Timestamp)
-                .ok_or_else(|| format!("{n} ms is out of the timestamp range"))
+                .ok_or_else(|| ValueError::TimestampOutOfRange(n.clone()))
         }
         (Value::String(s), t) => from_text(s, t),
-        (v, t) => Err(format!(
-            "{} cannot be read as {}",
-            json_kind(v),
-            millrace_planner::naming::pg_type_name(t)
-        )),
+        (v, t) => Err(ValueError::WrongKind {
+            kind: json_kind(v),
+            type_name: millrace_planner::naming::pg_type_name(t),
+        }),
     }
 }
 
-fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
-    let bad = || {
-        format!(
-            "invalid input syntax for type {}: \"{s}\"",
-            millrace_planner::naming::pg_type_name(t)
-        )
+fn from_text(s: &str, t: &DataType) -> Result<Cell, ValueError> {
+    let bad = || ValueError::InvalidText {
+        type_name: millrace_planner::naming::pg_type_name(t),
+        text: s.to_string(),
     };
     let s_trim = s.trim();
     match t {
@@ -669,7 +673,7 @@ fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
             d.rescale(*scale as u32);
             let m = d.mantissa();
             if m.unsigned_abs() >= 10u128.pow(*precision as u32) {
-                return Err(format!("numeric field overflow: {s}"));
+                return Err(ValueError::NumericOverflow(s.to_string()));
             }
             Ok(Cell::Decimal(m))
         }
@@ -683,9 +687,8 @@ fn from_text(s: &str, t: &DataType) -> Result<Cell, String> {
             .map(|d| Cell::Date((d - NaiveDate::default()).num_days() as i32))
             .map_err(|_| bad()),
         DataType::Binary => Ok(Cell::Bytes(s.as_bytes().to_vec())),
-        other => Err(format!(
-            "columns of type {} cannot be decoded from messages yet",
-            millrace_planner::naming::pg_type_name(other)
+        other => Err(ValueError::UndecodableType(
+            millrace_planner::naming::pg_type_name(other),
         )),
     }
 }
@@ -721,7 +724,7 @@ fn is_integer(t: &DataType) -> bool {
     matches!(t, DataType::Int16 | DataType::Int32 | DataType::Int64)
 }
 
-fn check_int_range(c: Cell, t: &DataType) -> Result<Cell, String> {
+fn check_int_range(c: Cell, t: &DataType) -> Result<Cell, ValueError> {
     let Cell::Int(v) = c else { return Ok(c) };
     let ok = match t {
         DataType::Int16 => i16::try_from(v).is_ok(),
@@ -731,10 +734,10 @@ fn check_int_range(c: Cell, t: &DataType) -> Result<Cell, String> {
     if ok {
         Ok(c)
     } else {
-        Err(format!(
-            "value {v} is out of range for type {}",
-            millrace_planner::naming::pg_type_name(t)
-        ))
+        Err(ValueError::OutOfRange {
+            value: v,
+            type_name: millrace_planner::naming::pg_type_name(t),
+        })
     }
 }
 
@@ -837,7 +840,9 @@ impl Column {
             }
             (column, Pending::Str(s)) => {
                 column.append_null();
-                return Err(format!("internal: text {s:?} for a column of another type"));
+                return Err(DecodeError::Internal(format!(
+                    "text {s:?} for a column of another type"
+                )));
             }
             (column, Pending::Cell(cell)) => (column, cell),
         };
@@ -865,7 +870,9 @@ impl Column {
             (Column::TimestampNanosecond(b), Cell::Timestamp(v)) => b.append_value(v),
             (c, other) => {
                 c.append_null();
-                return Err(format!("internal: {other:?} in a column of another type"));
+                return Err(DecodeError::Internal(format!(
+                    "{other:?} in a column of another type"
+                )));
             }
         }
         Ok(())
@@ -911,9 +918,8 @@ impl Column {
             Column::TimestampMicrosecond(b) => done(b),
             Column::TimestampNanosecond(b) => done(b),
             Column::Unsupported(t, 0) => Ok(arrow::array::new_empty_array(&t)),
-            Column::Unsupported(t, _) => Err(format!(
-                "columns of type {} cannot be decoded from messages yet",
-                millrace_planner::naming::pg_type_name(&t)
+            Column::Unsupported(t, _) => Err(DecodeError::UndecodableType(
+                millrace_planner::naming::pg_type_name(&t),
             )),
         }
     }
@@ -926,7 +932,7 @@ pub fn batch(
     metadata: Vec<ArrayRef>,
 ) -> Result<RecordBatch, DecodeError> {
     columns.extend(metadata);
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| format!("internal: {e}"))
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| DecodeError::Internal(e.to_string()))
 }
 
 #[cfg(test)]
@@ -987,16 +993,16 @@ mod tests {
         // case-insensitive duplicate it overrides.
         let e = d.push(br#"{"id": 1, "ts": true}"#).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "field \"ts\": a boolean cannot be read as timestamp without time zone"
         );
         let e = d.push(br#"{"id": "x", "name": }"#).unwrap_err();
-        assert!(e.starts_with("invalid JSON"), "{e}");
+        assert!(matches!(e, DecodeError::InvalidJson(_)), "{e}");
+        assert!(e.to_string().starts_with("invalid JSON"), "{e}");
         assert!(d.push(br#"{"id": 1} x"#).is_err());
-        assert_eq!(
-            d.push(b"  [1]").unwrap_err(),
-            "the JSON message is not an object"
-        );
+        let e = d.push(b"  [1]").unwrap_err();
+        assert_eq!(e, DecodeError::NotAnObject);
+        assert_eq!(e.to_string(), "the JSON message is not an object");
         d.push(br#"{"ID": "x", "id": 7}"#).unwrap();
         assert_eq!(d.rows(), 1);
     }
@@ -1044,7 +1050,7 @@ mod tests {
     /// checks that they agree (same row, or same error) whenever the
     /// one-pass reader vouches for the message. Returns whether it did,
     /// and serde_json's outcome.
-    fn agrees(d: &Decoder, payload: &[u8]) -> (bool, Result<Vec<Cell>, String>) {
+    fn agrees(d: &Decoder, payload: &[u8]) -> (bool, Result<Vec<Cell>, DecodeError>) {
         let slow = d
             .json_row(payload)
             .map(|row| row.into_iter().map(shown).collect::<Vec<_>>());
@@ -1064,9 +1070,10 @@ mod tests {
             .zip(slots)
             .map(|(field, slot)| match slot {
                 None => Ok(Cell::Null),
-                Some((value, _)) => value
-                    .map(shown)
-                    .map_err(|e| format!("field \"{}\": {e}", field.name())),
+                Some((value, _)) => value.map(shown).map_err(|error| DecodeError::Field {
+                    field: field.name().clone(),
+                    error,
+                }),
             })
             .collect::<Result<Vec<_>, _>>();
         assert_eq!(fast, slow, "{}", String::from_utf8_lossy(payload));
@@ -1074,7 +1081,7 @@ mod tests {
     }
 
     /// The one-pass reader reads `payload` itself, as serde_json would.
-    fn fast(d: &Decoder, payload: &str) -> Result<Vec<Cell>, String> {
+    fn fast(d: &Decoder, payload: &str) -> Result<Vec<Cell>, DecodeError> {
         let (vouched, outcome) = agrees(d, payload.as_bytes());
         assert!(vouched, "left to serde_json: {payload}");
         outcome
@@ -1085,7 +1092,8 @@ mod tests {
         let (vouched, outcome) = agrees(d, payload);
         assert!(!vouched, "{}", String::from_utf8_lossy(payload));
         let e = outcome.unwrap_err();
-        assert!(e.starts_with("invalid JSON"), "{e}");
+        assert!(matches!(e, DecodeError::InvalidJson(_)), "{e}");
+        assert!(e.to_string().starts_with("invalid JSON"), "{e}");
     }
 
     fn text(s: &str) -> Cell {
@@ -1155,7 +1163,7 @@ mod tests {
                 "field \"ts\": 999999999999999999 ms is out of the timestamp range",
             ),
         ] {
-            assert_eq!(fast(&d, json).unwrap_err(), e);
+            assert_eq!(fast(&d, json).unwrap_err().to_string(), e);
         }
         assert_eq!(
             fast(&d, r#"{"id": 9223372036854775807}"#).unwrap()[0],
@@ -1190,12 +1198,18 @@ mod tests {
         assert_eq!(row[9], text("[]"));
         assert_eq!(row[1], text(r#"[1,"a"]"#));
         assert_eq!(
-            fast(&d, r#"{"id": {"a": 1}}"#).unwrap_err(),
+            fast(&d, r#"{"id": {"a": 1}}"#).unwrap_err().to_string(),
             "field \"id\": an object cannot be read as bigint"
         );
         assert_eq!(
             fast(&d, r#"{"ok": [1]}"#).unwrap_err(),
-            "field \"ok\": an array cannot be read as boolean"
+            DecodeError::Field {
+                field: "ok".into(),
+                error: ValueError::WrongKind {
+                    kind: "an array",
+                    type_name: "boolean".into(),
+                },
+            }
         );
         // Skipped values may nest without limit; a column's value is left
         // to serde_json when it nests deep (which refuses 128 levels).

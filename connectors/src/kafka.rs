@@ -35,7 +35,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use millrace_planner::source::Metadata;
 
 use crate::config::{SourceConfig, StartupMode};
-use crate::decode::{self, Decoder};
+use crate::decode::{self, DecodeError, Decoder};
+use crate::error::ConnectorError;
 use crate::sink::{Arrival, BatchSink, SinkError};
 use crate::status::{SourceStatus, State};
 
@@ -61,22 +62,24 @@ struct QueryClient {
 
 impl QueryClient {
     /// The partitions' current high watermarks, read from the broker.
-    fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, String> {
+    fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, ConnectorError> {
         let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(consumer(&self.config).map_err(|e| e.to_string())?);
+            *guard = Some(consumer(&self.config)?);
         }
         let Some(c) = guard.as_ref() else {
-            return Err("no Kafka client".into());
+            return Err(ConnectorError::Internal("no Kafka client"));
         };
         let result = (|| {
-            let parts =
-                partitions(c, &self.config, WATERMARK_TIMEOUT).map_err(|e| e.to_string())?;
+            let parts = partitions(c, &self.config, WATERMARK_TIMEOUT)?;
             let mut out = BTreeMap::new();
             for p in parts {
                 let (_, high) = c
                     .fetch_watermarks(&self.config.topic, p, WATERMARK_TIMEOUT)
-                    .map_err(|e| format!("reading the end of partition {p}: {e}"))?;
+                    .map_err(|source| ConnectorError::PartitionEnd {
+                        partition: p,
+                        source,
+                    })?;
                 self.status
                     .update(p, |s| s.high_watermark = s.high_watermark.max(high));
                 out.insert(p, high);
@@ -166,11 +169,11 @@ pub struct Probe {
 
 impl Probe {
     /// The partitions' current high watermarks, read from the broker.
-    pub async fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, String> {
+    pub async fn high_watermarks(&self) -> Result<BTreeMap<i32, i64>, ConnectorError> {
         let query = self.query.clone();
         tokio::task::spawn_blocking(move || query.high_watermarks())
             .await
-            .map_err(|e| format!("the watermark query did not finish: {e}"))?
+            .map_err(ConnectorError::QueryAborted)?
     }
 }
 
@@ -220,7 +223,7 @@ impl ConsumerContext for SourceContext {}
 pub type SourceConsumer = BaseConsumer<SourceContext>;
 
 /// Creates a consumer for `config` that never commits to Kafka.
-pub fn consumer(config: &SourceConfig) -> Result<SourceConsumer, KafkaError> {
+pub fn consumer(config: &SourceConfig) -> Result<SourceConsumer, ConnectorError> {
     let mut cc = ClientConfig::new();
     // Bounded prefetch: at most 16 MiB queued per partition.
     cc.set("queued.max.messages.kbytes", "16384");
@@ -235,41 +238,26 @@ pub fn consumer(config: &SourceConfig) -> Result<SourceConsumer, KafkaError> {
     cc.set("allow.auto.create.topics", "false");
     let source = config.kafka.get("group.id").cloned().unwrap_or_default();
     cc.create_with_context(SourceContext { source })
+        .map_err(ConnectorError::ClientSettings)
 }
 
-/// Why a topic's partitions could not be read.
-#[derive(Debug)]
-pub enum TopicError {
-    /// The broker answered: there is no such topic.
-    Unknown(String),
-    /// The broker did not answer, or answered with an error.
-    Broker(String),
-}
-
-impl std::fmt::Display for TopicError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TopicError::Unknown(m) | TopicError::Broker(m) => f.write_str(m),
-        }
-    }
-}
-
-/// The partitions of `config.topic`, or why they cannot be listed.
+/// The partitions of `config.topic`, or why they cannot be listed
+/// ([`ConnectorError::UnknownTopic`] when the broker says there is no such
+/// topic).
 pub fn partitions(
     c: &SourceConsumer,
     config: &SourceConfig,
     timeout: Duration,
-) -> Result<Vec<i32>, TopicError> {
-    let unknown =
-        || TopicError::Unknown(format!("Kafka topic \"{}\" does not exist", config.topic));
+) -> Result<Vec<i32>, ConnectorError> {
+    let unknown = || ConnectorError::UnknownTopic {
+        topic: config.topic.clone(),
+    };
     let md = c
         .fetch_metadata(Some(&config.topic), timeout)
-        .map_err(|e| {
-            TopicError::Broker(format!(
-                "could not reach the Kafka broker at {} within {} ms: {e}",
-                config.brokers(),
-                timeout.as_millis()
-            ))
+        .map_err(|source| ConnectorError::Unreachable {
+            brokers: config.brokers().to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            source,
         })?;
     let topic = md
         .topics()
@@ -279,7 +267,10 @@ pub fn partitions(
     if let Some(err) = topic.error() {
         return Err(match rdkafka::types::RDKafkaErrorCode::from(err) {
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition => unknown(),
-            other => TopicError::Broker(format!("Kafka topic \"{}\": {other}", config.topic)),
+            code => ConnectorError::Topic {
+                topic: config.topic.clone(),
+                code,
+            },
         });
     }
     let mut ps: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
@@ -297,25 +288,28 @@ pub fn start_offsets(
     config: &SourceConfig,
     partitions: &[i32],
     timeout: Duration,
-) -> Result<Vec<(i32, i64)>, String> {
+) -> Result<Vec<(i32, i64)>, ConnectorError> {
     let mut out = Vec::new();
     let by_time = match config.startup {
         StartupMode::Timestamp(ms) => {
             let mut tpl = TopicPartitionList::new();
             for p in partitions {
-                tpl.add_partition_offset(&config.topic, *p, Offset::Offset(ms))
-                    .map_err(|e| e.to_string())?;
+                tpl.add_partition_offset(&config.topic, *p, Offset::Offset(ms))?;
             }
-            Some(c.offsets_for_times(tpl, timeout).map_err(|e| {
-                format!("looking up offsets for scan.startup.timestamp.millis: {e}")
-            })?)
+            Some(
+                c.offsets_for_times(tpl, timeout)
+                    .map_err(ConnectorError::OffsetsForTimes)?,
+            )
         }
         _ => None,
     };
     for p in partitions {
         let (low, high) = c
             .fetch_watermarks(&config.topic, *p, timeout)
-            .map_err(|e| format!("reading the offsets of partition {p}: {e}"))?;
+            .map_err(|source| ConnectorError::PartitionOffsets {
+                partition: *p,
+                source,
+            })?;
         let offset = match config.startup {
             StartupMode::Earliest => low,
             StartupMode::Latest => high,
@@ -372,7 +366,7 @@ enum End {
     /// Stop was asked for, or the source was dropped.
     Stopped,
     /// Something failed; start over after a backoff.
-    Failed(String),
+    Failed(ConnectorError),
 }
 
 impl Ingest {
@@ -388,7 +382,7 @@ impl Ingest {
                 End::Stopped => break,
                 End::Failed(e) => {
                     tracing::warn!(source = %self.name, "source retrying in {backoff:?}: {e}");
-                    self.status.set_state(State::Retrying, Some(e.clone()));
+                    self.status.set_state(State::Retrying, Some(e.to_string()));
                     if started.elapsed() > BACKOFF_MAX {
                         backoff = BACKOFF_MIN;
                     }
@@ -420,15 +414,15 @@ impl Ingest {
         let committed: BTreeMap<i32, i64> = match self.sink.committed_offsets() {
             Ok(o) => o,
             Err(SinkError::Closed) => return End::Stopped,
-            Err(SinkError::Refused(e)) => return End::Failed(e),
+            Err(e @ SinkError::Refused(_)) => return End::Failed(ConnectorError::Offsets(e)),
         };
         let c = match consumer(&self.config) {
             Ok(c) => c,
-            Err(e) => return End::Failed(format!("creating the Kafka client: {e}")),
+            Err(e) => return End::Failed(e),
         };
         let parts = match partitions(&c, &self.config, WATERMARK_TIMEOUT) {
             Ok(p) => p,
-            Err(e) => return End::Failed(e.to_string()),
+            Err(e) => return End::Failed(e),
         };
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
@@ -437,11 +431,11 @@ impl Ingest {
                 .get(p)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             if let Err(e) = tpl.add_partition_offset(&self.config.topic, *p, offset) {
-                return End::Failed(e.to_string());
+                return End::Failed(e.into());
             }
         }
         if let Err(e) = c.assign(&tpl) {
-            return End::Failed(format!("assigning partitions: {e}"));
+            return End::Failed(ConnectorError::Assign(e));
         }
         self.status.set_state(State::Running, None);
         let mut hw_refreshed = Instant::now() - Duration::from_secs(60);
@@ -467,7 +461,7 @@ impl Ingest {
         parts: &[i32],
         batch: &mut Batch,
         hw_refreshed: &mut Instant,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ConnectorError> {
         let mut opened: Option<Instant> = None;
         loop {
             if self.stopped() {
@@ -549,7 +543,7 @@ impl Ingest {
     /// waits until the broker has them, before the batch's offsets are
     /// committed: a dead letter is never lost (after a crash it may be
     /// sent twice).
-    fn send_dead_letters(&self, batch: &mut Batch) -> Result<(), String> {
+    fn send_dead_letters(&self, batch: &mut Batch) -> Result<(), ConnectorError> {
         let letters = std::mem::take(&mut batch.dead_letters);
         let Some(topic) = &self.config.dead_letter_topic else {
             return Ok(());
@@ -566,13 +560,10 @@ impl Ingest {
                 }
             }
             cc.set("message.max.bytes", "104857600");
-            *slot = Some(
-                cc.create()
-                    .map_err(|e| format!("creating the dead-letter producer: {e}"))?,
-            );
+            *slot = Some(cc.create().map_err(ConnectorError::DeadLetterProducer)?);
         }
         let Some(producer) = slot.as_ref() else {
-            return Err("no dead-letter producer".into());
+            return Err(ConnectorError::Internal("no dead-letter producer"));
         };
         for l in &letters {
             let headers = OwnedHeaders::new()
@@ -604,15 +595,26 @@ impl Ingest {
             }
             producer
                 .send(record)
-                .map_err(|(e, _)| format!("sending to dead-letter topic \"{topic}\": {e}"))?;
+                .map_err(|(source, _)| ConnectorError::DeadLetterSend {
+                    topic: topic.clone(),
+                    source,
+                })?;
         }
         producer
             .flush(WATERMARK_TIMEOUT)
-            .map_err(|e| format!("sending to dead-letter topic \"{topic}\": {e}"))
+            .map_err(|source| ConnectorError::DeadLetterSend {
+                topic: topic.clone(),
+                source,
+            })
     }
 
     /// Commits the batch through the sink. False when the sink is closed.
-    fn commit(&self, c: &SourceConsumer, parts: &[i32], batch: &mut Batch) -> Result<bool, String> {
+    fn commit(
+        &self,
+        c: &SourceConsumer,
+        parts: &[i32],
+        batch: &mut Batch,
+    ) -> Result<bool, ConnectorError> {
         if !self.sink.is_open() {
             return Ok(false);
         }
@@ -632,9 +634,9 @@ impl Ingest {
             match self.sink.push(rows, &progress, &arrival) {
                 Ok(()) => {}
                 Err(SinkError::Closed) => return Ok(false),
-                Err(SinkError::Refused(e)) => {
+                Err(e @ SinkError::Refused(_)) => {
                     batch.discard();
-                    return Err(format!("a batch could not be applied: {e}"));
+                    return Err(ConnectorError::Refused(e));
                 }
             }
         }
@@ -747,11 +749,10 @@ impl Batch {
         counts.messages += 1;
         counts.bytes += payload.len() as u64;
         let result = if payload.len() > config.max_message_bytes {
-            Err(format!(
-                "a message of {} bytes is larger than max.message.bytes ({})",
-                payload.len(),
-                config.max_message_bytes
-            ))
+            Err(DecodeError::TooLarge {
+                size: payload.len(),
+                limit: config.max_message_bytes,
+            })
         } else {
             self.decoder.push(payload)
         };
@@ -772,7 +773,7 @@ impl Batch {
                     self.dead_letters.push(DeadLetter {
                         key: m.key().map(<[u8]>::to_vec),
                         payload: payload.to_vec(),
-                        error: e.clone(),
+                        error: e.to_string(),
                         partition: p,
                         offset: m.offset(),
                     });
@@ -787,7 +788,7 @@ impl Batch {
     fn finish(
         &mut self,
         config: &SourceConfig,
-    ) -> Result<(Option<arrow::record_batch::RecordBatch>, Vec<i32>), String> {
+    ) -> Result<(Option<arrow::record_batch::RecordBatch>, Vec<i32>), ConnectorError> {
         if self.decoder.rows() == 0 {
             self.clear_rows();
             return Ok((None, Vec::new()));
@@ -810,7 +811,7 @@ impl Batch {
                         }
                         _ => a,
                     });
-                    arrow::compute::cast(&a, field.data_type()).map_err(|e| e.to_string())?
+                    arrow::compute::cast(&a, field.data_type())?
                 }
                 Metadata::Key => {
                     let mut b = BinaryBuilder::new();

@@ -6,6 +6,9 @@
 //! the narrow [`sink::BatchSink`] trait. The receiver's committed offsets
 //! are where a restart resumes, which is what makes views exactly-once.
 //! What each partition is doing is kept in [`status::SourceStatus`].
+//! What goes wrong is typed ([`error`]): a [`ConnectorError`] for what stops
+//! a consuming session or refuses a statement, a [`DecodeError`] for a
+//! message that is skipped.
 //!
 //! This crate never sees the engine: the engine implements
 //! [`sink::BatchSink`], validates `CREATE SOURCE` options into a
@@ -13,6 +16,9 @@
 
 pub mod config;
 pub mod decode;
+pub mod error;
 pub mod kafka;
 pub mod sink;
 pub mod status;
+
+pub use error::{ConnectorError, DecodeError};

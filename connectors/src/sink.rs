@@ -29,10 +29,11 @@ pub enum SinkError {
     /// dropped): the ingest thread stops.
     #[error("the source's receiver is closed")]
     Closed,
-    /// The receiver could not apply the batch; the thread retries from the
-    /// committed offsets after a backoff.
+    /// The receiver could not apply the batch (or read its offsets); the
+    /// thread retries from the committed offsets after a backoff. Holds the
+    /// receiver's own error, whose type the connector does not know.
     #[error("{0}")]
-    Refused(String),
+    Refused(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What receives a source's batches (the engine).

@@ -6,9 +6,10 @@ use std::sync::{Arc, Weak};
 
 use arrow::record_batch::RecordBatch;
 use millrace_connectors::config::SourceConfig;
-use millrace_connectors::kafka::{self, Probe, SourceRunner, TopicError};
+use millrace_connectors::kafka::{self, Probe, SourceRunner};
 use millrace_connectors::sink::{Arrival, BatchSink, SinkError};
 use millrace_connectors::status::SourceStatus;
+use millrace_connectors::ConnectorError;
 use millrace_planner::source::SourceDef;
 use millrace_storage::{Commit, RelationId};
 
@@ -83,20 +84,23 @@ impl Engine {
         // connect.timeout.ms, and writers should not wait for it.
         let probe = config.clone();
         let offsets =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, TopicError> {
-                let c = kafka::consumer(&probe).map_err(|e| {
-                    TopicError::Broker(format!("invalid Kafka client settings: {e}"))
-                })?;
+            tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64)>, ConnectorError> {
+                let c = kafka::consumer(&probe)?;
                 let parts = kafka::partitions(&c, &probe, probe.connect_timeout)?;
                 kafka::start_offsets(&c, &probe, &parts, probe.connect_timeout)
-                    .map_err(TopicError::Broker)
             })
             .await
             .map_err(|e| SqlError::internal(format!("the broker check did not finish: {e}")))?
             .map_err(|e| match e {
-                TopicError::Unknown(m) => SqlError::new(ErrorKind::UndefinedObject, m)
-                    .with_hint("Create the topic first; Millrace does not create topics."),
-                TopicError::Broker(m) => SqlError::new(ErrorKind::UnableToConnect, m)
+                ConnectorError::UnknownTopic { .. } => {
+                    SqlError::new(ErrorKind::UndefinedObject, e.to_string())
+                        .with_hint("Create the topic first; Millrace does not create topics.")
+                }
+                // librdkafka refused a properties.* setting: the statement's fault.
+                ConnectorError::ClientSettings(_) => {
+                    SqlError::new(ErrorKind::InvalidParameterValue, e.to_string())
+                }
+                _ => SqlError::new(ErrorKind::UnableToConnect, e.to_string())
                     .with_hint("Check properties.bootstrap.server and that the broker is running."),
             })?;
         let mut pipelines = self.pipelines.write().await;
@@ -289,7 +293,7 @@ impl BatchSink for SourceSink {
         let engine = self.engine.upgrade().ok_or(SinkError::Closed)?;
         match engine.source_offsets(self.rel.id) {
             Ok(o) => Ok(o.into_iter().collect()),
-            Err(e) => Err(SinkError::Refused(e.to_string())),
+            Err(e) => Err(SinkError::Refused(Box::new(e))),
         }
     }
 
@@ -309,7 +313,7 @@ impl BatchSink for SourceSink {
             Err(_) if engine.relation(&self.rel.name).map(|r| r.id) != Some(self.rel.id) => {
                 Err(SinkError::Closed)
             }
-            Err(e) => Err(SinkError::Refused(e.message)),
+            Err(e) => Err(SinkError::Refused(Box::new(e))),
         }
     }
 }

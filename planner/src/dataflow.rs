@@ -378,11 +378,10 @@ impl Builder<'_> {
     }
 
     fn source(&mut self, name: &str) -> Result<NodeId> {
-        let provider = self.lookup.relation(name).ok_or_else(|| {
-            PlanError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
-                "table '{name}' not found"
-            )))
-        })?;
+        let provider = self
+            .lookup
+            .relation(name)
+            .ok_or_else(|| PlanError::UndefinedTable(name.to_string()))?;
         self.inputs.insert(name.to_string());
         let event_time = self.lookup.event_time(name).map(|e| e.index);
         let input = Input::new(

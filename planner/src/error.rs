@@ -1,5 +1,10 @@
-//! Planner errors, each saying whose fault it is. The server maps them to
-//! PostgreSQL SQLSTATEs in one place.
+//! Planner errors, each saying whose fault it is. The engine gives each
+//! variant its error kind and the server maps kinds to PostgreSQL SQLSTATEs
+//! in one place; nothing downstream looks at the message text.
+//!
+//! Code that must return DataFusion's error type (table functions, UDFs)
+//! wraps a [`PlanError`] with [`PlanError::into_datafusion`], so that its
+//! kind survives the trip through DataFusion.
 
 use datafusion::error::DataFusionError;
 
@@ -15,12 +20,28 @@ pub enum PlanError {
     /// A column the statement names does not exist (42703).
     #[error("{0}")]
     UndefinedColumn(String),
+    /// A table or view the statement names does not exist (42P01). Holds
+    /// the relation's name.
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
     /// A value or column of the wrong type for where it is used (42804).
     #[error("{0}")]
     WrongType(String),
     /// A value does not fit its type (22003).
     #[error("{0}")]
     OutOfRange(String),
+    /// A value the statement gives is not valid where it is used, such as a
+    /// window size that is not positive (22023).
+    #[error("{0}")]
+    InvalidValue(String),
+    /// Text that does not parse as its type, such as a JSON document
+    /// (22P02).
+    #[error("{0}")]
+    InvalidText(String),
+    /// A statement that is wrong in some other way, such as a window
+    /// function given the wrong number or shape of arguments (42000).
+    #[error("{0}")]
+    Invalid(String),
     /// An error reported by DataFusion; the server classifies it.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -45,6 +66,19 @@ impl From<millrace_dataflow::DataflowError> for PlanError {
 impl From<arrow::error::ArrowError> for PlanError {
     fn from(e: arrow::error::ArrowError) -> Self {
         PlanError::DataFusion(DataFusionError::ArrowError(Box::new(e), None))
+    }
+}
+
+impl PlanError {
+    /// This error as DataFusion's, for code that must return DataFusion's
+    /// error type: an error DataFusion reported stays as it was, any other
+    /// travels as [`DataFusionError::External`], from which the engine
+    /// takes it back out by type.
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            PlanError::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
     }
 }
 

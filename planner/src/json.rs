@@ -19,6 +19,8 @@ use datafusion::logical_expr::{
 use serde_json::Value;
 use sqlparser::ast::BinaryOperator;
 
+use crate::PlanError;
+
 /// `jsonb_extract_path(json, VARIADIC path)` (JSON text out) or, with
 /// `as_text`, `jsonb_extract_path_text` (strings unquoted).
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -69,7 +71,9 @@ impl ScalarUDFImpl for ExtractPath {
             })
             .collect::<Result<_>>()?;
         let Some((doc, path)) = texts.split_first() else {
-            return datafusion::common::plan_err!("{} needs a JSON value", self.name());
+            return Err(
+                PlanError::Invalid(format!("{} needs a JSON value", self.name())).into_datafusion(),
+            );
         };
         let mut out = StringBuilder::with_capacity(args.number_rows, args.number_rows * 8);
         for row in 0..args.number_rows {
@@ -78,10 +82,11 @@ impl ScalarUDFImpl for ExtractPath {
                 continue;
             }
             let Ok(mut value) = serde_json::from_str::<Value>(doc.value(row)) else {
-                return datafusion::common::exec_err!(
+                return Err(PlanError::InvalidText(format!(
                     "invalid input syntax for type json: \"{}\"",
                     doc.value(row)
-                );
+                ))
+                .into_datafusion());
             };
             let mut found = true;
             for key in path {

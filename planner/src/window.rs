@@ -24,7 +24,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
-use datafusion::common::{not_impl_err, plan_datafusion_err, plan_err, ScalarValue};
+use datafusion::common::{not_impl_err, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
@@ -34,6 +34,8 @@ use millrace_dataflow::window::{
     assign_sessions, assign_windows, windowed_schema, SessionSpec, WindowKind, WindowSpec,
     MAX_WINDOWS_PER_ROW,
 };
+
+use crate::PlanError;
 
 /// How the planner finds the relations a window function reads.
 pub trait RelationLookup: Debug + Send + Sync {
@@ -76,7 +78,9 @@ impl TableFunctionImpl for WindowFunction {
                 WindowKind::Tumble => "TUMBLE(relation, time_column, size [, offset])",
                 WindowKind::Hop => "HOP(relation, time_column, slide, size [, offset])",
             };
-            return plan_err!("wrong number of arguments to {fname}: expected {usage}");
+            return refuse(PlanError::Invalid(format!(
+                "wrong number of arguments to {fname}: expected {usage}"
+            )));
         }
         let (relation, input, time_column, time_column_name) =
             window_input(self.lookup.as_ref(), fname, exprs)?;
@@ -89,7 +93,9 @@ impl TableFunctionImpl for WindowFunction {
             WindowKind::Hop => (durations_ns[0], durations_ns[1]),
         };
         if slide_ns <= 0 || size_ns <= 0 {
-            return plan_err!("{fname} window sizes must be positive intervals");
+            return refuse(PlanError::InvalidValue(format!(
+                "{fname} window sizes must be positive intervals"
+            )));
         }
         if size_ns / slide_ns > MAX_WINDOWS_PER_ROW {
             return not_impl_err!(
@@ -119,22 +125,22 @@ fn window_input(
     let relation = match &exprs[0] {
         Expr::Column(c) => c.name.clone(),
         other => {
-            return plan_err!(
+            return refuse(PlanError::Invalid(format!(
                 "the first argument of {fname} must be a table or view name, not {other}"
-            )
+            )))
         }
     };
     let input = lookup
         .relation(&relation)
-        .ok_or_else(|| plan_datafusion_err!("table '{relation}' not found"))?;
+        .ok_or_else(|| PlanError::UndefinedTable(relation.clone()).into_datafusion())?;
     let time_column_name = column_argument(fname, "second", &exprs[1])?;
     let input_schema = input.schema();
     let time_column = column_index(&input_schema, &time_column_name)?;
     let time_type = input_schema.field(time_column).data_type().clone();
     if !matches!(time_type, DataType::Timestamp(_, _)) {
-        return plan_err!(
+        return refuse(PlanError::WrongType(format!(
             "cannot assign windows over column \"{time_column_name}\" of type {time_type}: {fname} needs a timestamp column"
-        );
+        )));
     }
     Ok((relation, input, time_column, time_column_name))
 }
@@ -142,7 +148,9 @@ fn window_input(
 fn column_argument(fname: &str, which: &str, e: &Expr) -> DfResult<String> {
     match e {
         Expr::Column(c) => Ok(c.name.clone()),
-        other => plan_err!("the {which} argument of {fname} must be a column name, not {other}"),
+        other => refuse(PlanError::Invalid(format!(
+            "the {which} argument of {fname} must be a column name, not {other}"
+        ))),
     }
 }
 
@@ -159,13 +167,18 @@ fn column_index(schema: &Schema, name: &str) -> DfResult<usize> {
 }
 
 fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
+    let not_constant = || {
+        refuse(PlanError::WrongType(format!(
+            "{fname} needs constant intervals, got {e}"
+        )))
+    };
     let value = match e {
         Expr::Literal(v, _) => v.clone(),
         Expr::Cast(c) => match c.expr.as_ref() {
             Expr::Literal(v, _) => v.cast_to(c.field.data_type())?,
-            _ => return plan_err!("{fname} needs constant intervals, got {e}"),
+            _ => return not_constant(),
         },
-        _ => return plan_err!("{fname} needs constant intervals, got {e}"),
+        _ => return not_constant(),
     };
     match &value {
         ScalarValue::IntervalYearMonth(Some(_)) => {
@@ -175,10 +188,13 @@ fn interval_ns(fname: &str, e: &Expr) -> DfResult<i64> {
             not_impl_err!("{fname} windows measured in months or years")
         }
         ScalarValue::IntervalMonthDayNano(Some(_)) | ScalarValue::IntervalDayTime(Some(_)) => {
-            millrace_dataflow::time::fixed_interval_ns(&value)
-                .ok_or_else(|| plan_datafusion_err!("{fname} interval out of range"))
+            millrace_dataflow::time::fixed_interval_ns(&value).ok_or_else(|| {
+                PlanError::OutOfRange(format!("{fname} interval out of range")).into_datafusion()
+            })
         }
-        other => plan_err!("{fname} needs an INTERVAL, got {other}"),
+        other => refuse(PlanError::WrongType(format!(
+            "{fname} needs an INTERVAL, got {other}"
+        ))),
     }
 }
 
@@ -253,15 +269,17 @@ impl TableFunctionImpl for SessionFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
         if exprs.len() < 3 {
-            return plan_err!(
-                "wrong number of arguments to SESSION: expected SESSION(relation, time_column, gap [, key_column …])"
-            );
+            return refuse(PlanError::Invalid(
+                "wrong number of arguments to SESSION: expected SESSION(relation, time_column, gap [, key_column …])".into(),
+            ));
         }
         let (relation, input, time_column, time_column_name) =
             window_input(self.lookup.as_ref(), "SESSION", exprs)?;
         let gap_ns = interval_ns("SESSION", &exprs[2])?;
         if gap_ns <= 0 {
-            return plan_err!("the SESSION gap must be a positive interval");
+            return refuse(PlanError::InvalidValue(
+                "the SESSION gap must be a positive interval".into(),
+            ));
         }
         let schema = input.schema();
         let mut key_columns = Vec::new();
@@ -330,7 +348,13 @@ impl TableProvider for SessionRelation {
 }
 
 /// A runtime error inside a DataFusion scan, as the planner's error (which
-/// the server knows how to classify).
+/// keeps its kind through DataFusion).
 fn external(e: millrace_dataflow::DataflowError) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::External(Box::new(crate::PlanError::from(e)))
+    PlanError::from(e).into_datafusion()
+}
+
+/// `Err` of a planner error, as DataFusion's error type (what table
+/// functions return); the engine takes the planner's error back out.
+fn refuse<T>(e: PlanError) -> DfResult<T> {
+    Err(e.into_datafusion())
 }

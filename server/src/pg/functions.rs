@@ -273,7 +273,7 @@ impl ScalarUDFImpl for ViewDefinition {
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
         let Some(view) = args.args.first() else {
-            return datafusion::common::plan_err!("pg_get_viewdef needs a view");
+            return Err(wrong_arguments("pg_get_viewdef needs a view"));
         };
         match view {
             ColumnarValue::Scalar(v) => {
@@ -371,7 +371,7 @@ impl ScalarUDFImpl for LikeEscape {
         // Of length 1 when both arguments are scalars, else one per row.
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let (Some(patterns), Some(escapes)) = (arrays.first(), arrays.get(1)) else {
-            return datafusion::common::plan_err!("like_escape takes a pattern and an escape");
+            return Err(wrong_arguments("like_escape takes a pattern and an escape"));
         };
         let patterns = datafusion::common::cast::as_string_array(patterns)?;
         let escapes = datafusion::common::cast::as_string_array(escapes)?;
@@ -499,7 +499,7 @@ impl ScalarUDFImpl for ToRegtype {
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
         let Some(name) = args.args.first() else {
-            return datafusion::common::plan_err!("to_regtype takes a type name");
+            return Err(wrong_arguments("to_regtype takes a type name"));
         };
         let oid = |v: &ScalarValue| match v {
             ScalarValue::Utf8(Some(s)) => type_oid(s),
@@ -640,7 +640,7 @@ impl ScalarUDFImpl for Format {
             .map(crate::pg::text::text_array)
             .collect::<Result<Vec<_>, _>>()?;
         let Some(rows) = arrays.first().map(|a| a.len()) else {
-            return datafusion::common::plan_err!("format needs a format string");
+            return Err(wrong_arguments("format needs a format string"));
         };
         let texts = arrays
             .iter()
@@ -778,9 +778,7 @@ impl ScalarUDFImpl for JsonBuildObject {
 
     fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
         if !args.len().is_multiple_of(2) {
-            return datafusion::common::plan_err!(
-                "argument list of json_build_object must consist of alternating keys and values"
-            );
+            return Err(odd_json_arguments());
         }
         Ok(DataType::Utf8)
     }
@@ -804,9 +802,7 @@ impl ScalarUDFImpl for JsonBuildObject {
             let mut object = serde_json::Map::new();
             for pair in arrays.chunks(2) {
                 let (Some(key), Some(value)) = (pair.first(), pair.get(1)) else {
-                    return datafusion::common::plan_err!(
-                        "argument list of json_build_object must consist of alternating keys and values"
-                    );
+                    return Err(odd_json_arguments());
                 };
                 let key = ScalarValue::try_from_array(key, row)?;
                 if key.is_null() {
@@ -862,6 +858,24 @@ fn json_value(v: ScalarValue) -> serde_json::Value {
         | ScalarValue::Utf8View(Some(s)) => J::String(s),
         other => J::String(other.to_string()),
     }
+}
+
+/// A function called with arguments its signature should have ruled out
+/// (class 42, as PostgreSQL reports a call that matches no function).
+fn wrong_arguments(message: &str) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(SqlError::new(
+        ErrorKind::SyntaxErrorOrAccessRuleViolation,
+        message,
+    )))
+}
+
+/// `json_build_object` with an odd number of arguments (22023, as in
+/// PostgreSQL).
+fn odd_json_arguments() -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(SqlError::new(
+        ErrorKind::InvalidParameterValue,
+        "argument list of json_build_object must consist of alternating keys and values",
+    )))
 }
 
 #[cfg(test)]
