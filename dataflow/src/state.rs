@@ -39,19 +39,4 @@ impl ChangedKeys {
     pub fn take(&mut self) -> FastSet<Vec<u8>> {
         std::mem::take(&mut self.keys)
     }
-
-    /// Forgets every change (a full checkpoint covers them).
-    pub fn clear(&mut self) {
-        self.keys.clear();
-    }
-
-    /// Number of keys changed.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// True when nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
