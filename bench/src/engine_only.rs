@@ -15,10 +15,19 @@ use crate::queries::Query;
 const BATCH_ROWS: usize = 100_000;
 
 /// Runs `query` over `events` bids in a fresh engine and data directory.
-pub async fn run(query: &Query, events: u64, scratch: &std::path::Path) -> anyhow::Result<Figures> {
+pub async fn run(
+    query: &Query,
+    events: u64,
+    workers: usize,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Figures> {
     let dir = scratch.join(format!("engine-{}", query.name));
     let _ = std::fs::remove_dir_all(&dir);
-    let engine = Engine::open_with(&dir, millrace_server::engine_options()).await?;
+    let options = millrace_engine::EngineOptions {
+        workers,
+        ..millrace_server::engine_options()
+    };
+    let engine = Engine::open_with(&dir, options).await?;
     execute(&engine, &format!("CREATE TABLE bid ({BID_COLUMNS})")).await?;
     for view in query.views {
         execute(&engine, view).await?;
@@ -79,12 +88,15 @@ pub async fn run(query: &Query, events: u64, scratch: &std::path::Path) -> anyho
 pub fn run_in_child(
     query: &Query,
     events: u64,
+    workers: usize,
     scratch: &std::path::Path,
 ) -> anyhow::Result<Figures> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["engine", "--child", "--queries", query.name])
         .arg("--events")
         .arg(events.to_string())
+        .arg("--workers")
+        .arg(workers.to_string())
         .arg("--scratch")
         .arg(scratch)
         .stderr(std::process::Stdio::inherit())

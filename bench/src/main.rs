@@ -10,6 +10,8 @@
 //!   (produce → visible over pgwire) at a fixed rate;
 //! - `point`: point queries by key on a view of 1 M rows while bids are
 //!   ingested from Kafka;
+//! - `restart`: time to serve again after `kill -9` with a view of 10 M
+//!   groups, and the memory it takes;
 //! - `decode`: Millrace's JSON decoder against serde_json's raw parse.
 //!
 //! `serve` and `mock-broker` are not for users: they are how the Kafka
@@ -24,6 +26,7 @@ mod kafka;
 mod measure;
 mod processes;
 mod queries;
+mod restart;
 
 use std::path::PathBuf;
 
@@ -46,6 +49,10 @@ enum Mode {
         /// Comma-separated queries (q0,q1,q2,q5,q7,tumble) or `all`.
         #[arg(long, default_value = "all")]
         queries: String,
+        /// Workers each view's `GROUP BY` is split over (the server's
+        /// `--workers`).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
         /// Where the data directories go.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
         scratch: PathBuf,
@@ -105,6 +112,16 @@ enum Mode {
         #[arg(long, default_value = "mock")]
         broker: String,
         /// Where the data directories go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
+        scratch: PathBuf,
+    },
+    /// Restart after kill -9 with a view of `rows` groups: time to the
+    /// first answered query, peak RSS.
+    Restart {
+        /// Rows of the table, and groups of the view.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Where the data directory goes.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
         scratch: PathBuf,
     },
@@ -175,6 +192,31 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }),
+        Mode::Restart { rows, scratch } => runtime.block_on(async {
+            std::fs::create_dir_all(&scratch)?;
+            println!(
+                "restart: a view of {rows} groups (count, sum by a over a {rows}-row table), FLUSH, kill -9, start again; load {}",
+                measure::load_average()
+            );
+            let r = restart::run(rows, &scratch).await?;
+            println!(
+                "  filled in {:.1} s; checkpoint {:.0} MiB on disk; RSS before the kill {:.0} MiB",
+                r.fill_seconds,
+                r.checkpoint_bytes as f64 / (1024.0 * 1024.0),
+                r.rss_before_kill_mib
+            );
+            println!(
+                "  restart: listening after {:.2} s, first query answered after {:.2} s; \
+                 full scan of the view {:.2} s ({} groups); peak RSS {:.0} MiB; load {}",
+                r.ready_seconds,
+                r.first_query_seconds,
+                r.scan_seconds,
+                r.rows,
+                r.peak_rss_mib,
+                measure::load_average()
+            );
+            Ok(())
+        }),
         Mode::Decode { events } => {
             let r = decode::run(events)?;
             println!(
@@ -195,6 +237,7 @@ fn run() -> anyhow::Result<()> {
         Mode::Engine {
             events,
             queries,
+            workers,
             scratch,
             child,
         } => runtime.block_on(async {
@@ -202,19 +245,19 @@ fn run() -> anyhow::Result<()> {
             std::fs::create_dir_all(&scratch)?;
             if child {
                 for q in queries {
-                    let f = engine_only::run(q, events, &scratch).await?;
+                    let f = engine_only::run(q, events, workers, &scratch).await?;
                     println!("{}", f.to_line());
                 }
                 return Ok(());
             }
             println!(
-                "engine-only: {events} Nexmark bids per query, Arrow batches of 100,000, a durable commit per batch, one process per query; load before {}",
+                "engine-only: {events} Nexmark bids per query, Arrow batches of 100,000, a durable commit per batch, one process per query, {workers} worker(s) per GROUP BY; load before {}",
                 measure::load_average()
             );
             let mut all = Vec::new();
             for q in queries {
                 println!("{}: {}", q.name, q.what);
-                all.push(engine_only::run_in_child(q, events, &scratch)?);
+                all.push(engine_only::run_in_child(q, events, workers, &scratch)?);
             }
             println!("load after {}", measure::load_average());
             measure::print_header();

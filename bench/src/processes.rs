@@ -261,8 +261,36 @@ pub fn run_mock_broker() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A Millrace server process with a fresh data directory, killed when
-/// dropped.
+/// A server process that has not said it is serving yet.
+pub struct Launching {
+    child: Child,
+    pub pid: u32,
+    ready: std::sync::mpsc::Receiver<String>,
+}
+
+impl Launching {
+    /// Waits up to `timeout` for the server to listen.
+    pub fn ready(self, timeout: Duration) -> anyhow::Result<Server> {
+        let Launching {
+            mut child,
+            pid,
+            ready,
+        } = self;
+        let Ok(addr) = ready.recv_timeout(timeout) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the server did not start within {timeout:?}");
+        };
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("cannot read the server's port from {addr:?}"))?;
+        Ok(Server { child, pid, port })
+    }
+}
+
+/// A Millrace server process, killed when dropped.
 pub struct Server {
     child: Child,
     pub pid: u32,
@@ -270,9 +298,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server on a free loopback port with data under `data`.
+    /// Starts the server on a free loopback port with data under `data`
+    /// (emptied first).
     pub fn start(data: &Path) -> anyhow::Result<Server> {
         let _ = std::fs::remove_dir_all(data);
+        Server::launch(data)?.ready(Duration::from_secs(60))
+    }
+
+    /// Starts the server on the data directory `data` as it is; it is
+    /// serving once [`Launching::ready`] returns.
+    pub fn launch(data: &Path) -> anyhow::Result<Launching> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .arg("--listen")
@@ -299,15 +334,17 @@ impl Server {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| anyhow::anyhow!("the server did not start within 60 s"))?;
-        let port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("cannot read the server's port from {addr:?}"))?;
-        Ok(Server { child, pid, port })
+        Ok(Launching {
+            child,
+            pid,
+            ready: rx,
+        })
+    }
+
+    /// Kills the server with SIGKILL, as a crash would end it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A new client session.

@@ -488,6 +488,7 @@ impl ViewContents {
                         "checkpointed batches for a keyed view".into(),
                     ));
                 }
+                rows.reserve(image.rows.len());
                 for (k, n) in image.rows {
                     if n <= 0 {
                         rows.remove(k.as_slice());

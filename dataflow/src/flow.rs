@@ -18,6 +18,11 @@ pub struct ViewOptions {
     /// `WITH (retention = …)`: closed windows' rows leave the view this
     /// long after they closed.
     pub retention_ns: Option<i64>,
+    /// Workers a keyed operator (a `GROUP BY`) is split over by key, each
+    /// on its own thread in an epoch (0 or 1: not split). A server setting,
+    /// not part of the view's definition: a checkpoint reads the same
+    /// whatever it is.
+    pub workers: usize,
 }
 
 /// How a view's windows reach its rows.
@@ -148,17 +153,29 @@ impl Dataflow {
         });
     }
 
+    /// About `additional` records of operator `op` follow (see
+    /// [`Stateful::reserve`]).
+    pub fn reserve_state(&mut self, op: u32, additional: usize) {
+        let _ = self.graph.for_each_stateful(&mut |s| {
+            if s.owns(op) {
+                s.reserve(op, additional);
+            }
+            Ok(())
+        });
+    }
+
     /// Restores state of operator `op` read back from storage.
-    pub fn load_state(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut found = false;
+    pub fn load_state(&mut self, op: u32, key: Vec<u8>, value: &[u8]) -> Result<()> {
+        let mut key = Some(key);
         self.graph.for_each_stateful(&mut |s| {
             if s.owns(op) {
-                found = true;
-                s.load(op, key, value)?;
+                if let Some(key) = key.take() {
+                    s.load(op, key, value)?;
+                }
             }
             Ok(())
         })?;
-        if found {
+        if key.is_none() {
             Ok(())
         } else {
             Err(DataflowError::Internal(format!(

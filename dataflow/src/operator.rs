@@ -19,6 +19,7 @@ pub mod filter;
 pub mod input;
 pub mod project;
 pub mod session;
+pub mod shards;
 pub mod union;
 pub mod window_assign;
 
@@ -79,8 +80,14 @@ pub trait Operator: std::fmt::Debug + Send + Sync {
 pub trait Stateful {
     /// True when records stored under operator id `op` are this operator's.
     fn owns(&self, op: u32) -> bool;
-    /// Restores a record stored under `op`.
-    fn load(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Restores a record stored under `op`. The key is handed over, not
+    /// borrowed: a restart loads millions of records, and an operator that
+    /// keys its state by the same bytes keeps it without a copy.
+    fn load(&mut self, op: u32, key: Vec<u8>, value: &[u8]) -> Result<()>;
+    /// About `additional` records stored under `op` are about to be
+    /// loaded: room for them can be made at once instead of growing (and
+    /// rehashing) a map many times over.
+    fn reserve(&mut self, _op: u32, _additional: usize) {}
     /// The relation whose watermark closes its state.
     fn closes_on(&self) -> Option<&str>;
     /// The watermark it has closed state up to.

@@ -237,7 +237,7 @@ impl Pipelines {
             let mut state = Vec::new();
             pipe.dataflow
                 .checkpoint(full, &mut |op, key, value| {
-                    state.push((op, key.to_vec(), value))
+                    state.push(checkpoint::StateRecord(op, key.to_vec(), value))
                 })
                 .map_err(|e| {
                     SqlError::internal(format!("materialized view \"{}\": {e}", pipe.name))
@@ -316,6 +316,8 @@ pub struct Engine {
     /// What the client's dialect adds (catalog tables, functions, query
     /// rewrites).
     front_end: Arc<dyn FrontEnd>,
+    /// Workers a view's `GROUP BY` is split over (see [`EngineOptions`]).
+    workers: usize,
     /// The ingest threads of sources, by relation id.
     sources: std::sync::Mutex<HashMap<RelationId, SourceRunner>>,
     /// The sources' live status (the system tables read it).
@@ -337,6 +339,8 @@ pub struct EngineOptions {
     pub checkpoint_interval: Option<Duration>,
     /// What the client's dialect adds to the engine's SQL.
     pub front_end: Arc<dyn FrontEnd>,
+    /// Workers each view's `GROUP BY` is split over by key (1: none).
+    pub workers: usize,
 }
 
 impl Default for EngineOptions {
@@ -344,6 +348,7 @@ impl Default for EngineOptions {
         Self {
             checkpoint_interval: Some(Duration::from_secs(1)),
             front_end: Arc::new(PlainSql),
+            workers: 1,
         }
     }
 }
@@ -352,6 +357,7 @@ impl std::fmt::Debug for EngineOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineOptions")
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("workers", &self.workers)
             .finish_non_exhaustive()
     }
 }
@@ -459,6 +465,7 @@ impl Engine {
             published: RwLock::new(()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
             front_end: options.front_end.clone(),
+            workers: options.workers.max(1),
             users,
             sources: std::sync::Mutex::new(HashMap::new()),
             registry,
@@ -556,7 +563,7 @@ impl Engine {
             let state = self.checkpoints.lock().await;
             state.files.load()?
         };
-        let image = checkpoint::Image::merge(files)?;
+        let mut image = checkpoint::Image::merge(files)?;
         let mut pipelines = self.pipelines.write().await;
         pipelines.next_seq = self.store.last_seq()?.map_or(0, |s| s + 1).max(image.cut);
         let progress_of = |id: RelationId| image.event_times.get(&id).cloned().unwrap_or_default();
@@ -617,7 +624,7 @@ impl Engine {
                 (Kind::MaterializedView, Sql::CreateView(cv)) => {
                     let dataflow = self.plan_view(&cv.query, view_options(&cv, emit)?).await?;
                     let mut pipe = ViewPipeline::new(r.name.clone(), r.id, dataflow)?;
-                    if let Some(restored) = image.views.get(&r.id) {
+                    if let Some(restored) = image.views.remove(&r.id) {
                         let mut watermarks = Watermarks::new();
                         for input in pipe.dataflow.inputs() {
                             let wm = self
@@ -630,22 +637,7 @@ impl Engine {
                             }
                         }
                         pipe.dataflow.restore_watermarks(&watermarks);
-                        for ((op, key), value) in &restored.state {
-                            pipe.dataflow.load_state(*op, key, value)?;
-                        }
-                        let mut contents = pipe.write_contents();
-                        for part in &restored.contents {
-                            let part = millrace_dataflow::contents::ContentsImage {
-                                rows: part.rows.clone(),
-                                batches: checkpoint::conform(
-                                    part.batches.clone(),
-                                    pipe.dataflow.schema(),
-                                )?,
-                            };
-                            contents.restore(part)?;
-                        }
-                        drop(contents);
-                        pipe.in_checkpoint = true;
+                        restore_view(&mut pipe, restored)?;
                     }
                     self.catalog.insert(Arc::new(Relation {
                         id: r.id,
@@ -1049,6 +1041,10 @@ impl Engine {
 
     /// Plans a view query into its dataflow (no side effects).
     async fn plan_view(&self, query: &ast::Query, options: ViewOptions) -> SqlResult<Dataflow> {
+        let options = ViewOptions {
+            workers: self.workers,
+            ..options
+        };
         let plan = self
             .plan_sql(
                 &Sql::Query(Box::new(naming::with_unique_aliases(query))),
@@ -1523,6 +1519,44 @@ impl Engine {
     }
 }
 
+/// Loads a view's part of the checkpoint into its pipeline: the operator
+/// state on this thread and the contents on another, at once, since a
+/// restart with millions of groups spends its time filling the two maps.
+fn restore_view(pipe: &mut ViewPipeline, restored: checkpoint::RestoredView) -> SqlResult<()> {
+    let checkpoint::RestoredView { state, contents } = restored;
+    let schema = pipe.dataflow.schema().clone();
+    let shared = pipe.contents.clone();
+    let dataflow = &mut pipe.dataflow;
+    std::thread::scope(|scope| {
+        let rows = scope.spawn(move || -> SqlResult<()> {
+            let mut held = shared.write().unwrap_or_else(|p| p.into_inner());
+            for part in contents {
+                let part = millrace_dataflow::contents::ContentsImage {
+                    rows: part.rows,
+                    batches: checkpoint::conform(part.batches, &schema)?,
+                };
+                held.restore(part)?;
+            }
+            Ok(())
+        });
+        let loaded = (|| -> SqlResult<()> {
+            for (op, records) in state {
+                dataflow.reserve_state(op, records.len());
+                for (key, value) in records {
+                    dataflow.load_state(op, key, &value)?;
+                }
+            }
+            Ok(())
+        })();
+        let rows = rows
+            .join()
+            .unwrap_or_else(|panic| Err(SqlError::internal(panic_message(&*panic))));
+        loaded.and(rows)
+    })?;
+    pipe.in_checkpoint = true;
+    Ok(())
+}
+
 /// Runs `f`, which blocks on the disk, letting tokio move other tasks off
 /// this worker meanwhile (block_in_place needs the multi-threaded runtime).
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -1601,6 +1635,7 @@ fn view_options(cv: &ast::CreateView, emit: EmitMode) -> SqlResult<ViewOptions> 
     let mut options = ViewOptions {
         emit,
         retention_ns: None,
+        workers: 1,
     };
     let list = match &cv.options {
         ast::CreateTableOptions::None => return Ok(options),

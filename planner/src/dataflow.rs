@@ -29,6 +29,7 @@ use millrace_dataflow::operator::filter::Filter;
 use millrace_dataflow::operator::input::Input;
 use millrace_dataflow::operator::project::Project;
 use millrace_dataflow::operator::session::SessionOperator;
+use millrace_dataflow::operator::shards::Shards;
 use millrace_dataflow::operator::union::Union;
 use millrace_dataflow::operator::window_assign::WindowAssign;
 use millrace_dataflow::{Dataflow, EmitMode, Operator, ViewOptions};
@@ -238,17 +239,21 @@ impl Builder<'_> {
                 let id = self.next_op;
                 self.next_op += 1;
                 self.aggregates += 1;
-                let mut op = AggregateOperator::new(
-                    id,
-                    group_exprs,
-                    a.group_expr.iter().map(|g| g.to_string()).collect(),
-                    group_types,
-                    calls,
-                    out_schema,
-                    append_only,
-                )?;
-                self.set_closing(&mut op, input)?;
-                self.add(Box::new(op), vec![input])
+                let display: Vec<String> = a.group_expr.iter().map(|g| g.to_string()).collect();
+                self.add_aggregate(input, || {
+                    AggregateOperator::new(
+                        id,
+                        group_exprs.clone(),
+                        display.clone(),
+                        group_types.clone(),
+                        calls
+                            .iter()
+                            .map(AggCall::try_clone)
+                            .collect::<millrace_dataflow::Result<Vec<_>>>()?,
+                        out_schema.clone(),
+                        append_only,
+                    )
+                })
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {
                 let input = self.build(inner)?;
@@ -267,17 +272,18 @@ impl Builder<'_> {
                 let id = self.next_op;
                 self.next_op += 1;
                 self.aggregates += 1;
-                let mut op = AggregateOperator::new(
-                    id,
-                    group_exprs,
-                    display,
-                    group_types,
-                    vec![],
-                    node_schema(schema),
-                    append_only,
-                )?;
-                self.set_closing(&mut op, input)?;
-                self.add(Box::new(op), vec![input])
+                let out_schema = node_schema(schema);
+                self.add_aggregate(input, || {
+                    AggregateOperator::new(
+                        id,
+                        group_exprs.clone(),
+                        display.clone(),
+                        group_types.clone(),
+                        vec![],
+                        out_schema.clone(),
+                        append_only,
+                    )
+                })
             }
             LogicalPlan::Union(u) => {
                 let inputs = u
@@ -310,6 +316,28 @@ impl Builder<'_> {
                     .unwrap_or("this plan node")
             )),
         }
+    }
+
+    /// Adds the aggregate `make` builds, fed by `input`: split by group
+    /// key over the view's workers when there are several and it has
+    /// groups (a global aggregate has one), else as one operator.
+    fn add_aggregate(
+        &mut self,
+        input: NodeId,
+        make: impl Fn() -> millrace_dataflow::Result<AggregateOperator>,
+    ) -> Result<NodeId> {
+        let mut op = make()?;
+        self.set_closing(&mut op, input)?;
+        if self.options.workers <= 1 || op.group_exprs().is_empty() {
+            return self.add(Box::new(op), vec![input]);
+        }
+        let mut shards = vec![op];
+        for _ in 1..self.options.workers {
+            let mut op = make()?;
+            self.set_closing(&mut op, input)?;
+            shards.push(op);
+        }
+        self.add(Box::new(Shards::new(shards)?), vec![input])
     }
 
     /// Lets `op` close its groups when a group column derives from event

@@ -59,6 +59,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub checkpoint_interval_ms: u64,
 
+    /// Workers (threads) each materialized view's `GROUP BY` is split over
+    /// by group key, so that one heavy view uses several cores. 1 keeps
+    /// every view on one thread.
+    #[arg(long, env = "MILLRACE_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+
     /// The password of `--user`, set at startup (read from the environment
     /// only, so that it stays out of the process list).
     #[arg(skip = std::env::var("MILLRACE_PASSWORD").ok())]

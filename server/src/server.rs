@@ -44,6 +44,7 @@ pub async fn run(
         checkpoint_interval: Some(std::time::Duration::from_millis(
             config.checkpoint_interval_ms,
         )),
+        workers: usize::from(config.workers),
         ..crate::engine_options()
     };
     let engine = Engine::open_with(&config.data_dir, options)

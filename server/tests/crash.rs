@@ -76,6 +76,18 @@ async fn views_survive_kill_9_during_checkpoint_writes() {
     .await;
 }
 
+/// The same with every `GROUP BY` split over three workers by key: each
+/// worker's groups reach the checkpoint, and a restart routes them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_split_over_workers_survive_kill_9() {
+    kill_rounds(
+        "crash-workers",
+        &["--workers", "3", "--checkpoint-interval-ms", "10"],
+        0x6a09e667f3bcc909,
+    )
+    .await;
+}
+
 async fn kill_rounds(name: &str, args: &[&str], seed: u64) {
     let dir = scratch_dir(name);
     let mut server = TestServer::start_with(&dir, args, &[]);

@@ -106,6 +106,19 @@ impl AggCall {
         })
     }
 
+    /// The same call again (for another worker's copy of the operator;
+    /// its value encoder is not `Clone`).
+    pub fn try_clone(&self) -> Result<Self> {
+        Self::new(
+            self.kind,
+            self.arg.clone(),
+            self.filter.clone(),
+            self.input_type.clone(),
+            self.output_type.clone(),
+            self.display.clone(),
+        )
+    }
+
     fn empty(&self, append_only: bool) -> Acc {
         match self.kind {
             AggKind::Count => Acc::Count(0),
@@ -529,10 +542,10 @@ impl AggregateOperator {
     }
 
     /// Restores one group's state from storage.
-    pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    pub fn load_state(&mut self, key: Vec<u8>, value: &[u8]) -> Result<()> {
         let mut state: GroupState = bincode::deserialize(value)
             .map_err(|e| DataflowError::Internal(format!("corrupt aggregate state: {e}")))?;
-        state.close_at = self.close_time_of_key(key)?;
+        state.close_at = self.close_time_of_key(&key)?;
         if let Some(at) = state.close_at {
             // A group kept for its retention period is past closing.
             let closed = self.watermark.is_some_and(|w| at <= w);
@@ -548,7 +561,7 @@ impl AggregateOperator {
                 "stored aggregate state does not match the view definition".into(),
             ));
         }
-        self.groups.insert(key.to_vec(), state);
+        self.groups.insert(key, state);
         Ok(())
     }
 
@@ -979,15 +992,55 @@ impl super::Operator for AggregateOperator {
     }
 }
 
+/// Groups are independent, so the operator can be split by group key
+/// ([`super::shards`]); a value record belongs to its group.
+impl super::shards::Keyed for AggregateOperator {
+    fn row_keys(
+        &self,
+        delta: &Delta,
+        hash: &dyn Fn(&[u8]) -> u64,
+        out: &mut Vec<u64>,
+    ) -> Result<()> {
+        let batch = &delta.batch;
+        let n = batch.num_rows();
+        let group_arrays = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if group_arrays.is_empty() {
+            out.extend(std::iter::repeat_n(hash(&[]), n));
+            return Ok(());
+        }
+        let rows = self.keys.convert_columns(&group_arrays)?;
+        out.extend(rows.iter().map(|r| hash(r.data())));
+        Ok(())
+    }
+
+    fn record_key<'k>(&self, op: u32, key: &'k [u8]) -> Result<&'k [u8]> {
+        if op & VALUES_BIT == 0 {
+            return Ok(key);
+        }
+        split_value_key(key)
+            .map(|(group, _, _)| group)
+            .ok_or_else(|| DataflowError::Internal("corrupt aggregate value state".into()))
+    }
+}
+
 impl super::Stateful for AggregateOperator {
     fn owns(&self, op: u32) -> bool {
         op & !VALUES_BIT == self.id
     }
-    fn load(&mut self, op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+    fn load(&mut self, op: u32, key: Vec<u8>, value: &[u8]) -> Result<()> {
         if op & VALUES_BIT != 0 {
-            self.load_value(key, value)
+            self.load_value(&key, value)
         } else {
             self.load_state(key, value)
+        }
+    }
+    fn reserve(&mut self, op: u32, additional: usize) {
+        if op & VALUES_BIT == 0 {
+            self.groups.reserve(additional);
         }
     }
     fn closes_on(&self) -> Option<&str> {
@@ -1197,6 +1250,90 @@ mod tests {
         .unwrap()
     }
 
+    /// Every record a checkpoint hands out, sorted.
+    fn records(
+        op: &mut dyn crate::operator::Stateful,
+        full: bool,
+    ) -> Vec<(u32, Vec<u8>, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        op.checkpoint(full, &mut |o, k, v| out.push((o, k.to_vec(), v)))
+            .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn split_over_workers_gives_the_changes_and_state_of_one_operator() {
+        use crate::operator::shards::{Shards, PARALLEL_ROWS};
+        use crate::operator::{Operator, Stateful};
+        let mut one = distinct_counter();
+        let mut split = Shards::new(vec![
+            distinct_counter(),
+            distinct_counter(),
+            distinct_counter(),
+        ])
+        .unwrap();
+        // A fixed pseudo-random stream of inserts and retractions of rows
+        // inserted before, in epochs big enough to run on threads.
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut live: Vec<(i64, i64)> = Vec::new();
+        let mut epoch = |live: &mut Vec<(i64, i64)>, next: &mut dyn FnMut(u64) -> u64| {
+            let mut rows = Vec::new();
+            for _ in 0..PARALLEL_ROWS + 500 {
+                if !live.is_empty() && next(4) == 0 {
+                    let (k, v) = live.swap_remove(next(live.len() as u64) as usize);
+                    rows.push((k, v, -1));
+                } else {
+                    let (k, v) = (next(300) as i64, next(25) as i64);
+                    live.push((k, v));
+                    rows.push((k, v, 1));
+                }
+            }
+            delta(&rows)
+        };
+        for round in 0..12 {
+            let d = epoch(&mut live, &mut next);
+            let a = one.on_change(0, d.clone()).unwrap().unwrap();
+            let b = split.on_change(0, d).unwrap().unwrap();
+            assert_eq!(rows(&a), rows(&b), "round {round}: the same output changes");
+            Stateful::committed(&mut one);
+            split.committed();
+            if round % 4 == 3 {
+                assert_eq!(
+                    records(&mut one, false),
+                    records(&mut split, false),
+                    "round {round}: the same changed state records"
+                );
+            }
+        }
+        assert_eq!(Stateful::held(&one), split.held());
+        // A failed epoch rolls back in every shard.
+        let d = epoch(&mut live.clone(), &mut next);
+        split.on_change(0, d).unwrap();
+        split.rollback();
+        // A restart with another number of workers routes each record to
+        // the shard its key belongs to now.
+        let mut again = Shards::new(vec![distinct_counter(), distinct_counter()]).unwrap();
+        for (o, k, v) in records(&mut split, true) {
+            again.load(o, k, &v.unwrap()).unwrap();
+        }
+        assert_eq!(records(&mut one, true), records(&mut again, true));
+        let d = epoch(&mut live, &mut next);
+        let a = one.on_change(0, d.clone()).unwrap().unwrap();
+        let b = again.on_change(0, d).unwrap().unwrap();
+        assert_eq!(
+            rows(&a),
+            rows(&b),
+            "after the restart, the same output changes"
+        );
+    }
+
     #[test]
     fn count_distinct_retracts_and_persists_values_one_by_one() {
         let mut op = distinct_counter();
@@ -1244,7 +1381,7 @@ mod tests {
             if o & VALUES_BIT != 0 {
                 restored.load_value(&k, &v).unwrap();
             } else {
-                restored.load_state(&k, &v).unwrap();
+                restored.load_state(k, &v).unwrap();
             }
         }
         // 11 is gone: the group holds only 10.

@@ -374,10 +374,10 @@ impl SessionOperator {
     }
 
     /// Restores one key's open rows read back from storage.
-    pub fn load_state(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    pub fn load_state(&mut self, key: Vec<u8>, value: &[u8]) -> Result<()> {
         let rows: Vec<((i64, Vec<u8>), i64)> = bincode::deserialize(value)
             .map_err(|e| DataflowError::Internal(format!("corrupt session state record: {e}")))?;
-        self.open.insert(key.to_vec(), rows.into_iter().collect());
+        self.open.insert(key, rows.into_iter().collect());
         self.index_stale = true;
         Ok(())
     }
@@ -453,7 +453,7 @@ impl crate::Stateful for SessionOperator {
     fn owns(&self, op: u32) -> bool {
         op == self.id
     }
-    fn load(&mut self, _op: u32, key: &[u8], value: &[u8]) -> Result<()> {
+    fn load(&mut self, _op: u32, key: Vec<u8>, value: &[u8]) -> Result<()> {
         self.load_state(key, value)
     }
     fn closes_on(&self) -> Option<&str> {
@@ -655,7 +655,7 @@ mod tests {
         let mut restored = operator(true);
         restored.restore_watermark(8 * S);
         for (k, v) in &store {
-            restored.load_state(k, v).expect("load");
+            restored.load_state(k.clone(), v).expect("load");
         }
         let out = restored.close(30 * S).expect("close");
         assert_eq!(rows(&out), vec![(1, 20, 20, 27, 1), (1, 22, 20, 27, 1)]);
