@@ -10,10 +10,17 @@
 //! processing, and librdkafka's prefetch queue is capped, so memory stays
 //! bounded however far behind the source is.
 //!
-//! Anything that goes wrong (broker unreachable, topic gone, a batch the
-//! sink refused) drops the consumer, shows the error in the status table,
-//! waits with exponential backoff and starts over from the committed
-//! offsets: nothing is lost or counted twice, and the server keeps serving.
+//! Anything that goes wrong (broker unreachable, a batch the sink refused)
+//! drops the consumer, shows the error in the status table, waits with
+//! exponential backoff and starts over from the committed offsets: nothing
+//! is lost or counted twice, and the server keeps serving.
+//!
+//! A deleted topic is not something to retry: librdkafka keeps quiet about
+//! it, so a session that reads nothing for a while asks the broker, and if
+//! the topic is gone the source goes to state `error` ("topic … does not
+//! exist") and looks again every few seconds. A topic that turns up again
+//! under that name is a new topic whose offsets start over: it is read
+//! from its beginning, deliberately, and the status table says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +63,9 @@ const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(5);
 /// consumer reported an unknown topic or partition, whether the topic is
 /// gone (librdkafka may report it for every fetch).
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a broker said the topic does not exist it is asked again,
+/// to be believed.
+const TOPIC_CONFIRM_DELAY: Duration = Duration::from_secs(1);
 /// A session that consumed nothing for this long asks the broker whether
 /// its topic still exists. librdkafka does not tell an assigned consumer
 /// that its topic was deleted: it keeps fetching and waits in silence, so
@@ -480,7 +490,7 @@ impl Ingest {
             Ok(c) => c,
             Err(e) => return End::Failed(e),
         };
-        let parts = match partitions(&c, &self.config, WATERMARK_TIMEOUT) {
+        let parts = match self.partitions_confirmed(&c) {
             Ok(p) => p,
             Err(e) => return End::Failed(e),
         };
@@ -600,6 +610,23 @@ impl Ingest {
         Ok(resume)
     }
 
+    /// The topic's partitions; that it does not exist only when the broker
+    /// says so twice, [`TOPIC_CONFIRM_DELAY`] apart. A topic found missing
+    /// is read from its beginning if it turns up again, so one wrong answer
+    /// (a broker whose metadata is not up to date yet) must not count:
+    /// it would make the source read the topic twice.
+    fn partitions_confirmed(&self, c: &SourceConsumer) -> Result<Vec<i32>, ConnectorError> {
+        match partitions(c, &self.config, WATERMARK_TIMEOUT) {
+            Err(first @ ConnectorError::UnknownTopic { .. }) => {
+                if !self.wait(TOPIC_CONFIRM_DELAY) {
+                    return Err(first);
+                }
+                partitions(c, &self.config, WATERMARK_TIMEOUT)
+            }
+            other => other,
+        }
+    }
+
     /// Asks the broker whether the topic still exists, when the consumer
     /// reported an unknown topic or partition (`error`) or has consumed
     /// nothing for [`QUIET_TOPIC_CHECK`], and the last look is long enough
@@ -626,7 +653,7 @@ impl Ingest {
             return Ok(());
         }
         watch.last_check = Some(Instant::now());
-        match partitions(c, &self.config, WATERMARK_TIMEOUT) {
+        match self.partitions_confirmed(c) {
             Err(gone @ ConnectorError::UnknownTopic { .. }) => Err(gone),
             // Still there (or the broker did not answer: librdkafka retries,
             // and says so if it cannot reach it).

@@ -195,10 +195,7 @@ impl SourceStatus {
         {
             let mut inner = self.lock();
             for (p, o) in positions {
-                let s = inner
-                    .partitions
-                    .entry(*p)
-                    .or_insert_with(PartitionStatus::default);
+                let s = inner.partitions.entry(*p).or_default();
                 s.committed = *o;
                 s.high_watermark = -1;
                 s.idle = false;

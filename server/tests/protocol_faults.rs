@@ -403,7 +403,7 @@ async fn invalid_utf8_is_refused_with_22021() {
         // Simple query protocol.
         let msgs = raw.exchange(&query(sql)).await;
         assert_eq!(tags(&msgs), "EZ", "{bytes}");
-        assert_eq!(errors(&msgs), [expected.clone()], "{bytes}");
+        assert_eq!(errors(&msgs), std::slice::from_ref(&expected), "{bytes}");
         // Extended: the Parse is refused, the rest skipped until Sync.
         let batch = [
             parse("", sql, &[]),
