@@ -10,10 +10,17 @@
 //! processing, and librdkafka's prefetch queue is capped, so memory stays
 //! bounded however far behind the source is.
 //!
-//! Anything that goes wrong (broker unreachable, topic gone, a batch the
-//! sink refused) drops the consumer, shows the error in the status table,
-//! waits with exponential backoff and starts over from the committed
-//! offsets: nothing is lost or counted twice, and the server keeps serving.
+//! Anything that goes wrong (broker unreachable, a batch the sink refused)
+//! drops the consumer, shows the error in the status table, waits with
+//! exponential backoff and starts over from the committed offsets: nothing
+//! is lost or counted twice, and the server keeps serving.
+//!
+//! A deleted topic is not something to retry: librdkafka keeps quiet about
+//! it, so a session that reads nothing for a while asks the broker, and if
+//! the topic is gone the source goes to state `error` ("topic … does not
+//! exist") and looks again every few seconds. A topic that turns up again
+//! under that name is a new topic whose offsets start over: it is read
+//! from its beginning, deliberately, and the status table says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +56,21 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Backoff bounds after a failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often a source whose topic does not exist looks for it again: one
+/// metadata request, cheap, and a topic created again is picked up soon.
+const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(5);
+/// The least time between two metadata requests that check, after the
+/// consumer reported an unknown topic or partition, whether the topic is
+/// gone (librdkafka may report it for every fetch).
+const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a broker said the topic does not exist it is asked again,
+/// to be believed.
+const TOPIC_CONFIRM_DELAY: Duration = Duration::from_secs(1);
+/// A session that consumed nothing for this long asks the broker whether
+/// its topic still exists. librdkafka does not tell an assigned consumer
+/// that its topic was deleted: it keeps fetching and waits in silence, so
+/// without asking, the source would look "running" and up to date.
+const QUIET_TOPIC_CHECK: Duration = Duration::from_secs(5);
 
 /// A second Kafka client of a source for questions about its partitions
 /// (`FLUSH` asks for their ends). Separate from the ingest consumer so a
@@ -125,6 +147,7 @@ impl SourceRunner {
             status: status.clone(),
             stop: stop.clone(),
             dead_letters: std::cell::RefCell::new(None),
+            topic_missing: std::cell::Cell::new(false),
         };
         let thread = std::thread::Builder::new()
             .name(format!("source-{}", ingest.name))
@@ -359,6 +382,33 @@ struct Ingest {
     stop: Arc<AtomicBool>,
     /// The dead-letter producer, created at the first dead letter.
     dead_letters: std::cell::RefCell<Option<BaseProducer>>,
+    /// The broker said the topic does not exist since the source last
+    /// consumed: a topic found under that name later is a new one, read
+    /// from its beginning (its offsets have nothing to do with the
+    /// committed ones).
+    topic_missing: std::cell::Cell<bool>,
+}
+
+/// When a session last had a sign that its topic exists.
+struct TopicWatch {
+    /// The last message consumed (or the session's start).
+    last_message: Instant,
+    /// The last metadata request that looked for the topic.
+    last_check: Option<Instant>,
+}
+
+/// Why a step of a consuming session did not go on.
+enum SessionError {
+    /// The receiver is closed.
+    Stopped,
+    /// Something failed; start over after a backoff.
+    Failed(ConnectorError),
+}
+
+impl From<ConnectorError> for SessionError {
+    fn from(e: ConnectorError) -> Self {
+        SessionError::Failed(e)
+    }
 }
 
 /// Why a consuming session ended.
@@ -380,6 +430,26 @@ impl Ingest {
             let started = Instant::now();
             match self.session() {
                 End::Stopped => break,
+                End::Failed(e @ ConnectorError::UnknownTopic { .. }) => {
+                    // Nothing to retry until someone creates the topic
+                    // again: say so (once in the log), and look again now
+                    // and then.
+                    if !self.topic_missing.replace(true) {
+                        tracing::warn!(source = %self.name, "source stopped consuming: {e}");
+                    }
+                    self.status.set_state(
+                        State::Error,
+                        Some(format!(
+                            "{e}; checking again every {} s: a topic created under that name \
+                             is read from its beginning",
+                            MISSING_TOPIC_RECHECK.as_secs()
+                        )),
+                    );
+                    backoff = BACKOFF_MIN;
+                    if !self.wait(MISSING_TOPIC_RECHECK) {
+                        break;
+                    }
+                }
                 End::Failed(e) => {
                     tracing::warn!(source = %self.name, "source retrying in {backoff:?}: {e}");
                     self.status.set_state(State::Retrying, Some(e.to_string()));
@@ -420,17 +490,18 @@ impl Ingest {
             Ok(c) => c,
             Err(e) => return End::Failed(e),
         };
-        let parts = match partitions(&c, &self.config, WATERMARK_TIMEOUT) {
+        let parts = match self.partitions_confirmed(&c) {
             Ok(p) => p,
             Err(e) => return End::Failed(e),
         };
+        let resume = match self.resume_offsets(&c, &parts, &committed) {
+            Ok(r) => r,
+            Err(SessionError::Stopped) => return End::Stopped,
+            Err(SessionError::Failed(e)) => return End::Failed(e),
+        };
         let mut tpl = TopicPartitionList::new();
-        for p in &parts {
-            // A partition added after the source was created starts at its beginning.
-            let offset = committed
-                .get(p)
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            if let Err(e) = tpl.add_partition_offset(&self.config.topic, *p, offset) {
+        for (p, offset) in resume {
+            if let Err(e) = tpl.add_partition_offset(&self.config.topic, p, offset) {
                 return End::Failed(e.into());
             }
         }
@@ -439,11 +510,23 @@ impl Ingest {
         }
         self.status.set_state(State::Running, None);
         let mut hw_refreshed = Instant::now() - Duration::from_secs(60);
+        let mut watch = TopicWatch {
+            last_message: Instant::now(),
+            last_check: None,
+        };
         let mut batch = Batch::new(&self.config);
         loop {
-            match self.fill(&c, &parts, &mut batch, &mut hw_refreshed) {
+            match self.fill(&c, &parts, &mut batch, &mut hw_refreshed, &mut watch) {
                 Ok(true) => {}
                 Ok(false) => return End::Stopped,
+                Err(gone @ ConnectorError::UnknownTopic { .. }) => {
+                    // What was read before the topic went is kept.
+                    return match self.commit(&c, parts.as_slice(), &mut batch) {
+                        Ok(true) => End::Failed(gone),
+                        Ok(false) => End::Stopped,
+                        Err(e) => End::Failed(e),
+                    };
+                }
                 Err(e) => return End::Failed(e),
             }
             match self.commit(&c, parts.as_slice(), &mut batch) {
@@ -454,6 +537,130 @@ impl Ingest {
         }
     }
 
+    /// Where each partition resumes: at its committed offset, unless the
+    /// topic is not the one those offsets belong to. That is the case when
+    /// the broker said the topic did not exist since the source last
+    /// consumed it (deleted, then created again), or when a partition now
+    /// ends before its committed offset (the same, while the server was
+    /// down). A new topic is read from its beginning: the restart is
+    /// committed at once (so a crash does not forget it), logged, and shown
+    /// as each partition's last error in the status table.
+    fn resume_offsets(
+        &self,
+        c: &SourceConsumer,
+        parts: &[i32],
+        committed: &BTreeMap<i32, i64>,
+    ) -> Result<Vec<(i32, Offset)>, SessionError> {
+        let mut resume = Vec::new();
+        let mut restarted = BTreeMap::new();
+        let mut notes = BTreeMap::new();
+        let was_missing = self.topic_missing.get();
+        for p in parts {
+            // A partition added after the source was created starts at its beginning.
+            let Some(&at) = committed.get(p) else {
+                resume.push((*p, Offset::Beginning));
+                continue;
+            };
+            let (low, high) = c
+                .fetch_watermarks(&self.config.topic, *p, WATERMARK_TIMEOUT)
+                .map_err(|source| ConnectorError::PartitionOffsets {
+                    partition: *p,
+                    source,
+                })?;
+            let topic = &self.config.topic;
+            let note = if was_missing {
+                format!(
+                    "Kafka topic \"{topic}\" was deleted and created again: partition {p} \
+                     was read up to offset {at} of the old topic, the new one is read from \
+                     offset {low}"
+                )
+            } else if at > high {
+                format!(
+                    "Kafka topic \"{topic}\" partition {p} ends at offset {high}, before offset \
+                     {at} this source had read: taken as a topic created again under the old \
+                     name, read from offset {low}"
+                )
+            } else {
+                resume.push((*p, Offset::Offset(at)));
+                continue;
+            };
+            notes.insert(*p, note);
+            restarted.insert(*p, low);
+            resume.push((*p, Offset::Offset(low)));
+        }
+        if !restarted.is_empty() {
+            let arrival = Arrival {
+                row_partitions: Vec::new(),
+                partitions: parts.to_vec(),
+                idle: BTreeSet::new(),
+            };
+            match self.sink.push(None, &restarted, &arrival) {
+                Ok(()) => {}
+                Err(SinkError::Closed) => return Err(SessionError::Stopped),
+                Err(e @ SinkError::Refused(_)) => {
+                    return Err(SessionError::Failed(ConnectorError::Refused(e)))
+                }
+            }
+            for note in notes.values() {
+                tracing::warn!(source = %self.name, "{note}");
+            }
+            self.status.restart_partitions(&restarted, &notes);
+        }
+        self.topic_missing.set(false);
+        Ok(resume)
+    }
+
+    /// The topic's partitions; that it does not exist only when the broker
+    /// says so twice, [`TOPIC_CONFIRM_DELAY`] apart. A topic found missing
+    /// is read from its beginning if it turns up again, so one wrong answer
+    /// (a broker whose metadata is not up to date yet) must not count:
+    /// it would make the source read the topic twice.
+    fn partitions_confirmed(&self, c: &SourceConsumer) -> Result<Vec<i32>, ConnectorError> {
+        match partitions(c, &self.config, WATERMARK_TIMEOUT) {
+            Err(first @ ConnectorError::UnknownTopic { .. }) => {
+                if !self.wait(TOPIC_CONFIRM_DELAY) {
+                    return Err(first);
+                }
+                partitions(c, &self.config, WATERMARK_TIMEOUT)
+            }
+            other => other,
+        }
+    }
+
+    /// Asks the broker whether the topic still exists, when the consumer
+    /// reported an unknown topic or partition (`error`) or has consumed
+    /// nothing for [`QUIET_TOPIC_CHECK`], and the last look is long enough
+    /// ago: the error to end the session with if the topic is gone.
+    fn check_topic(
+        &self,
+        c: &SourceConsumer,
+        error: Option<&KafkaError>,
+        watch: &mut TopicWatch,
+    ) -> Result<(), ConnectorError> {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let since_check = watch.last_check.map(|at| at.elapsed());
+        let due = match error.and_then(KafkaError::rdkafka_error_code) {
+            Some(Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::UnknownPartition) => {
+                since_check.is_none_or(|d| d >= TOPIC_CHECK_INTERVAL)
+            }
+            Some(_) => false,
+            None => {
+                watch.last_message.elapsed() >= QUIET_TOPIC_CHECK
+                    && since_check.is_none_or(|d| d >= QUIET_TOPIC_CHECK)
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        watch.last_check = Some(Instant::now());
+        match self.partitions_confirmed(c) {
+            Err(gone @ ConnectorError::UnknownTopic { .. }) => Err(gone),
+            // Still there (or the broker did not answer: librdkafka retries,
+            // and says so if it cannot reach it).
+            _ => Ok(()),
+        }
+    }
+
     /// Polls until the batch should be committed. False when stopped.
     fn fill(
         &self,
@@ -461,12 +668,14 @@ impl Ingest {
         parts: &[i32],
         batch: &mut Batch,
         hw_refreshed: &mut Instant,
+        watch: &mut TopicWatch,
     ) -> Result<bool, ConnectorError> {
         let mut opened: Option<Instant> = None;
         loop {
             if self.stopped() {
                 return Ok(false);
             }
+            self.check_topic(c, None, watch)?;
             if hw_refreshed.elapsed() >= Duration::from_secs(1) {
                 *hw_refreshed = Instant::now();
                 let now = Instant::now();
@@ -504,10 +713,12 @@ impl Ingest {
                     batch.at_end_since.entry(p).or_insert_with(Instant::now);
                 }
                 Some(Err(e)) => {
+                    self.check_topic(c, Some(&e), watch)?;
                     // librdkafka retries by itself; show what it reports.
                     self.status.set_state(State::Retrying, Some(e.to_string()));
                 }
                 Some(Ok(m)) => {
+                    watch.last_message = Instant::now();
                     batch.at_end_since.remove(&m.partition());
                     if opened.is_none() {
                         opened = Some(Instant::now());

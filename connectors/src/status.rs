@@ -19,6 +19,12 @@ pub enum State {
     Running,
     /// The broker is unreachable or a batch failed; retrying with backoff.
     Retrying,
+    /// The broker answered, and what it said leaves nothing to consume
+    /// (the topic does not exist, e.g. it was deleted): a user has to act.
+    /// Told apart from [`State::Retrying`] because waiting alone will not
+    /// help; the source still looks again now and then, so that a topic
+    /// created again under the same name is picked up.
+    Error,
     /// Dropped or shut down.
     Stopped,
 }
@@ -30,6 +36,7 @@ impl State {
             State::Starting => "starting",
             State::Running => "running",
             State::Retrying => "retrying",
+            State::Error => "error",
             State::Stopped => "stopped",
         }
     }
@@ -170,6 +177,34 @@ impl SourceStatus {
             for (p, o) in positions {
                 let e = current.entry(*p).or_insert(*o);
                 *e = (*e).max(*o);
+            }
+        });
+    }
+
+    /// Starts the figures of `positions`' partitions over at those
+    /// offsets, with `notes` (by partition) as their last error: the topic the source read
+    /// was replaced by a new one under the same name, whose offsets begin
+    /// again. The caught-up positions go back too (they otherwise only
+    /// grow), or `FLUSH` would count the new topic as read as far as the
+    /// old one was.
+    pub fn restart_partitions(
+        &self,
+        positions: &BTreeMap<i32, i64>,
+        notes: &BTreeMap<i32, String>,
+    ) {
+        {
+            let mut inner = self.lock();
+            for (p, o) in positions {
+                let s = inner.partitions.entry(*p).or_default();
+                s.committed = *o;
+                s.high_watermark = -1;
+                s.idle = false;
+                s.last_error = notes.get(p).cloned();
+            }
+        }
+        self.caught_up.send_modify(|current| {
+            for (p, o) in positions {
+                current.insert(*p, *o);
             }
         });
     }

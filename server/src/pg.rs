@@ -6,6 +6,7 @@ mod cursor;
 pub mod functions;
 mod information_schema;
 mod params;
+pub(crate) mod protocol;
 mod session;
 pub(crate) mod text;
 
@@ -258,6 +259,16 @@ fn user_error(e: SqlError) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&e)))
 }
 
+/// A refused frontend message for the wire: an ERROR, so the session goes
+/// on (after the next Sync, for an extended-protocol message).
+fn protocol_error(e: protocol::ProtocolError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_owned(),
+        crate::sqlstate::of_protocol(&e).to_owned(),
+        e.to_string(),
+    )))
+}
+
 fn fields_for(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
 }
@@ -301,6 +312,23 @@ fn into_response(out: SessionOutcome, format: &Format) -> PgWireResult<Response>
 
 #[async_trait]
 impl SimpleQueryHandler for Frontend {
+    /// Refuses a query that is not valid UTF-8 (pgwire decoded it with
+    /// U+FFFD in place of the bad bytes) before anything runs.
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        protocol::check_utf8(query.invalid_utf8.as_ref()).map_err(protocol_error)?;
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -518,6 +546,49 @@ impl ExtendedQueryHandler for Frontend {
 
     fn query_parser(&self) -> Arc<Parser> {
         self.parser.clone()
+    }
+
+    /// Refuses a statement name or text that is not valid UTF-8.
+    async fn on_parse<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Parse,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        protocol::check_utf8(message.invalid_utf8.as_ref()).map_err(protocol_error)?;
+        self._on_parse(client, message).await
+    }
+
+    /// Refuses a Bind whose parameter or format counts do not match its
+    /// statement, or whose format codes are neither text nor binary, as
+    /// PostgreSQL does; pgwire would bind it anyway. (pgwire itself refuses
+    /// a Bind of an unknown statement, and parameters for an empty one.)
+    async fn on_bind<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Bind,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .statement_name
+            .as_deref()
+            .unwrap_or(pgwire::api::DEFAULT_NAME);
+        if let Some(pgwire::api::store::Entry::Value(statement)) =
+            client.portal_store().get_statement(name)
+        {
+            protocol::check_bind(&message, &statement).map_err(protocol_error)?;
+        }
+        self._on_bind(client, message).await
     }
 
     async fn do_query<C>(

@@ -1,7 +1,10 @@
 //! The one place errors get their SQLSTATE: every [`ErrorKind`] of the
-//! engine's errors maps to PostgreSQL's code for it (appendix A).
+//! engine's errors, and every frontend message the wire protocol refuses
+//! ([`ProtocolError`]), maps to PostgreSQL's code for it (appendix A).
 
 use millrace_engine::error::{ErrorKind, SqlError};
+
+use crate::pg::protocol::ProtocolError;
 
 /// SQLSTATE codes Millrace reports.
 pub const SYNTAX_ERROR: &str = "42601";
@@ -39,6 +42,21 @@ pub const DUPLICATE_CURSOR: &str = "42P03";
 pub const INVALID_CURSOR_DEFINITION: &str = "42P11";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH: &str = "25P01";
+pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+
+/// The SQLSTATE of a refused frontend message, as PostgreSQL's
+/// `exec_bind_message` and encoding checks report it: wrong counts are a
+/// protocol violation, a format code other than text or binary an invalid
+/// parameter value, bytes that are not UTF-8 a character not in repertoire.
+pub(crate) fn of_protocol(e: &ProtocolError) -> &'static str {
+    match e {
+        ProtocolError::ParameterFormatCount { .. }
+        | ProtocolError::ParameterCount { .. }
+        | ProtocolError::ResultFormatCount { .. } => PROTOCOL_VIOLATION,
+        ProtocolError::FormatCode(_) => INVALID_PARAMETER_VALUE,
+        ProtocolError::InvalidUtf8(_) => CHARACTER_NOT_IN_REPERTOIRE,
+    }
+}
 
 /// The SQLSTATE of `kind`.
 pub fn of(kind: ErrorKind) -> &'static str {
