@@ -405,6 +405,16 @@ impl AggregateOperator {
         &self.group_exprs
     }
 
+    /// The group expressions evaluated over `batch`, one array each.
+    fn group_arrays(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let n = batch.num_rows();
+        Ok(self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
     /// The watermark groups are closed up to.
     pub fn watermark(&self) -> Option<i64> {
         self.watermark
@@ -574,11 +584,7 @@ impl AggregateOperator {
     pub fn push(&mut self, delta: &Delta) -> Result<Delta> {
         let batch = &delta.batch;
         let n = batch.num_rows();
-        let group_arrays = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let group_arrays = self.group_arrays(batch)?;
         // A global aggregate has one group, keyed by the empty byte string.
         let key_rows = if group_arrays.is_empty() {
             None
@@ -1001,13 +1007,8 @@ impl super::shards::Keyed for AggregateOperator {
         hash: &dyn Fn(&[u8]) -> u64,
         out: &mut Vec<u64>,
     ) -> Result<()> {
-        let batch = &delta.batch;
-        let n = batch.num_rows();
-        let group_arrays = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let n = delta.len();
+        let group_arrays = self.group_arrays(&delta.batch)?;
         if group_arrays.is_empty() {
             out.extend(std::iter::repeat_n(hash(&[]), n));
             return Ok(());
