@@ -72,6 +72,12 @@ const TOPIC_CONFIRM_DELAY: Duration = Duration::from_secs(1);
 /// without asking, the source would look "running" and up to date.
 const QUIET_TOPIC_CHECK: Duration = Duration::from_secs(5);
 
+/// A partition behind its end that consumed nothing for this long is shown
+/// as stalled (and `FLUSH` stops waiting for it). Long enough that a slow
+/// broker or a long batch interval does not count (see
+/// [`Ingest::watch_stall`]).
+const STALL_AFTER: Duration = Duration::from_secs(30);
+
 /// A second Kafka client of a source for questions about its partitions
 /// (`FLUSH` asks for their ends). Separate from the ingest consumer so a
 /// question never waits behind that consumer's fetches, and never stalls
@@ -102,8 +108,10 @@ impl QueryClient {
                         partition: p,
                         source,
                     })?;
-                self.status
-                    .update(p, |s| s.high_watermark = s.high_watermark.max(high));
+                // Read from the broker just now: newer than what the
+                // consumer last saw, which may be from before a broker
+                // restart.
+                self.status.update(p, |s| s.high_watermark = high);
                 out.insert(p, high);
             }
             Ok(out)
@@ -184,10 +192,19 @@ impl SourceRunner {
 }
 
 /// Asks a running source's thread for what only it can read.
+#[derive(Clone)]
 pub struct Probe {
     /// The source's live status.
     pub status: Arc<SourceStatus>,
     query: Arc<QueryClient>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("source", &self.status.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Probe {
@@ -481,6 +498,7 @@ impl Ingest {
 
     /// Consumes from the committed offsets until stopped or failed.
     fn session(&self) -> End {
+        self.status.forget_positions();
         let committed: BTreeMap<i32, i64> = match self.sink.committed_offsets() {
             Ok(o) => o,
             Err(SinkError::Closed) => return End::Stopped,
@@ -499,6 +517,15 @@ impl Ingest {
             Err(SessionError::Stopped) => return End::Stopped,
             Err(SessionError::Failed(e)) => return End::Failed(e),
         };
+        let positioned: BTreeMap<i32, i64> = resume
+            .iter()
+            .filter_map(|(p, o)| match o {
+                Offset::Offset(o) => Some((*p, *o)),
+                _ => None,
+            })
+            .collect();
+        // Checked against the topic: consumed through, for FLUSH.
+        self.status.publish_caught_up(&positioned);
         let mut tpl = TopicPartitionList::new();
         for (p, offset) in resume {
             if let Err(e) = tpl.add_partition_offset(&self.config.topic, p, offset) {
@@ -687,6 +714,7 @@ impl Ingest {
                         }
                         s.tick_rate(now);
                     });
+                    self.watch_stall(*p, batch.next.contains_key(p), now);
                 }
             }
             let timeout = match opened {
@@ -731,6 +759,43 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// Shows partition `p` as stalled when it is behind its end and has
+    /// consumed nothing for [`STALL_AFTER`] (or three batch intervals, if
+    /// longer) while the source runs; `moving` says it consumed something
+    /// into the open batch. A stalled partition otherwise looks `running`
+    /// with no error, which is what librdkafka shows when it cannot fetch
+    /// a partition's next message (for example one larger than the fetch
+    /// limits): it retries in silence.
+    fn watch_stall(&self, p: i32, moving: bool, now: Instant) {
+        let after = STALL_AFTER.max(self.config.epoch_interval * 3);
+        let running = self.status.state().0 == State::Running;
+        let why = self.status.update(p, |s| {
+            let behind = s.high_watermark > s.committed;
+            let since = match s.progressed_at {
+                Some(at) if behind && !moving && running => at,
+                _ => {
+                    s.progressed_at = Some(now);
+                    return None;
+                }
+            };
+            let still = now.duration_since(since);
+            (still >= after).then(|| {
+                format!(
+                    "partition {p} has consumed nothing for {} s at offset {} while it ends at \
+                     offset {}: the broker returns no messages for it from that offset, and the \
+                     Kafka client retries without an error. A message larger than the broker \
+                     will return in one fetch (properties.fetch.message.max.bytes, \
+                     properties.fetch.max.bytes) or a broker that cannot read the batch at that \
+                     offset stops a partition like this",
+                    still.as_secs(),
+                    s.committed,
+                    s.high_watermark
+                )
+            })
+        });
+        self.status.set_stalled(p, why);
     }
 
     /// Recomputes which partitions are idle (event-time sources only);
@@ -864,7 +929,10 @@ impl Ingest {
             });
         }
         for (p, o) in &progress {
-            self.status.update(*p, |s| s.committed = *o);
+            self.status.update(*p, |s| {
+                s.committed = *o;
+                s.progressed_at = Some(now);
+            });
         }
         for p in parts {
             let idle = batch.idle.contains(p);

@@ -66,6 +66,12 @@ pub struct PartitionStatus {
     /// No message for longer than the idle timeout: the partition does not
     /// hold the source's watermark back.
     pub idle: bool,
+    /// Why the partition makes no progress although it is behind its end
+    /// (None while it moves, or has nothing to read).
+    pub stalled: Option<String>,
+    /// When the committed offset last moved, or the partition was last
+    /// seen with nothing to read: how long a stall has lasted.
+    pub progressed_at: Option<Instant>,
     rate_mark: Option<(Instant, u64)>,
 }
 
@@ -93,7 +99,10 @@ pub struct SourceStatus {
     inner: Mutex<Inner>,
     /// Positions every partition is known to be consumed through (its
     /// committed offset, or its end when the consumer reached it with
-    /// nothing left uncommitted): what `FLUSH` waits on.
+    /// nothing left uncommitted): what `FLUSH` waits on. Empty until a
+    /// consumer session has checked its committed offsets against the
+    /// topic and published where it resumes: offsets of a topic since
+    /// replaced must not count as read.
     caught_up: watch::Sender<BTreeMap<i32, i64>>,
 }
 
@@ -120,7 +129,7 @@ impl SourceStatus {
                 )
             })
             .collect();
-        let (caught_up, _) = watch::channel(committed.iter().copied().collect());
+        let (caught_up, _) = watch::channel(BTreeMap::new());
         Arc::new(Self {
             name: name.to_string(),
             topic: topic.to_string(),
@@ -199,6 +208,8 @@ impl SourceStatus {
                 s.committed = *o;
                 s.high_watermark = -1;
                 s.idle = false;
+                s.stalled = None;
+                s.progressed_at = None;
                 s.last_error = notes.get(p).cloned();
             }
         }
@@ -207,6 +218,36 @@ impl SourceStatus {
                 current.insert(*p, *o);
             }
         });
+    }
+
+    /// Forgets every position known consumed: a consumer session starts,
+    /// and until it has checked them against the topic (which may have
+    /// been replaced), `FLUSH` must not take them as read.
+    pub fn forget_positions(&self) {
+        self.caught_up.send_modify(BTreeMap::clear);
+    }
+
+    /// Why each stalled partition makes no progress, by partition.
+    pub fn stalls(&self) -> BTreeMap<i32, String> {
+        self.lock()
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| s.stalled.clone().map(|why| (*p, why)))
+            .collect()
+    }
+
+    /// Marks `partition` stalled for `why` (or moving again, with None),
+    /// and wakes whoever waits on the positions (`FLUSH` gives up on a
+    /// stalled partition rather than wait for its timeout).
+    pub fn set_stalled(&self, partition: i32, why: Option<String>) {
+        let changed = self.update(partition, |s| {
+            let changed = s.stalled != why;
+            s.stalled = why;
+            changed
+        });
+        if changed {
+            self.caught_up.send_modify(|_| {});
+        }
     }
 
     /// Watches the positions partitions are consumed through.

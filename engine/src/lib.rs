@@ -788,7 +788,7 @@ impl Engine {
         params: Option<&ParamValues>,
     ) -> SqlResult<Outcome> {
         match stmt {
-            Statement::Flush => self.flush().await,
+            Statement::Flush { sources } => self.flush(sources).await,
             Statement::ShowRelations(kind) => Ok(self.show_relations(*kind)),
             Statement::CreateSource(def) => self.create_source(def).await,
             Statement::DropSource(d) => {

@@ -138,7 +138,6 @@ impl Engine {
     pub(super) fn start_source(&self, rel: Arc<Relation>, config: SourceConfig) -> SqlResult<()> {
         let committed = self.store.source_offsets(rel.id)?;
         let status = SourceStatus::new(&rel.name, &config.topic, &committed);
-        self.registry.insert(status.clone());
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| SqlError::internal(format!("no runtime for the source thread: {e}")))?;
         let id = rel.id;
@@ -150,6 +149,7 @@ impl Engine {
         });
         let runner = SourceRunner::start(name, sink, config, status)
             .map_err(|e| SqlError::internal(format!("cannot start the source thread: {e}")))?;
+        self.registry.insert(runner.probe());
         self.lock_sources().insert(id, runner);
         Ok(())
     }
@@ -166,71 +166,74 @@ impl Engine {
         self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `FLUSH`: waits until every source has committed everything its
-    /// partitions held when FLUSH was called. Tables need no waiting: an
-    /// INSERT is in every view when it returns.
-    pub(super) async fn flush(&self) -> SqlResult<Outcome> {
-        let probes: Vec<Probe> = self
-            .lock_sources()
-            .values()
-            .map(SourceRunner::probe)
-            .collect();
+    /// `FLUSH [source, …]`: waits until each source (every source when
+    /// none is named) has committed everything its partitions held when
+    /// FLUSH was called. Tables need no waiting: an INSERT is in every view
+    /// when it returns. The sources are waited for together, so that a
+    /// FLUSH that cannot finish names every source that holds it up, and a
+    /// partition found stalled ends the wait at once instead of at the
+    /// timeout.
+    pub(super) async fn flush(&self, names: &[String]) -> SqlResult<Outcome> {
+        let probes = self.flush_probes(names)?;
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-        let timed_out = |probe: &Probe, detail: String| {
-            SqlError::new(
-                ErrorKind::QueryCanceled,
-                format!(
-                    "FLUSH gave up after {} s waiting for source \"{}\"",
-                    FLUSH_TIMEOUT.as_secs(),
-                    probe.status.name
-                ),
-            )
-            .with_detail(detail)
-            .with_hint(
-                "See millrace_catalog.source_partitions for the source's state and last error.",
-            )
-        };
+        let mut waits = tokio::task::JoinSet::new();
         for probe in probes {
-            let targets = match tokio::time::timeout_at(deadline, probe.high_watermarks()).await {
-                Err(_) => {
-                    return Err(timed_out(
-                        &probe,
-                        "the broker did not report the partitions' ends".into(),
-                    ))
-                }
-                Ok(Err(e)) => return Err(SqlError::new(
-                    ErrorKind::ConnectionFailure,
-                    format!(
-                        "FLUSH cannot read the end of source \"{}\": {e}",
-                        probe.status.name
-                    ),
-                )
-                .with_hint(
-                    "See millrace_catalog.source_partitions for the source's state and last error.",
-                )),
-                Ok(Ok(t)) => t,
-            };
-            let mut rx = probe.status.watch_caught_up();
-            loop {
-                let behind = lagging(&rx.borrow_and_update(), &targets);
-                if behind.is_empty() {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => {
-                        return Err(SqlError::new(
-                            ErrorKind::QueryCanceled,
-                            format!("source \"{}\" stopped during FLUSH", probe.status.name),
-                        ))
-                    }
-                    Err(_) => return Err(timed_out(&probe, behind.join("; "))),
-                }
+            waits.spawn(async move {
+                let name = probe.status.name.clone();
+                (name, wait_caught_up(probe, deadline).await)
+            });
+        }
+        let mut blocked: Vec<(String, Blocked)> = Vec::new();
+        while let Some(done) = waits.join_next().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(b))) => blocked.push((name, b)),
+                Err(e) => return Err(SqlError::internal(format!("FLUSH wait failed: {e}"))),
             }
+        }
+        if !blocked.is_empty() {
+            return Err(flush_blocked(blocked, names.is_empty()));
         }
         // FLUSH also makes everything it waited for part of a checkpoint.
         self.checkpoint().await?;
         Ok(Outcome::command("FLUSH"))
+    }
+
+    /// The running sources `FLUSH names` waits for (all when `names` is
+    /// empty); an error for a name that is not a source.
+    fn flush_probes(&self, names: &[String]) -> SqlResult<Vec<Probe>> {
+        let sources = self.lock_sources();
+        if names.is_empty() {
+            return Ok(sources.values().map(SourceRunner::probe).collect());
+        }
+        let mut probes = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(rel) = self.catalog.get(name) else {
+                return Err(SqlError::new(
+                    ErrorKind::UndefinedTable,
+                    format!("source \"{name}\" does not exist"),
+                ));
+            };
+            if rel.kind != Kind::Source {
+                return Err(SqlError::new(
+                    ErrorKind::WrongObjectType,
+                    format!("\"{name}\" is not a source"),
+                )
+                .with_hint(
+                    "FLUSH names sources. A table needs no FLUSH: an INSERT is in every view \
+                     when it returns.",
+                ));
+            }
+            match sources.get(&rel.id) {
+                Some(runner) => probes.push(runner.probe()),
+                None => {
+                    return Err(SqlError::internal(format!(
+                        "source \"{name}\" has no ingest thread"
+                    )))
+                }
+            }
+        }
+        Ok(probes)
     }
 
     /// Stops every source's ingest thread and waits for them (shutdown).
@@ -253,13 +256,113 @@ impl Engine {
     }
 }
 
+/// Why `FLUSH` could not finish waiting for one source.
+enum Blocked {
+    /// The broker did not say where the partitions end.
+    EndUnknown(String),
+    /// The source's thread stopped (the source was dropped).
+    Stopped,
+    /// A partition short of its target makes no progress.
+    Stalled(String),
+    /// Still short of the targets at the deadline: what is missing.
+    TimedOut(String),
+}
+
+/// Waits until the source of `probe` has consumed what its partitions
+/// held when asked, or `deadline`.
+async fn wait_caught_up(probe: Probe, deadline: tokio::time::Instant) -> Result<(), Blocked> {
+    let targets = match tokio::time::timeout_at(deadline, probe.high_watermarks()).await {
+        Err(_) => {
+            return Err(Blocked::EndUnknown(
+                "the broker did not report the partitions' ends".into(),
+            ))
+        }
+        Ok(Err(e)) => return Err(Blocked::EndUnknown(e.to_string())),
+        Ok(Ok(t)) => t,
+    };
+    let mut rx = probe.status.watch_caught_up();
+    loop {
+        let behind = lagging(&rx.borrow_and_update(), &targets);
+        if behind.is_empty() {
+            return Ok(());
+        }
+        let stalls = probe.status.stalls();
+        let stalled: Vec<String> = behind
+            .iter()
+            .filter_map(|(p, _)| stalls.get(p).cloned())
+            .collect();
+        if !stalled.is_empty() {
+            return Err(Blocked::Stalled(stalled.join("; ")));
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Blocked::Stopped),
+            Err(_) => {
+                let detail: Vec<String> = behind.into_iter().map(|(_, d)| d).collect();
+                return Err(Blocked::TimedOut(detail.join("; ")));
+            }
+        }
+    }
+}
+
+/// The error of a `FLUSH` some sources held up: names each, says why, and
+/// how to wait for the others only.
+fn flush_blocked(mut blocked: Vec<(String, Blocked)>, all: bool) -> SqlError {
+    blocked.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = blocked
+        .iter()
+        .map(|(n, _)| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let kind = if blocked
+        .iter()
+        .all(|(_, b)| matches!(b, Blocked::EndUnknown(_)))
+    {
+        ErrorKind::ConnectionFailure
+    } else {
+        ErrorKind::QueryCanceled
+    };
+    let noun = if blocked.len() == 1 {
+        "source"
+    } else {
+        "sources"
+    };
+    let detail = blocked
+        .iter()
+        .map(|(n, b)| match b {
+            Blocked::EndUnknown(e) => {
+                format!("source \"{n}\": cannot read where its partitions end: {e}")
+            }
+            Blocked::Stopped => format!("source \"{n}\" stopped during FLUSH"),
+            Blocked::Stalled(why) => format!("source \"{n}\" is stalled: {why}"),
+            Blocked::TimedOut(behind) => format!(
+                "source \"{n}\" is still behind after {} s: {behind}",
+                FLUSH_TIMEOUT.as_secs()
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut hint = String::from(
+        "See millrace_catalog.source_partitions for each partition's state and last error.",
+    );
+    if all {
+        hint.push_str(" FLUSH source_name, … waits for the named sources only.");
+    }
+    SqlError::new(
+        kind,
+        format!("FLUSH cannot finish: held up by {noun} {names}"),
+    )
+    .with_detail(detail)
+    .with_hint(hint)
+}
+
 /// The partitions still short of their FLUSH target, described.
-fn lagging(caught_up: &BTreeMap<i32, i64>, targets: &BTreeMap<i32, i64>) -> Vec<String> {
+fn lagging(caught_up: &BTreeMap<i32, i64>, targets: &BTreeMap<i32, i64>) -> Vec<(i32, String)> {
     targets
         .iter()
         .filter_map(|(p, target)| {
             let at = caught_up.get(p).copied().unwrap_or(0);
-            (at < *target).then(|| format!("partition {p} is at offset {at} of {target}"))
+            (at < *target).then(|| (*p, format!("partition {p} is at offset {at} of {target}")))
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 //! has come, which the engine publishes after every commit that moves it).
 //! A `SELECT` on a system table copies the current figures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{
@@ -19,6 +19,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
+use millrace_connectors::kafka::Probe;
 use millrace_connectors::status::{SourceStatus, State};
 
 /// The name of the system schema.
@@ -44,22 +45,26 @@ pub struct WatermarkStatus {
     pub state_groups: Option<u64>,
 }
 
-/// All running sources' statuses, by source name, and the latest
-/// event-time figures.
+/// How long a read of `source_partitions` waits for the broker to say
+/// where the partitions end; past it, `lag` is NULL rather than stale.
+const FRESH_END_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// All running sources (their statuses and how to ask their broker), by
+/// source name, and the latest event-time figures.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sources: Mutex<HashMap<String, Arc<SourceStatus>>>,
+    sources: Mutex<HashMap<String, Probe>>,
     watermarks: Mutex<Vec<WatermarkStatus>>,
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<SourceStatus>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Probe>> {
         self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds (or replaces) the status of a source.
-    pub fn insert(&self, status: Arc<SourceStatus>) {
-        self.lock().insert(status.name.clone(), status);
+    /// Adds (or replaces) a running source.
+    pub fn insert(&self, probe: Probe) {
+        self.lock().insert(probe.status.name.clone(), probe);
     }
 
     /// Removes the status of source `name`.
@@ -69,14 +74,39 @@ impl Registry {
 
     /// The status of source `name`.
     pub fn get(&self, name: &str) -> Option<Arc<SourceStatus>> {
-        self.lock().get(name).cloned()
+        self.lock().get(name).map(|p| p.status.clone())
     }
 
-    /// Every source's status, by name.
-    pub fn all(&self) -> Vec<Arc<SourceStatus>> {
+    /// Every running source, by name.
+    fn all(&self) -> Vec<Probe> {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v.sort_by(|a, b| a.status.name.cmp(&b.status.name));
         v
+    }
+
+    /// Every source with where its partitions end now, as the broker says
+    /// (None where it did not say within [`FRESH_END_TIMEOUT`]). Asked at
+    /// each read: the consumer's own view of the ends is only as new as its
+    /// last fetch, which after a broker restart can be far behind.
+    async fn fresh_ends(&self) -> Vec<(Arc<SourceStatus>, Option<BTreeMap<i32, i64>>)> {
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, probe) in self.all().into_iter().enumerate() {
+            asks.spawn(async move {
+                let ends = tokio::time::timeout(FRESH_END_TIMEOUT, probe.high_watermarks())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                (i, probe.status, ends)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok(row) = done {
+                out.push(row);
+            }
+        }
+        out.sort_by_key(|(i, _, _)| *i);
+        out.into_iter().map(|(_, s, e)| (s, e)).collect()
     }
 
     /// Replaces the event-time figures.
@@ -115,7 +145,7 @@ impl Registry {
     }
 
     /// The current rows of `source_partitions`.
-    fn partitions_batch(&self) -> DfResult<RecordBatch> {
+    async fn partitions_batch(&self) -> DfResult<RecordBatch> {
         let mut source = Vec::new();
         let mut partition = Vec::new();
         let mut committed = Vec::new();
@@ -129,7 +159,7 @@ impl Registry {
         let mut state = Vec::new();
         let mut max_event_time = Vec::new();
         let mut idle = Vec::new();
-        for s in self.all() {
+        for (s, ends) in self.fresh_ends().await {
             let (st, source_error) = s.state();
             for (p, f) in s.partitions() {
                 source.push(s.name.clone());
@@ -137,16 +167,19 @@ impl Registry {
                 committed.push(f.committed);
                 let hw = (f.high_watermark >= 0).then_some(f.high_watermark);
                 high.push(hw);
-                lag.push(hw.map(|h| (h - f.committed).max(0)));
+                let fresh = ends.as_ref().and_then(|e| e.get(&p));
+                lag.push(fresh.map(|h| (h - f.committed).max(0)));
                 messages.push(f.messages as i64);
                 bytes.push(f.bytes as i64);
                 rate.push(f.rate);
                 errors.push(f.decode_errors as i64);
+                let stalled = st == State::Running && f.stalled.is_some();
                 last_error.push(match st {
+                    State::Running if stalled => f.stalled.clone(),
                     State::Running => f.last_error.clone(),
                     _ => source_error.clone().or_else(|| f.last_error.clone()),
                 });
-                state.push(st.as_str());
+                state.push(if stalled { "stalled" } else { st.as_str() });
                 max_event_time.push(f.max_event_time);
                 idle.push(f.idle);
             }
@@ -218,10 +251,10 @@ struct SystemTable {
 }
 
 impl SystemTable {
-    fn batch(&self) -> DfResult<RecordBatch> {
+    async fn batch(&self) -> DfResult<RecordBatch> {
         match self.name {
             "watermarks" => self.registry.watermarks_batch(),
-            _ => self.registry.partitions_batch(),
+            _ => self.registry.partitions_batch().await,
         }
     }
 }
@@ -246,7 +279,7 @@ impl TableProvider for SystemTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch()?;
+        let batch = self.batch().await?;
         let exec: Arc<dyn ExecutionPlan> =
             MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
         Ok(exec)

@@ -337,7 +337,7 @@ fn fold_ident(i: &Ident) -> String {
     }
 }
 
-fn fold_name(n: &ObjectName) -> String {
+pub(crate) fn fold_name(n: &ObjectName) -> String {
     n.0.last()
         .and_then(|p| p.as_ident())
         .map(fold_ident)

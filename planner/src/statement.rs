@@ -14,8 +14,8 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use crate::source::{
-    parse_create_source, parse_drop_source, parse_watermark, peek_word, DropSource, SourceDef,
-    WatermarkDef,
+    fold_name, parse_create_source, parse_drop_source, parse_watermark, peek_word, DropSource,
+    SourceDef, WatermarkDef,
 };
 use crate::{PlanError, Result};
 
@@ -35,8 +35,13 @@ pub enum RelationKind {
 pub enum Statement {
     /// A PostgreSQL statement.
     Sql(Box<SqlStatement>),
-    /// `FLUSH`: wait until every view reflects everything ingested so far.
-    Flush,
+    /// `FLUSH [source, …]`: wait until every view reflects everything the
+    /// named sources (all sources when none is named) held when FLUSH was
+    /// called.
+    Flush {
+        /// The sources to wait for, folded; empty for all.
+        sources: Vec<String>,
+    },
     /// `SHOW TABLES` / `SHOW MATERIALIZED VIEWS` / `SHOW SOURCES`.
     ShowRelations(RelationKind),
     /// `CREATE SOURCE` (or `CREATE TABLE … WITH (connector = …)`).
@@ -62,7 +67,8 @@ impl std::fmt::Display for Statement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Statement::Sql(s) => write!(f, "{s}"),
-            Statement::Flush => write!(f, "FLUSH"),
+            Statement::Flush { sources } if sources.is_empty() => write!(f, "FLUSH"),
+            Statement::Flush { sources } => write!(f, "FLUSH {}", sources.join(", ")),
             Statement::ShowRelations(RelationKind::Table) => write!(f, "SHOW TABLES"),
             Statement::ShowRelations(RelationKind::MaterializedView) => {
                 write!(f, "SHOW MATERIALIZED VIEWS")
@@ -104,7 +110,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             break;
         }
         let statement = if parser.parse_keyword(Keyword::FLUSH) {
-            Statement::Flush
+            let sources = parse_flush_sources(&mut parser)
+                .map_err(|e| PlanError::Syntax(syntax_message(e)))?;
+            Statement::Flush { sources }
         } else if parser.parse_keywords(&[Keyword::SHOW, Keyword::TABLES]) {
             Statement::ShowRelations(RelationKind::Table)
         } else if parser.parse_keywords(&[Keyword::SHOW, Keyword::MATERIALIZED, Keyword::VIEWS]) {
@@ -142,6 +150,22 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         }
     }
     Ok(out)
+}
+
+/// The source names after `FLUSH`, if any: `FLUSH a, b`.
+fn parse_flush_sources(
+    parser: &mut Parser,
+) -> std::result::Result<Vec<String>, sqlparser::parser::ParserError> {
+    let mut sources = Vec::new();
+    if matches!(parser.peek_token().token, Token::EOF | Token::SemiColon) {
+        return Ok(sources);
+    }
+    loop {
+        sources.push(fold_name(&parser.parse_object_name(false)?));
+        if !parser.consume_token(&Token::Comma) {
+            return Ok(sources);
+        }
+    }
 }
 
 /// `CREATE TABLE … WITH (connector = …)`: a source spelled as a table.
@@ -468,10 +492,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flush_names_the_sources_it_waits_for() {
+        let stmts = parse("FLUSH Bids, \"Mixed\"; FLUSH").unwrap();
+        assert!(matches!(&stmts[0], Statement::Flush { sources } if sources == &["bids", "Mixed"]));
+        assert!(matches!(&stmts[1], Statement::Flush { sources } if sources.is_empty()));
+        assert!(parse("FLUSH a b").is_err());
+    }
+
+    #[test]
     fn parses_dialect_and_postgres_statements() {
         let stmts = parse("FLUSH; SHOW TABLES; show materialized views; SELECT 1;;").unwrap();
         assert_eq!(stmts.len(), 4);
-        assert!(matches!(stmts[0], Statement::Flush));
+        assert!(matches!(&stmts[0], Statement::Flush { sources } if sources.is_empty()));
         assert!(matches!(
             stmts[1],
             Statement::ShowRelations(RelationKind::Table)
@@ -541,6 +573,6 @@ mod tests {
     #[test]
     fn reports_syntax_errors() {
         assert!(matches!(parse("SELEC 1"), Err(PlanError::Syntax(_))));
-        assert!(matches!(parse("FLUSH now"), Err(PlanError::Syntax(_))));
+        assert!(matches!(parse("FLUSH 1"), Err(PlanError::Syntax(_))));
     }
 }

@@ -448,7 +448,7 @@ impl Parser {
         use sqlparser::ast::Statement as Sql;
         match stmt {
             Statement::ShowRelations(_) => Ok((vec![], Some(session::name_column_schema("Name")))),
-            Statement::Flush
+            Statement::Flush { .. }
             | Statement::CreateSource(_)
             | Statement::DropSource(_)
             | Statement::CreateTable { .. }

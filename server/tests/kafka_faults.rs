@@ -267,3 +267,119 @@ async fn topic_recreated_while_down_is_read_from_its_beginning() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A partition that cannot progress: messages of 10 MB on a topic that
+/// allows them. tansu 0.6 accepts them but returns no batch for them in a
+/// fetch (an empty message set, no error, whatever the fetch sizes), so
+/// the Kafka client retries at that offset forever and the partition looks
+/// `running` with no error. The status table shows it as stalled with the
+/// cause, a FLUSH of all sources names it instead of waiting for its
+/// timeout, and `FLUSH other` waits for the other source only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_partition_is_reported_and_flush_names_its_source() {
+    let dir = scratch_dir("kafka-stalled");
+    let broker = TestBroker::start(&dir);
+    let (big, small) = ("big_topic", "small_topic");
+    broker
+        .create_topic_with(big, 1, &[("max.message.bytes", "20000000")])
+        .await;
+    broker.create_topic(small, 2).await;
+    let producer = TestProducer::with(&broker.addr, &[("message.max.bytes", "20000000")]);
+    producer.send(big, 0, None, br#"{"n": 0}"#);
+    let pad = "x".repeat(10_000_000);
+    for i in 1..4 {
+        producer.send(
+            big,
+            0,
+            None,
+            format!(r#"{{"n": {i}, "pad": "{pad}"}}"#).as_bytes(),
+        );
+    }
+    producer.flush();
+    produce(&producer, small, 0..5);
+
+    let server = TestServer::start(&dir);
+    let client = server.connect().await;
+    for sql in [
+        create_source_sql("big", big, &broker.addr),
+        create_source_sql("small", small, &broker.addr),
+        "CREATE MATERIALIZED VIEW big_count AS SELECT count(*) AS n FROM big".into(),
+        "CREATE MATERIALIZED VIEW small_count AS SELECT count(*) AS n FROM small".into(),
+    ] {
+        client.batch_execute(&sql).await.expect("DDL");
+    }
+
+    // The other source is flushed on its own, while the big one is stuck.
+    client
+        .batch_execute("FLUSH small")
+        .await
+        .expect("FLUSH small");
+    assert_eq!(count(&client, "small_count").await, 5);
+
+    // The stuck partition is shown as stalled, with its cause.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (error, lag) = loop {
+        let row = client
+            .query_one(
+                "SELECT state, last_error, lag FROM millrace_catalog.source_partitions \
+                 WHERE source = 'big'",
+                &[],
+            )
+            .await
+            .expect("read source_partitions");
+        let (state, error, lag): (String, Option<String>, Option<i64>) =
+            (row.get(0), row.get(1), row.get(2));
+        if state == "stalled" {
+            break (error.unwrap_or_default(), lag);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck partition was never shown as stalled: {state} {error:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        error.contains("at offset 1 while it ends at offset 4")
+            && error.contains("the broker returns no messages for it"),
+        "the status says where and why: {error}"
+    );
+    assert_eq!(lag, Some(3), "lag from the broker's end");
+
+    // FLUSH of every source fails at once, naming the stalled one.
+    let started = Instant::now();
+    let err = client
+        .batch_execute("FLUSH")
+        .await
+        .expect_err("FLUSH cannot finish while a partition is stalled");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "57014", "{db:?}");
+    assert!(
+        db.message().contains("held up by source \"big\""),
+        "{}",
+        db.message()
+    );
+    assert!(
+        db.detail().is_some_and(|d| d.contains("stalled")),
+        "{:?}",
+        db.detail()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "FLUSH gave up on the stalled partition rather than at its 120 s timeout"
+    );
+    // The session is usable, and FLUSH of the other source still works.
+    client
+        .batch_execute("FLUSH small")
+        .await
+        .expect("FLUSH small");
+    let err = client
+        .batch_execute("FLUSH nosuch")
+        .await
+        .expect_err("unknown source");
+    assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
+
+    drop(client);
+    drop(server);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1284,7 +1284,7 @@ mod tests {
             seed % m
         };
         let mut live: Vec<(i64, i64)> = Vec::new();
-        let mut epoch = |live: &mut Vec<(i64, i64)>, next: &mut dyn FnMut(u64) -> u64| {
+        let epoch = |live: &mut Vec<(i64, i64)>, next: &mut dyn FnMut(u64) -> u64| {
             let mut rows = Vec::new();
             for _ in 0..PARALLEL_ROWS + 500 {
                 if !live.is_empty() && next(4) == 0 {

@@ -102,6 +102,12 @@ impl TestBroker {
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         create_topic(&self.addr, topic, partitions).await
     }
+
+    /// Creates `topic` with `partitions` partitions and topic `configs`
+    /// (such as `max.message.bytes`).
+    pub async fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        create_topic_configured(&self.addr, topic, partitions, configs).await
+    }
 }
 
 impl Drop for TestBroker {
@@ -113,13 +119,27 @@ impl Drop for TestBroker {
 
 /// Creates `topic` on the cluster at `bootstrap`.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_configured(bootstrap, topic, partitions, &[]).await
+}
+
+/// Creates `topic` on the cluster at `bootstrap` with topic `configs`.
+pub async fn create_topic_configured(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -137,7 +157,16 @@ pub struct TestProducer {
 impl TestProducer {
     /// A producer for the cluster at `bootstrap`.
     pub fn new(bootstrap: &str) -> Self {
-        let producer = ClientConfig::new()
+        Self::with(bootstrap, &[])
+    }
+
+    /// A producer for the cluster at `bootstrap` with extra client settings.
+    pub fn with(bootstrap: &str, settings: &[(&str, &str)]) -> Self {
+        let mut config = ClientConfig::new();
+        for (k, v) in settings {
+            config.set(*k, *v);
+        }
+        let producer = config
             .set("bootstrap.servers", bootstrap)
             .set("linger.ms", "5")
             .set("acks", "all")
