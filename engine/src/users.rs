@@ -131,7 +131,9 @@ impl Users {
             let mut commit = Commit::new();
             commit.put_user(MOCK_SECRET_KEY, secret.clone().into_bytes());
             if let Err(e) = self.store.commit(commit) {
-                tracing::warn!("cannot store the mock authentication secret, using one for this process: {e}");
+                tracing::warn!(
+                    "cannot store the mock authentication secret, using one for this process: {e}"
+                );
             }
             secret
         })
@@ -268,8 +270,7 @@ impl Users {
 
 /// Standard base64 (RFC 4648, with padding), as pgwire encodes its salts.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [

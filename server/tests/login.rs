@@ -25,7 +25,8 @@ impl Msg {
     fn kind(&self) -> String {
         match self.tag {
             b'R' if self.body.len() >= 4 => {
-                let code = i32::from_be_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]);
+                let code =
+                    i32::from_be_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]);
                 format!("R{code}")
             }
             tag => char::from(tag).to_string(),
@@ -37,7 +38,12 @@ impl Msg {
         self.body
             .split(|&b| b == 0)
             .filter(|f| !f.is_empty())
-            .map(|f| (char::from(f[0]), String::from_utf8_lossy(&f[1..]).into_owned()))
+            .map(|f| {
+                (
+                    char::from(f[0]),
+                    String::from_utf8_lossy(&f[1..]).into_owned(),
+                )
+            })
             .collect()
     }
 }
@@ -74,7 +80,9 @@ struct Attempt {
 /// left empty), answering the server's challenge with a proof that cannot
 /// be right: what the server sees of a wrong password.
 async fn attempt(port: u16, user: &str) -> Attempt {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let mut startup = 196_608i32.to_be_bytes().to_vec();
     for part in ["user", user, "database", "millrace"] {
         startup.extend_from_slice(part.as_bytes());
@@ -99,7 +107,9 @@ async fn attempt(port: u16, user: &str) -> Attempt {
                     let first = format!("n,,n=,r={client_nonce}");
                     body.extend_from_slice(&(first.len() as i32).to_be_bytes());
                     body.extend_from_slice(first.as_bytes());
-                    s.write_all(&frame(b'p', &body)).await.expect("send client-first");
+                    s.write_all(&frame(b'p', &body))
+                        .await
+                        .expect("send client-first");
                 }
                 "R11" => {
                     let server_first = String::from_utf8_lossy(&m.body[4..]).into_owned();
@@ -137,7 +147,11 @@ async fn attempt(port: u16, user: &str) -> Attempt {
     }
 }
 
-async fn login(port: u16, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn login(
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let conninfo =
         format!("host=127.0.0.1 port={port} user={user} password={password} dbname=millrace");
     let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
@@ -149,7 +163,11 @@ async fn login(port: u16, user: &str, password: &str) -> Result<tokio_postgres::
 
 fn password_server(name: &str) -> TestServer {
     let dir = scratch_dir(name);
-    TestServer::start_with(&dir, &["--auth", "password"], &[("MILLRACE_PASSWORD", "admin-pw")])
+    TestServer::start_with(
+        &dir,
+        &["--auth", "password"],
+        &[("MILLRACE_PASSWORD", "admin-pw")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +209,9 @@ async fn an_unknown_user_fails_exactly_like_a_wrong_password() {
 
     // What a driver reports, for a wrong password and an unknown user.
     for user in ["millrace", "nobody"] {
-        let err = login(port, user, "wrong").await.err().expect("refused");
+        let Err(err) = login(port, user, "wrong").await else {
+            panic!("{user} logged in with a wrong password");
+        };
         let db = err.as_db_error().expect("a server error");
         assert_eq!(db.severity(), "FATAL");
         assert_eq!(db.code().code(), "28P01");
@@ -225,7 +245,12 @@ async fn a_burst_of_failed_logins_logs_a_bounded_number_of_lines() {
     let server = password_server("login-burst");
     const ATTEMPTS: usize = 30;
     for i in 0..ATTEMPTS {
-        let user = if i % 2 == 0 { "millrace" } else { "guess" };
+        // One name tries to forge a log line.
+        let user = match i {
+            1 => "evil\n2026-01-01T00:00:00Z  INFO forged",
+            _ if i % 2 == 0 => "millrace",
+            _ => "guess",
+        };
         let error = attempt(server.port, user).await.error;
         assert!(error.contains(&('C', "28P01".to_owned())), "{error:?}");
     }
@@ -234,7 +259,10 @@ async fn a_burst_of_failed_logins_logs_a_bounded_number_of_lines() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let lines = loop {
         let lines = failure_lines(&server);
-        if lines.iter().any(|l| l.contains("failed logins from 127.0.0.1")) {
+        if lines
+            .iter()
+            .any(|l| l.contains("failed logins from 127.0.0.1"))
+        {
             break lines;
         }
         assert!(
@@ -253,6 +281,10 @@ async fn a_burst_of_failed_logins_logs_a_bounded_number_of_lines() {
     assert!(lines.len() <= 6, "{lines:#?}");
     assert!(starts[0].contains("\"millrace\""), "{lines:#?}");
     assert!(lines.iter().all(|l| l.contains("WARN")), "{lines:#?}");
+    assert!(
+        !server.log().iter().any(|l| l.starts_with("2026-01-01")),
+        "a user name forged a log line"
+    );
     if starts.len() == 1 {
         let summary = lines
             .iter()
@@ -262,7 +294,10 @@ async fn a_burst_of_failed_logins_logs_a_bounded_number_of_lines() {
             summary.contains(&format!("{ATTEMPTS} failed logins from 127.0.0.1")),
             "{summary}"
         );
-        assert!(summary.contains("guess, millrace"), "{summary}");
+        assert!(
+            summary.contains(r#""evil\n2026-01-01T00:00:00Z  INFO forged", "guess", "millrace""#),
+            "{summary}"
+        );
     }
     server.stop();
 }
@@ -313,13 +348,22 @@ async fn a_dropped_users_sessions_end_at_their_next_statement() {
         .batch_execute("ALTER USER keep WITH PASSWORD 'new-pw'")
         .await
         .expect("alter");
-    keep.batch_execute("SELECT 1").await.expect("after ALTER USER");
+    keep.batch_execute("SELECT 1")
+        .await
+        .expect("after ALTER USER");
 
     // A user cannot drop itself (PostgreSQL: 55006).
-    let err = keep.batch_execute("DROP USER keep").await.expect_err("self");
+    let err = keep
+        .batch_execute("DROP USER keep")
+        .await
+        .expect_err("self");
     assert_eq!(
         failure(&err),
-        ("ERROR".into(), "55006".into(), "current user cannot be dropped".into())
+        (
+            "ERROR".into(),
+            "55006".into(),
+            "current user cannot be dropped".into()
+        )
     );
 
     admin.batch_execute("DROP USER u, w").await.expect("drop");
@@ -327,19 +371,30 @@ async fn a_dropped_users_sessions_end_at_their_next_statement() {
     let err = u.batch_execute("SELECT 1").await.expect_err("u is gone");
     assert_eq!(
         failure(&err),
-        ("FATAL".into(), "28000".into(), "role \"u\" does not exist".into())
+        (
+            "FATAL".into(),
+            "28000".into(),
+            "role \"u\" does not exist".into()
+        )
     );
     assert!(closed(&u).await, "u's connection stays open");
     // …and the extended one.
     let err = w.query("SELECT 1", &[]).await.expect_err("w is gone");
     assert_eq!(
         failure(&err),
-        ("FATAL".into(), "28000".into(), "role \"w\" does not exist".into())
+        (
+            "FATAL".into(),
+            "28000".into(),
+            "role \"w\" does not exist".into()
+        )
     );
     assert!(closed(&w).await, "w's connection stays open");
 
     // Nobody else is affected.
-    admin.batch_execute("SELECT 1").await.expect("admin goes on");
+    admin
+        .batch_execute("SELECT 1")
+        .await
+        .expect("admin goes on");
     keep.query("SELECT 1", &[]).await.expect("keep goes on");
     assert!(!admin.is_closed() && !keep.is_closed());
 

@@ -67,8 +67,7 @@ impl PasswordLogin {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if matches!(message, PgWireFrontendMessage::Startup(_)) {
-            self.since
-                .store(self.users.generation(), Ordering::Release);
+            self.since.store(self.users.generation(), Ordering::Release);
         }
         let result = self.handler.on_startup(client, message).await;
         let user = || {
@@ -166,7 +165,10 @@ pub(crate) fn refuse_dropping_self<C: ClientInfo>(client: &C, stmt: &Statement) 
     let Some(user) = client.metadata().get(METADATA_USER) else {
         return Ok(());
     };
-    if names.iter().any(|n| millrace_engine::object_name(n) == *user) {
+    if names
+        .iter()
+        .any(|n| millrace_engine::object_name(n) == *user)
+    {
         return Err(SqlError::new(
             ErrorKind::ObjectInUse,
             "current user cannot be dropped",
@@ -192,6 +194,18 @@ const MAX_NAMES: usize = 8;
 
 /// The failed logins of this process, by peer address.
 static FAILURES: LazyLock<Arc<Failures>> = LazyLock::new(Default::default);
+
+/// A user name as a log line shows it: quoted, escaped (a name is the
+/// client's to choose: a newline in it must not forge a log line), and
+/// cut at PostgreSQL's 63 characters.
+fn shown(user: &str) -> String {
+    let cut: String = user.chars().take(63).collect();
+    if cut.len() < user.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
 
 /// Bursts of failed logins; `None` holds the addresses beyond
 /// [`MAX_ADDRESSES`].
@@ -235,10 +249,11 @@ impl Failures {
             return;
         }
         let peer = key.map_or_else(|| "other addresses".to_owned(), |ip| ip.to_string());
+        let shown = shown(user);
         tracing::warn!(
             %peer,
-            user,
-            "password authentication failed for user \"{user}\" from {peer} \
+            user = %shown,
+            "password authentication failed for user {shown} from {peer} \
              (further failures from {peer} are counted until it has been quiet for {} s)",
             QUIET.as_secs()
         );
@@ -273,7 +288,8 @@ impl Failures {
             let over = quiet_for >= QUIET;
             if over || now.duration_since(burst.summarized) >= SUMMARY_EVERY {
                 if burst.failures > burst.logged {
-                    let users = burst.users.iter().cloned().collect::<Vec<_>>().join(", ");
+                    let users = burst.users.iter().map(|u| shown(u)).collect::<Vec<_>>();
+                    let users = users.join(", ");
                     tracing::warn!(
                         %peer,
                         failures = burst.failures,
