@@ -88,6 +88,8 @@ pub enum ErrorKind {
     ProgramLimitExceeded,
     /// `no_active_sql_transaction_for_branch`.
     NoActiveSqlTransactionForBranch,
+    /// `object_in_use`.
+    ObjectInUse,
 }
 
 /// An error as the client sees it.

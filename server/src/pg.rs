@@ -5,6 +5,7 @@ pub mod compat;
 mod cursor;
 pub mod functions;
 mod information_schema;
+mod login;
 mod params;
 pub(crate) mod protocol;
 mod session;
@@ -69,6 +70,7 @@ impl Frontend {
         stmt: &Statement,
         params: Option<&ParamValues>,
     ) -> SqlResult<SessionOutcome> {
+        login::refuse_dropping_self(client, stmt)?;
         if let Some(out) = session::handle(client, stmt)? {
             if matches!(out, SessionOutcome::TransactionEnd(_)) {
                 self.cursors.end_transaction();
@@ -336,6 +338,7 @@ impl SimpleQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        login::check_session(client)?;
         let stmts = match parse_client_sql(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
@@ -603,6 +606,7 @@ impl ExtendedQueryHandler for Frontend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        login::check_session(client)?;
         let prepared = &portal.statement.statement;
         let params = params::decode(portal, &prepared.param_types).map_err(user_error)?;
         let params = (!prepared.param_types.is_empty()).then_some(params);
@@ -682,14 +686,8 @@ pub enum Startup {
     /// No password: whoever connects is in.
     Trust(Arc<Frontend>),
     /// SCRAM-SHA-256 against the stored users; a wrong password or an
-    /// unknown user is refused with 28P01.
-    Password(
-        Box<
-            pgwire::api::auth::sasl::SASLAuthStartupHandler<
-                pgwire::api::auth::DefaultServerParameterProvider,
-            >,
-        >,
-    ),
+    /// unknown user is refused alike with 28P01 (see [`login`]).
+    Password(Box<login::PasswordLogin>),
 }
 
 impl Startup {
@@ -698,10 +696,10 @@ impl Startup {
     pub fn password(users: Arc<millrace_engine::users::Users>) -> Self {
         use pgwire::api::auth::sasl::{scram::ScramAuth, SASLAuthStartupHandler};
         let handler = SASLAuthStartupHandler::new(Arc::new(server_parameters()))
-            .with_scram(ScramAuth::new(users))
+            .with_scram(ScramAuth::new(users.clone()))
             .with_pid_secret_key_generator(PIDS.clone())
             .with_connection_manager(CONNECTIONS.clone());
-        Startup::Password(Box::new(handler))
+        Startup::Password(Box::new(login::PasswordLogin::new(handler, users)))
     }
 }
 

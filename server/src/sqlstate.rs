@@ -43,6 +43,11 @@ pub const INVALID_CURSOR_DEFINITION: &str = "42P11";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH: &str = "25P01";
 pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+pub const OBJECT_IN_USE: &str = "55006";
+/// A failed password login (wrong password or unknown user alike).
+pub const INVALID_PASSWORD: &str = "28P01";
+/// A session whose role no longer exists.
+pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
 
 /// The SQLSTATE of a refused frontend message, as PostgreSQL's
 /// `exec_bind_message` and encoding checks report it: wrong counts are a
@@ -96,6 +101,7 @@ pub fn of(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidCursorDefinition => INVALID_CURSOR_DEFINITION,
         ErrorKind::ProgramLimitExceeded => PROGRAM_LIMIT_EXCEEDED,
         ErrorKind::NoActiveSqlTransactionForBranch => NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH,
+        ErrorKind::ObjectInUse => OBJECT_IN_USE,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Authentication against the real binary: trust only on loopback unless
 //! allowed, SCRAM-SHA-256 passwords for users kept durably, 28P01 for a
-//! wrong password or an unknown user.
+//! wrong password or an unknown user (tests/login.rs: that the two look
+//! alike, failure logging, dropped users' sessions).
 
 mod common;
 
@@ -114,7 +115,17 @@ async fn scram_passwords_for_durable_users() {
     let alice = login(port, "alice", "land")
         .await
         .expect("alice after restart");
-    alice
+    // A user cannot drop itself (as PostgreSQL: 55006)…
+    let err = alice
+        .batch_execute("DROP USER alice")
+        .await
+        .expect_err("drop self");
+    assert_eq!(err.code().map(|c| c.code()), Some("55006"));
+    // …another can (its sessions end: see tests/login.rs).
+    let admin = login(port, "millrace", "bootstrap-pw")
+        .await
+        .expect("bootstrap user after restart");
+    admin
         .batch_execute("DROP USER alice")
         .await
         .expect("drop user");
@@ -122,12 +133,12 @@ async fn scram_passwords_for_durable_users() {
         login(port, "alice", "land").await.err().as_deref(),
         Some("28P01")
     );
-    let err = alice
+    let err = admin
         .batch_execute("DROP USER alice")
         .await
         .expect_err("already dropped");
     assert_eq!(err.code().map(|c| c.code()), Some("42704"));
-    alice
+    admin
         .batch_execute("DROP USER IF EXISTS alice")
         .await
         .expect("if exists");

@@ -8,7 +8,7 @@ pub mod kafka;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +20,8 @@ pub struct TestServer {
     child: Child,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// Every line the server has logged so far (see [`TestServer::log`]).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// A fresh, empty scratch directory under the target directory.
@@ -53,9 +55,14 @@ impl TestServer {
             .expect("spawn millrace");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line.clone());
+                }
                 if !sent {
                     if let Some(rest) = line.split("ready, listening on ").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_string();
@@ -80,7 +87,13 @@ impl TestServer {
             child,
             port,
             data_dir: data_dir.to_path_buf(),
+            log,
         }
+    }
+
+    /// The lines the server has logged (stderr, at `info`) so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// A libpq-style connection string.
