@@ -18,8 +18,9 @@
 //! - everything else fails with 54000 (`program_limit_exceeded`) and a
 //!   message `statement too complex: …` naming the measure and its limit:
 //!   more than [`MAX_EXPRESSIONS`] expression nodes, a select list whose
-//!   entries times expressions pass [`MAX_SELECT_LIST_COST`], or nesting
-//!   that passes [`MAX_NESTING`].
+//!   entries times expressions pass [`MAX_SELECT_LIST_COST`], nesting that
+//!   passes [`MAX_NESTING`], or all three together more than one alone
+//!   (as shares of their limits: the costs add up).
 //!
 //! Under these limits a statement plans in about a second at most (debug
 //! build). They are far above what BI tools and drivers send (the captured
@@ -41,16 +42,18 @@ pub(crate) const MAX_TARGET_LIST: usize = 1664;
 /// 65535 parameters, each with a cast, and the statement around them.
 pub(crate) const MAX_EXPRESSIONS: usize = 150_000;
 
-/// The most one select list may cost: its entries times the expressions in
-/// them (1664 plain entries cost 2.8 million; 1664 entries of 20 terms,
-/// which took 2 s, 55 million).
+/// The most one select list may cost: its entries but one times the
+/// expressions in them, as each entry is compared with the others (1664
+/// plain entries cost 2.8 million; 1664 entries of 20 terms, which took
+/// 2 s, 65 million).
 pub(crate) const MAX_SELECT_LIST_COST: usize = 20_000_000;
 
 /// The most nesting a statement may hold: the sum, over its expressions,
-/// of the depth each is nested at (an expression at the top counts 1, its
-/// operands 2, …). `a OR b OR …` of n terms nests n deep and weighs about
-/// n²: up to 999 terms are allowed. As nesting d deep weighs at least
-/// d²/2, this also bounds the depth (to 1414), which keeps every pass over
+/// of how deep each is nested below the second level (an expression at
+/// the top and its operands count 0, theirs 1, …: a list of `$n::bigint`
+/// costs nothing here). `a OR b OR …` of n terms nests n deep and weighs
+/// about n²: up to 1001 terms are allowed. As nesting d deep weighs at
+/// least (d-2)²/2, this also bounds the depth (to 1416), which keeps every pass over
 /// the statement that recurses (cloning, dropping, planning) within its
 /// stack: a 400-term `1 + 1 + …` once overflowed a 2 MiB stack and took the
 /// server down.
@@ -87,6 +90,16 @@ fn check_sql(sql: &Sql) -> SqlResult<()> {
             "{n} expressions, the limit is {MAX_EXPRESSIONS}"
         )));
     }
+    // The costs add up: each limit alone is about a second of planning, so
+    // together they may take no more than one of them alone.
+    let (w, c) = (counter.nesting, counter.select_lists);
+    let share = |x: usize, limit: usize| x as f64 / limit as f64;
+    if share(n, MAX_EXPRESSIONS) + share(w, MAX_NESTING) + share(c, MAX_SELECT_LIST_COST) > 1.0 {
+        return Err(too_complex(format!(
+            "{n} expressions, nesting {w} and select lists costing {c} are more than the limit together \
+             (it allows {MAX_EXPRESSIONS} expressions, nesting {MAX_NESTING} or select lists costing {MAX_SELECT_LIST_COST} alone)"
+        )));
+    }
     Ok(())
 }
 
@@ -110,6 +123,8 @@ struct Counter {
     depth: usize,
     /// The sum of the depths of the expressions walked.
     nesting: usize,
+    /// The cost of the select lists walked (see [`MAX_SELECT_LIST_COST`]).
+    select_lists: usize,
 }
 
 impl Visitor for Counter {
@@ -125,19 +140,20 @@ impl Visitor for Counter {
             return ControlFlow::Break(e);
         }
         let expressions = inner.expressions;
-        if entries.saturating_mul(expressions) > MAX_SELECT_LIST_COST {
+        let cost = entries.saturating_sub(1).saturating_mul(expressions);
+        if cost > MAX_SELECT_LIST_COST {
             return ControlFlow::Break(too_complex(format!(
-                "a select list of {entries} entries and {expressions} expressions costs {}, the limit is {MAX_SELECT_LIST_COST} (entries times expressions)",
-                entries * expressions
+                "a select list of {entries} entries and {expressions} expressions costs {cost}, the limit is {MAX_SELECT_LIST_COST} (entries times expressions)"
             )));
         }
+        self.select_lists = self.select_lists.saturating_add(cost);
         ControlFlow::Continue(())
     }
 
     fn pre_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<SqlError> {
         self.expressions += 1;
         self.depth += 1;
-        self.nesting += self.depth;
+        self.nesting += self.depth.saturating_sub(2);
         if self.nesting > MAX_NESTING {
             return ControlFlow::Break(too_complex(format!(
                 "expressions nested too deep (their depths add up to more than {MAX_NESTING}), the limit is {MAX_NESTING}"
@@ -209,14 +225,14 @@ mod tests {
     }
 
     #[test]
-    fn nesting_allows_a_sum_of_999_terms_not_1000() {
+    fn nesting_allows_a_sum_of_990_terms_not_1100() {
         // On a stack as large as a statement thread's: parsing builds, and
         // dropping walks, the whole depth of the deepest sum.
         std::thread::Builder::new()
             .stack_size(crate::pg::STATEMENT_STACK)
             .spawn(|| {
-                assert!(checked(&sum(999)).is_ok());
-                for n in [1000, 100_000] {
+                assert!(checked(&sum(990)).is_ok());
+                for n in [1100, 100_000] {
                     let e = checked(&sum(n)).expect_err("refused");
                     assert_eq!(e.kind, ErrorKind::ProgramLimitExceeded);
                     assert!(e
@@ -227,6 +243,20 @@ mod tests {
             .expect("thread")
             .join()
             .expect("checked");
+    }
+
+    #[test]
+    fn costs_under_each_limit_alone_add_up() {
+        // 100000 items (2/3 of the expressions) and a sum of 700 terms
+        // (half the nesting): each allowed alone, not together.
+        let items = list(100_000);
+        let sum = vec!["1"; 700].join(" + ");
+        assert!(checked(&format!("SELECT 1 WHERE 1 IN ({items})")).is_ok());
+        assert!(checked(&format!("SELECT 1 WHERE ({sum}) > 0")).is_ok());
+        let e = checked(&format!("SELECT 1 WHERE ({sum}) > 0 AND 1 IN ({items})"))
+            .expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::ProgramLimitExceeded);
+        assert!(e.message.contains("more than the limit together"), "{}", e.message);
     }
 
     #[test]
