@@ -256,7 +256,11 @@ mod tests {
         let e = checked(&format!("SELECT 1 WHERE ({sum}) > 0 AND 1 IN ({items})"))
             .expect_err("refused");
         assert_eq!(e.kind, ErrorKind::ProgramLimitExceeded);
-        assert!(e.message.contains("more than the limit together"), "{}", e.message);
+        assert!(
+            e.message.contains("more than the limit together"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -265,6 +269,10 @@ mod tests {
         let wide = vec![entry.as_str(); 1600].join(", ");
         let e = checked(&format!("SELECT {wide}")).expect_err("refused");
         assert_eq!(e.kind, ErrorKind::ProgramLimitExceeded);
-        assert!(e.message.contains("a select list of 1600 entries"), "{}", e.message);
+        assert!(
+            e.message.contains("a select list of 1600 entries"),
+            "{}",
+            e.message
+        );
     }
 }
