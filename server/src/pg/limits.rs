@@ -52,11 +52,11 @@ pub(crate) const MAX_SELECT_LIST_COST: usize = 20_000_000;
 /// of how deep each is nested below the second level (an expression at
 /// the top and its operands count 0, theirs 1, …: a list of `$n::bigint`
 /// costs nothing here). `a OR b OR …` of n terms nests n deep and weighs
-/// about n²: up to 1001 terms are allowed. As nesting d deep weighs at
-/// least (d-2)²/2, this also bounds the depth (to 1416), which keeps every pass over
-/// the statement that recurses (cloning, dropping, planning) within its
-/// stack: a 400-term `1 + 1 + …` once overflowed a 2 MiB stack and took the
-/// server down.
+/// about n²: up to about 990 terms are allowed. As nesting d deep weighs
+/// at least (d-2)²/2, this also bounds the depth (to 1416), which keeps
+/// every pass over the statement that recurses (cloning, dropping,
+/// planning) within its stack: a 400-term `1 + 1 + …` once overflowed a
+/// 2 MiB stack and took the server down.
 pub(crate) const MAX_NESTING: usize = 1_000_000;
 
 /// Refuses `stmt` if planning it would cost more than the limits allow.
