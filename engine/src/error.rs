@@ -86,6 +86,8 @@ pub enum ErrorKind {
     InvalidCursorDefinition,
     /// `program_limit_exceeded`.
     ProgramLimitExceeded,
+    /// `too_many_columns`: a target list longer than PostgreSQL allows.
+    TooManyColumns,
     /// `no_active_sql_transaction_for_branch`.
     NoActiveSqlTransactionForBranch,
     /// `object_in_use`.

@@ -5,6 +5,7 @@ pub mod compat;
 mod cursor;
 pub mod functions;
 mod information_schema;
+mod limits;
 mod login;
 mod params;
 pub(crate) mod protocol;
@@ -12,6 +13,7 @@ mod session;
 pub(crate) mod text;
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -34,6 +36,81 @@ use millrace_engine::{Engine, Outcome};
 
 /// The most `$n` parameters a statement may have (the protocol's limit).
 const MAX_PARAMETERS: usize = 65_535;
+
+/// The stack of a statement thread. Parsing, checking, planning and
+/// dropping a statement recurse once per level of its expressions, and
+/// sqlparser nests `1 + 1 + …` one level per term whatever its length: a
+/// 400-term sum overflowed the async workers' 2 MiB. This stack holds a
+/// refused sum of millions of terms (a text of several MB); it is reserved
+/// address space, used only as deep as a statement needs.
+pub(crate) const STATEMENT_STACK: usize = 256 << 20;
+
+/// The most statements parsed, planned or executed at once; more wait for
+/// one of them to end (waiting holds no thread).
+const MAX_RUNNING_STATEMENTS: usize = 64;
+
+/// Permits for [`MAX_RUNNING_STATEMENTS`].
+static RUNNING_STATEMENTS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_STATEMENTS)));
+
+/// Runs `work` (parsing, planning or executing a statement) on a thread of
+/// its own, never on the async workers that serve every connection: planning
+/// is CPU-bound and does not yield, so on a worker one heavy statement
+/// stalled every session that worker served (a `select 0, 1, …, 65534` held
+/// one for 250 s). The thread drives `work` with the server's runtime, so
+/// whatever `work` spawns, its timers and its I/O go on as before.
+///
+/// When the caller stops waiting (a CancelRequest drops the statement's
+/// future, statement_timeout returns), `work` is dropped at its next await:
+/// execution stops between batches, while planning, which never awaits,
+/// runs to its end first (bounded by [`limits`]) and its plan is thrown
+/// away. A panic in `work` becomes an internal error.
+async fn off_workers<T, F, Fut>(what: &'static str, work: F) -> SqlResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = SqlResult<T>>,
+{
+    let permit = RUNNING_STATEMENTS
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| SqlError::internal(format!("no statement slot: {e}")))?;
+    let runtime = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("millrace-statement".to_owned())
+        .stack_size(STATEMENT_STACK)
+        .spawn(move || {
+            let _permit = permit;
+            let mut tx = tx;
+            let out = runtime.block_on(async {
+                let work = AssertUnwindSafe(async move { work().await }).catch_unwind();
+                tokio::select! {
+                    biased;
+                    _ = tx.closed() => None,
+                    out = work => Some(out),
+                }
+            });
+            if let Some(out) = out {
+                let _ = tx.send(out);
+            }
+        })
+        .map_err(|e| SqlError::internal(format!("cannot start a statement thread: {e}")))?;
+    match rx.await {
+        Ok(Ok(out)) => out,
+        Ok(Err(panic)) => {
+            let message = millrace_engine::panic_message(&*panic);
+            tracing::error!("{what} panicked: {message}");
+            Err(SqlError::internal(format!(
+                "the {what} failed unexpectedly: {message}"
+            )))
+        }
+        Err(_) => Err(SqlError::internal(format!(
+            "the {what} ended without an answer"
+        ))),
+    }
+}
 
 /// Serves one connection (see [`Frontend::connection`]).
 pub struct Frontend {
@@ -67,7 +144,7 @@ impl Frontend {
     async fn run<C: ClientInfo + Send>(
         &self,
         client: &mut C,
-        stmt: &Statement,
+        stmt: &Arc<Statement>,
         params: Option<&ParamValues>,
     ) -> SqlResult<SessionOutcome> {
         login::refuse_dropping_self(client, stmt)?;
@@ -77,22 +154,32 @@ impl Frontend {
             }
             return Ok(out);
         }
-        if let Statement::Sql(sql) = stmt {
+        if let Statement::Sql(sql) = stmt.as_ref() {
             if let Some(command) = cursor::CursorCommand::of(sql)? {
                 return self.cursor(client, command, params).await;
             }
         }
-        let stmt = &session::inline_settings(client, stmt)?;
+        // (An Arc, so that handing it to its thread copies no tree.)
+        let stmt = match session::inline_settings(client, stmt)? {
+            std::borrow::Cow::Borrowed(_) => stmt.clone(),
+            std::borrow::Cow::Owned(inlined) => Arc::new(inlined),
+        };
         // statement_timeout bounds queries; a write always runs to its
         // commit (stopping one halfway would leave nothing to gain).
-        let limit = if is_query(stmt) {
+        let limit = if is_query(&stmt) {
             session::statement_timeout(client)
         } else {
             None
         };
-        let fut = AssertUnwindSafe(self.engine.execute(stmt, params)).catch_unwind();
+        let engine = self.engine.clone();
+        let params = params.cloned();
+        let logged = stmt.clone();
+        let fut = off_workers("statement", move || async move {
+            engine.execute(&stmt, params.as_ref()).await
+        });
         // (A CancelRequest is handled by pgwire: it drops the running
-        // statement's future, see `register_for_cancel`.)
+        // statement's future, see `register_for_cancel`, and with it the
+        // statement's work, see `off_workers`.)
         let deadline = async move {
             match limit {
                 Some(limit) => tokio::time::sleep(limit).await,
@@ -108,16 +195,12 @@ impl Frontend {
                 ))
             }
         };
-        match result {
-            Ok(r) => r.map(SessionOutcome::Engine),
-            Err(panic) => {
-                let what = millrace_engine::panic_message(&*panic);
-                tracing::error!(statement = %stmt, "statement panicked: {what}");
-                Err(SqlError::internal(format!(
-                    "the statement failed unexpectedly: {what}"
-                )))
+        if let Err(e) = &result {
+            if e.kind == ErrorKind::InternalError {
+                tracing::error!(statement = %logged, "statement failed: {}", e.message);
             }
         }
+        result.map(SessionOutcome::Engine)
     }
 }
 
@@ -141,16 +224,13 @@ impl Frontend {
                 let select = Statement::Sql(Box::new(sqlparser::ast::Statement::Query(Box::new(
                     query.clone(),
                 ))));
-                let select = session::inline_settings(client, &select)?;
-                let result = AssertUnwindSafe(self.engine.execute(&select, params))
-                    .catch_unwind()
-                    .await
-                    .map_err(|p| {
-                        SqlError::internal(format!(
-                            "the cursor's query failed unexpectedly: {}",
-                            millrace_engine::panic_message(&*p)
-                        ))
-                    })??;
+                let select = session::inline_settings(client, &select)?.into_owned();
+                let engine = self.engine.clone();
+                let params = params.cloned();
+                let result = off_workers("cursor's query", move || async move {
+                    engine.execute(&select, params.as_ref()).await
+                })
+                .await?;
                 self.cursors.declare(name, hold, result)?;
                 Ok(command_outcome("DECLARE CURSOR"))
             }
@@ -180,6 +260,31 @@ fn parse_client_sql(sql: &str) -> Result<Vec<Statement>, millrace_planner::PlanE
         Some(swapped) => statement::parse(&swapped),
         None => statement::parse(sql),
     }
+}
+
+/// Parses `sql` and checks each statement against [`limits`], on a
+/// statement thread (a long text takes a while to parse, a deep one needs
+/// the stack). The statements in order, up to and including the first one
+/// refused, which is there as its error: like PostgreSQL, the ones before
+/// it run and the rest are skipped. A syntax error anywhere refuses all.
+/// (A refused statement is dropped on that thread too: dropping a tree
+/// recurses as deep as the tree.)
+async fn parse_checked(sql: &str) -> SqlResult<Vec<SqlResult<Arc<Statement>>>> {
+    let sql = sql.to_owned();
+    off_workers("parse", move || async move {
+        let mut out = Vec::new();
+        for stmt in parse_client_sql(&sql)? {
+            match limits::check(&stmt) {
+                Ok(()) => out.push(Ok(Arc::new(stmt))),
+                Err(e) => {
+                    out.push(Err(e));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
 }
 
 /// True for a read: what statement_timeout and cancelling may stop.
@@ -339,9 +444,9 @@ impl SimpleQueryHandler for Frontend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         login::check_session(client)?;
-        let stmts = match parse_client_sql(query) {
+        let stmts = match parse_checked(query).await {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
         if stmts.is_empty() {
             // Only comments or blanks (pgx's "-- ping").
@@ -349,6 +454,13 @@ impl SimpleQueryHandler for Frontend {
         }
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
+            let stmt = match stmt {
+                Ok(stmt) => stmt,
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(error_info(e))));
+                    break;
+                }
+            };
             match self.run(client, stmt, None).await {
                 Ok(out) => {
                     if let Some(warning) = track_transaction(client, stmt) {
@@ -372,7 +484,8 @@ impl SimpleQueryHandler for Frontend {
 /// A statement prepared with the extended protocol.
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    stmt: Statement,
+    /// (An Arc: each execution hands it to a statement thread.)
+    stmt: Arc<Statement>,
     /// Arrow types inferred for `$1…$n` (None where nothing constrains one).
     param_types: Vec<Option<DataType>>,
     /// Result columns, empty for commands.
@@ -399,7 +512,8 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = parse_client_sql(sql).map_err(|e| user_error(e.into()))?;
+        login::check_session(client)?;
+        let mut stmts = parse_checked(sql).await.map_err(user_error)?;
         if stmts.len() > 1 {
             return Err(user_error(SqlError::new(
                 ErrorKind::SyntaxError,
@@ -409,10 +523,14 @@ impl QueryParser for Parser {
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
+        let stmt = stmt.map_err(user_error)?;
         // Described with this session's settings; executed with the
         // settings current at execution.
-        let described = session::inline_settings(client, &stmt).map_err(user_error)?;
-        let (param_types, result) = self.describe(&described).await.map_err(user_error)?;
+        let described = match session::inline_settings(client, &stmt).map_err(user_error)? {
+            std::borrow::Cow::Borrowed(_) => stmt.clone(),
+            std::borrow::Cow::Owned(inlined) => Arc::new(inlined),
+        };
+        let (param_types, result) = self.describe(described).await.map_err(user_error)?;
         Ok(Some(Prepared {
             stmt,
             param_types,
@@ -443,13 +561,14 @@ impl QueryParser for Parser {
 }
 
 impl Parser {
-    /// Parameter types and result schema of `stmt`, without running it.
+    /// Parameter types and result schema of `stmt`, without running it
+    /// (planned on a statement thread, see [`off_workers`]).
     async fn describe(
         &self,
-        stmt: &Statement,
+        stmt: Arc<Statement>,
     ) -> SqlResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         use sqlparser::ast::Statement as Sql;
-        match stmt {
+        match stmt.as_ref() {
             Statement::ShowRelations(_) => Ok((vec![], Some(session::name_column_schema("Name")))),
             Statement::Flush { .. }
             | Statement::CreateSource(_)
@@ -461,51 +580,25 @@ impl Parser {
             }
             Statement::Sql(sql) => match sql.as_ref() {
                 Sql::Query(_) | Sql::Insert(_) => {
-                    let plan = self
-                        .engine
-                        .plan_sql(&millrace_engine::aliased(sql), None)
-                        .await?;
-                    let mut types = plan.get_parameter_types()?;
-                    infer_from_casts(&plan, &mut types);
-                    let mut ordered: Vec<(usize, Option<DataType>)> = types
-                        .into_iter()
-                        .filter_map(|(k, v)| {
-                            k.trim_start_matches('$')
-                                .parse::<usize>()
-                                .ok()
-                                .map(|i| (i, v))
-                        })
-                        .collect();
-                    ordered.sort_by_key(|(i, _)| *i);
-                    let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
-                    if n > MAX_PARAMETERS {
-                        return Err(SqlError::new(
-                            ErrorKind::ProtocolViolation,
-                            format!("statement uses ${n}: at most {MAX_PARAMETERS} parameters are allowed"),
-                        ));
-                    }
-                    if ordered.iter().any(|(i, _)| *i == 0) {
-                        return Err(SqlError::new(
-                            ErrorKind::UndefinedParameter,
-                            "there is no parameter $0",
-                        ));
-                    }
-                    let mut params = vec![None; n];
-                    for (i, t) in ordered {
-                        params[i - 1] = t;
-                    }
-                    let result = match sql.as_ref() {
-                        Sql::Query(_) => Some(millrace_engine::result_schema(sql, &plan)),
-                        _ => None,
-                    };
-                    Ok((params, result))
+                    let engine = self.engine.clone();
+                    off_workers("description", move || async move {
+                        describe_planned(&engine, &stmt).await
+                    })
+                    .await
                 }
                 Sql::Explain { statement, .. } if matches!(statement.as_ref(), Sql::CreateView(cv) if cv.materialized) => {
                     Ok((vec![], Some(session::name_column_schema("QUERY PLAN"))))
                 }
                 Sql::Explain { .. } => {
-                    let plan = self.engine.plan_sql(sql, None).await?;
-                    Ok((vec![], Some(Arc::new(plan.schema().as_arrow().clone()))))
+                    let engine = self.engine.clone();
+                    off_workers("description", move || async move {
+                        let Statement::Sql(sql) = stmt.as_ref() else {
+                            return Err(SqlError::internal("EXPLAIN is no longer SQL"));
+                        };
+                        let plan = engine.plan_sql(sql, None).await?;
+                        Ok((vec![], Some(Arc::new(plan.schema().as_arrow().clone()))))
+                    })
+                    .await
                 }
                 Sql::ShowVariable { variable } => Ok((
                     vec![],
@@ -516,6 +609,54 @@ impl Parser {
             },
         }
     }
+}
+
+/// Parameter types and result schema of a query or `INSERT`, from its plan.
+async fn describe_planned(
+    engine: &Engine,
+    stmt: &Statement,
+) -> SqlResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+    use sqlparser::ast::Statement as Sql;
+    let Statement::Sql(sql) = stmt else {
+        return Err(SqlError::internal("described a statement that is not SQL"));
+    };
+    let plan = engine
+        .plan_sql(&millrace_engine::aliased(sql), None)
+        .await?;
+    let mut types = plan.get_parameter_types()?;
+    infer_from_casts(&plan, &mut types);
+    let mut ordered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, v))
+        })
+        .collect();
+    ordered.sort_by_key(|(i, _)| *i);
+    let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
+    if n > MAX_PARAMETERS {
+        return Err(SqlError::new(
+            ErrorKind::ProtocolViolation,
+            format!("statement uses ${n}: at most {MAX_PARAMETERS} parameters are allowed"),
+        ));
+    }
+    if ordered.iter().any(|(i, _)| *i == 0) {
+        return Err(SqlError::new(
+            ErrorKind::UndefinedParameter,
+            "there is no parameter $0",
+        ));
+    }
+    let mut params = vec![None; n];
+    for (i, t) in ordered {
+        params[i - 1] = t;
+    }
+    let result = match sql.as_ref() {
+        Sql::Query(_) => Some(millrace_engine::result_schema(sql, &plan)),
+        _ => None,
+    };
+    Ok((params, result))
 }
 
 /// `$1::bigint` tells the parameter's type as PostgreSQL infers it;

@@ -41,6 +41,7 @@ pub const DUPLICATE_OBJECT: &str = "42710";
 pub const DUPLICATE_CURSOR: &str = "42P03";
 pub const INVALID_CURSOR_DEFINITION: &str = "42P11";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+pub const TOO_MANY_COLUMNS: &str = "54011";
 pub const NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH: &str = "25P01";
 pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 pub const OBJECT_IN_USE: &str = "55006";
@@ -100,6 +101,7 @@ pub fn of(kind: ErrorKind) -> &'static str {
         ErrorKind::DuplicateCursor => DUPLICATE_CURSOR,
         ErrorKind::InvalidCursorDefinition => INVALID_CURSOR_DEFINITION,
         ErrorKind::ProgramLimitExceeded => PROGRAM_LIMIT_EXCEEDED,
+        ErrorKind::TooManyColumns => TOO_MANY_COLUMNS,
         ErrorKind::NoActiveSqlTransactionForBranch => NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH,
         ErrorKind::ObjectInUse => OBJECT_IN_USE,
     }
