@@ -66,7 +66,7 @@ pub(crate) fn check(stmt: &Statement) -> SqlResult<()> {
         | Statement::CreateTable { table: sql, .. }
         | Statement::CreateViewOnWindowClose(sql)
         | Statement::ExplainViewOnWindowClose(sql) => sql,
-        Statement::Flush
+        Statement::Flush { .. }
         | Statement::ShowRelations(_)
         | Statement::CreateSource(_)
         | Statement::DropSource(_) => return Ok(()),
