@@ -11,6 +11,7 @@ mod params;
 pub(crate) mod protocol;
 mod session;
 pub(crate) mod text;
+mod threads;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -54,7 +55,7 @@ static RUNNING_STATEMENTS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_STATEMENTS)));
 
 /// Runs `work` (parsing, planning or executing a statement) on a thread of
-/// its own, never on the async workers that serve every connection: planning
+/// its own (one kept from an earlier statement, see [`threads`]), never on the async workers that serve every connection: planning
 /// is CPU-bound and does not yield, so on a worker one heavy statement
 /// stalled every session that worker served (a `select 0, 1, …, 65534` held
 /// one for 250 s). The thread drives `work` with the server's runtime, so
@@ -78,10 +79,8 @@ where
         .map_err(|e| SqlError::internal(format!("no statement slot: {e}")))?;
     let runtime = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("millrace-statement".to_owned())
-        .stack_size(STATEMENT_STACK)
-        .spawn(move || {
+    threads::run(
+        Box::new(move || {
             let _permit = permit;
             let mut tx = tx;
             let out = runtime.block_on(async {
@@ -95,8 +94,10 @@ where
             if let Some(out) = out {
                 let _ = tx.send(out);
             }
-        })
-        .map_err(|e| SqlError::internal(format!("cannot start a statement thread: {e}")))?;
+        }),
+        STATEMENT_STACK,
+    )
+    .map_err(|e| SqlError::internal(format!("cannot start a statement thread: {e}")))?;
     match rx.await {
         Ok(Ok(out)) => out,
         Ok(Err(panic)) => {
