@@ -14,182 +14,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::wire::{bind, describe, errors, execute, parse, query, sync, tags, Raw};
 use common::{scratch_dir, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// One backend message: its type byte and body.
-#[derive(Debug)]
-struct Msg {
-    tag: u8,
-    body: Vec<u8>,
-}
-
-impl Msg {
-    /// An ErrorResponse's field `code` (`b'C'` SQLSTATE, `b'M'` message).
-    fn field(&self, code: u8) -> Option<String> {
-        let mut rest = self.body.as_slice();
-        while let Some((&c, tail)) = rest.split_first() {
-            if c == 0 {
-                break;
-            }
-            let end = tail.iter().position(|b| *b == 0)?;
-            if c == code {
-                return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
-            }
-            rest = &tail[end + 1..];
-        }
-        None
-    }
-
-    /// The number of columns of a DataRow or RowDescription, and of
-    /// parameters of a ParameterDescription.
-    fn count(&self) -> usize {
-        u16::from_be_bytes([self.body[0], self.body[1]]) as usize
-    }
-
-    /// The first column of a DataRow, as text.
-    fn first(&self) -> Option<String> {
-        let b = &self.body;
-        let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-        (len >= 0).then(|| String::from_utf8_lossy(&b[6..6 + len as usize]).into_owned())
-    }
-}
-
-/// A frontend speaking the protocol by hand.
-struct Raw {
-    stream: TcpStream,
-}
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn cstr(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(s);
-    out.push(0);
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    cstr(&mut b, sql.as_bytes());
-    message(b'Q', &b)
-}
 
 /// Parse of the unnamed statement (no declared types), Describe of it, Sync.
 fn parse_describe(sql: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    cstr(&mut b, b"");
-    cstr(&mut b, sql.as_bytes());
-    b.extend_from_slice(&0u16.to_be_bytes());
-    let mut out = message(b'P', &b);
-    out.extend(message(b'D', b"S\0"));
-    out.extend(message(b'S', &[]));
-    out
+    [parse("", sql.as_bytes(), &[]), describe(), sync()].concat()
 }
 
 /// Bind of the unnamed statement with text `params`, Execute, Sync.
 fn bind_execute(params: &[&[u8]]) -> Vec<u8> {
-    let mut b = Vec::new();
-    cstr(&mut b, b"");
-    cstr(&mut b, b"");
-    b.extend_from_slice(&0u16.to_be_bytes());
-    b.extend_from_slice(&(params.len() as u16).to_be_bytes());
-    for p in params {
-        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
-        b.extend_from_slice(p);
-    }
-    b.extend_from_slice(&0u16.to_be_bytes());
-    let mut out = message(b'B', &b);
-    let mut e = Vec::new();
-    cstr(&mut e, b"");
-    e.extend_from_slice(&0i32.to_be_bytes());
-    out.extend(message(b'E', &e));
-    out.extend(message(b'S', &[]));
-    out
-}
-
-impl Raw {
-    /// Connects and logs in (the test server trusts every user).
-    async fn connect(server: &TestServer) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", server.port))
-            .await
-            .expect("connect");
-        let mut raw = Raw { stream };
-        let mut body = Vec::new();
-        body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
-        cstr(&mut body, b"user");
-        cstr(&mut body, b"tester");
-        cstr(&mut body, b"database");
-        cstr(&mut body, b"millrace");
-        body.push(0);
-        let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        startup.extend_from_slice(&body);
-        raw.stream.write_all(&startup).await.expect("send");
-        raw.until_ready().await;
-        raw
-    }
-
-    async fn recv(&mut self) -> Msg {
-        let read = async {
-            let tag = self.stream.read_u8().await?;
-            let len = self.stream.read_u32().await? as usize;
-            let mut body = vec![0; len.saturating_sub(4)];
-            self.stream.read_exact(&mut body).await?;
-            Ok::<_, std::io::Error>(Msg { tag, body })
-        };
-        // Generous: a debug build on a loaded machine; a stall was minutes.
-        tokio::time::timeout(Duration::from_secs(60), read)
-            .await
-            .expect("the server answered within 60 s")
-            .expect("the server kept the connection open")
-    }
-
-    /// Every message up to and including ReadyForQuery.
-    async fn until_ready(&mut self) -> Vec<Msg> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.recv().await;
-            let done = m.tag == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
-    }
-
-    /// Sends `bytes`, then reads up to ReadyForQuery.
-    async fn exchange(&mut self, bytes: &[u8]) -> Vec<Msg> {
-        self.stream.write_all(bytes).await.expect("send");
-        self.until_ready().await
-    }
-
-    /// `SELECT 1` answers 1 on this session.
-    async fn select_1_works(&mut self) {
-        let msgs = self.exchange(&query("SELECT 1")).await;
-        assert_eq!(tags(&msgs), "TDCZ", "{:?}", errors(&msgs));
-        assert_eq!(msgs[1].first().as_deref(), Some("1"));
-    }
-}
-
-/// `(SQLSTATE, message)` of every ErrorResponse.
-fn errors(msgs: &[Msg]) -> Vec<(String, String)> {
-    msgs.iter()
-        .filter(|m| m.tag == b'E')
-        .map(|m| {
-            (
-                m.field(b'C').unwrap_or_default(),
-                m.field(b'M').unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-fn tags(msgs: &[Msg]) -> String {
-    msgs.iter().map(|m| m.tag as char).collect()
+    let params: Vec<Option<&[u8]>> = params.iter().copied().map(Some).collect();
+    [bind("", &[], &params, &[]), execute(0), sync()].concat()
 }
 
 /// `first, first + 1, …` up to `n` items, each made by `item`.
