@@ -193,31 +193,24 @@ impl SourceStatus {
     /// Starts the figures of `positions`' partitions over at those
     /// offsets, with `notes` (by partition) as their last error: the topic the source read
     /// was replaced by a new one under the same name, whose offsets begin
-    /// again. The caught-up positions go back too (they otherwise only
-    /// grow), or `FLUSH` would count the new topic as read as far as the
-    /// old one was.
+    /// again. (The positions `FLUSH` counts as consumed need no change:
+    /// a session forgets them when it starts and publishes where it resumes,
+    /// these offsets included.)
     pub fn restart_partitions(
         &self,
         positions: &BTreeMap<i32, i64>,
         notes: &BTreeMap<i32, String>,
     ) {
-        {
-            let mut inner = self.lock();
-            for (p, o) in positions {
-                let s = inner.partitions.entry(*p).or_default();
-                s.committed = *o;
-                s.high_watermark = -1;
-                s.idle = false;
-                s.stalled = None;
-                s.progressed_at = None;
-                s.last_error = notes.get(p).cloned();
-            }
+        let mut inner = self.lock();
+        for (p, o) in positions {
+            let s = inner.partitions.entry(*p).or_default();
+            s.committed = *o;
+            s.high_watermark = -1;
+            s.idle = false;
+            s.stalled = None;
+            s.progressed_at = None;
+            s.last_error = notes.get(p).cloned();
         }
-        self.caught_up.send_modify(|current| {
-            for (p, o) in positions {
-                current.insert(*p, *o);
-            }
-        });
     }
 
     /// Forgets every position known consumed: a consumer session starts,
