@@ -475,51 +475,66 @@ impl ViewContents {
     /// Applies a checkpoint image on top of the current rows: the chain's
     /// full image first, then its increments in order.
     pub fn restore(&mut self, image: ContentsImage) -> Result<()> {
-        match &mut self.shape {
-            Shape::Keyed {
-                rows,
-                decoded,
-                indexes,
-                ..
-            } => {
-                indexes.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
-                if !image.batches.is_empty() {
-                    return Err(DataflowError::Internal(
-                        "checkpointed batches for a keyed view".into(),
-                    ));
-                }
-                rows.reserve(image.rows.len());
-                for (k, n) in image.rows {
-                    if n <= 0 {
-                        rows.remove(k.as_slice());
-                    } else {
-                        rows.insert(k.into_boxed_slice(), n);
-                    }
-                }
-                *decoded.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
-            }
-            Shape::Appended {
-                batches,
-                rows,
-                checkpointed,
-            } => {
-                if !image.rows.is_empty() {
-                    return Err(DataflowError::Internal(
-                        "checkpointed keyed rows for an append-only view".into(),
-                    ));
-                }
-                for b in image.batches {
-                    if b.schema().fields().len() != self.schema.fields().len() {
-                        return Err(DataflowError::Internal(
-                            "checkpointed batch does not match the view's columns".into(),
-                        ));
-                    }
-                    *rows += b.num_rows();
-                    batches.push(b);
-                }
-                *checkpointed = batches.len();
+        self.restore_rows(image.rows.iter().map(|(k, n)| (k.as_slice(), *n)))?;
+        self.restore_batches(image.batches)
+    }
+
+    /// Applies a checkpoint image's keyed rows `(encoded row,
+    /// multiplicity; 0: gone)`, in order, on top of the current rows.
+    pub fn restore_rows<'r>(&mut self, image: impl Iterator<Item = (&'r [u8], i64)>) -> Result<()> {
+        let mut image = image.peekable();
+        if image.peek().is_none() {
+            return Ok(());
+        }
+        let Shape::Keyed {
+            rows,
+            decoded,
+            indexes,
+            ..
+        } = &mut self.shape
+        else {
+            return Err(DataflowError::Internal(
+                "checkpointed keyed rows for an append-only view".into(),
+            ));
+        };
+        indexes.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
+        *decoded.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        rows.reserve(image.size_hint().0);
+        for (k, n) in image {
+            if n <= 0 {
+                rows.remove(k);
+            } else {
+                rows.insert(Box::from(k), n);
             }
         }
+        Ok(())
+    }
+
+    /// Appends a checkpoint image's batches, in order.
+    pub fn restore_batches(&mut self, image: Vec<RecordBatch>) -> Result<()> {
+        if image.is_empty() {
+            return Ok(());
+        }
+        let Shape::Appended {
+            batches,
+            rows,
+            checkpointed,
+        } = &mut self.shape
+        else {
+            return Err(DataflowError::Internal(
+                "checkpointed batches for a keyed view".into(),
+            ));
+        };
+        for b in image {
+            if b.schema().fields().len() != self.schema.fields().len() {
+                return Err(DataflowError::Internal(
+                    "checkpointed batch does not match the view's columns".into(),
+                ));
+            }
+            *rows += b.num_rows();
+            batches.push(b);
+        }
+        *checkpointed = batches.len();
         Ok(())
     }
 }

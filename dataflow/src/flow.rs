@@ -153,35 +153,30 @@ impl Dataflow {
         });
     }
 
-    /// About `additional` records of operator `op` follow (see
-    /// [`Stateful::reserve`]).
-    pub fn reserve_state(&mut self, op: u32, additional: usize) {
-        let _ = self.graph.for_each_stateful(&mut |s| {
-            if s.owns(op) {
-                s.reserve(op, additional);
-            }
-            Ok(())
-        });
-    }
-
-    /// Restores state of operator `op` read back from storage.
-    pub fn load_state(&mut self, op: u32, key: Vec<u8>, value: &[u8]) -> Result<()> {
-        let mut key = Some(key);
-        self.graph.for_each_stateful(&mut |s| {
-            if s.owns(op) {
-                if let Some(key) = key.take() {
-                    s.load(op, key, value)?;
-                }
-            }
-            Ok(())
-        })?;
-        if key.is_none() {
-            Ok(())
-        } else {
-            Err(DataflowError::Internal(format!(
-                "stored state for operator {op}, which the view does not have"
-            )))
+    /// Restores the state records `(key, value)` of operator `op` read
+    /// back from storage; about `additional` of them (see
+    /// [`crate::operator::Stateful::reserve`]). The operator is
+    /// found once, not per record: a restart loads millions.
+    pub fn load_state<'r>(
+        &mut self,
+        op: u32,
+        additional: usize,
+        records: impl Iterator<Item = (&'r [u8], &'r [u8])>,
+    ) -> Result<()> {
+        let mut records = records.peekable();
+        if records.peek().is_none() {
+            return Ok(());
         }
+        let Some(owner) = self.graph.stateful_mut().find(|s| s.owns(op)) else {
+            return Err(DataflowError::Internal(format!(
+                "stored state for operator {op}, which the view does not have"
+            )));
+        };
+        owner.reserve(op, additional);
+        for (key, value) in records {
+            owner.load(op, key.to_vec(), value)?;
+        }
+        Ok(())
     }
 
     /// Total number of groups (and open sessions' rows) held by the view's

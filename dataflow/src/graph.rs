@@ -113,6 +113,11 @@ impl Graph {
         self.nodes.iter().filter_map(|n| n.op.stateful())
     }
 
+    /// The operators that keep state, mutably.
+    pub fn stateful_mut(&mut self) -> impl Iterator<Item = &mut dyn Stateful> {
+        self.nodes.iter_mut().filter_map(|n| n.op.stateful_mut())
+    }
+
     /// Calls `f` on every operator that keeps state, mutably.
     pub fn for_each_stateful(
         &mut self,

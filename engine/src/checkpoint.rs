@@ -19,48 +19,55 @@
 //! whole state: a full capture of a million groups stopped ingestion for
 //! the length of its serialization.
 //!
-//! Recovery ([`Image::merge`], then the engine's replay) loads the chain,
-//! then replays the log records from the cut on, in their original order
-//! and with the progress each one logged, through the views: the result is
-//! the views as they were when the last log record was written.
+//! Recovery reads the chain's files in place ([`Chain::read`]): records
+//! are slices of the file bytes, a later file's record of a key hides the
+//! earlier ones ([`ViewState`]), and each live record is handed to its
+//! operator once. Decoding every record into owned byte strings and
+//! merging them into maps first made a restart with ten million groups
+//! allocate sixty million times and take 44 s. Then the engine replays
+//! the log records from the cut on, in their original order and with the
+//! progress each one logged, through the views: the result is the views
+//! as they were when the last log record was written.
+//!
+//! The file layout is bincode's (little-endian fixed-width integers, a
+//! `u64` length before every sequence and byte string, a `u8` before an
+//! `Option`), written by [`encode`] through serde and read back by
+//! [`Reader`] without it; a unit test holds the two together.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-
-use millrace_dataflow::state::FastMap;
 
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use millrace_dataflow::contents::ContentsImage;
+use millrace_dataflow::state::FastMap;
 use millrace_storage::RelationId;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::event_time::Progress;
 use crate::error::{SqlError, SqlResult};
 
 /// One operator state record: `(operator, key, value or None when gone)`.
 ///
-/// The byte strings are (de)serialized as byte strings, not as sequences
-/// of `u8`: bincode lays both out the same (a length, then the bytes), so
-/// files written either way read the same, but a sequence is decoded one
-/// byte at a time, which made reading a checkpoint of ten million groups
-/// take seconds by itself.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StateRecord(
+/// The byte strings are serialized as byte strings (a length, then the
+/// bytes), borrowed when a compaction copies them from an older file.
+#[derive(Debug, Serialize)]
+pub struct StateRecord<'a>(
     pub u32,
-    #[serde(with = "serde_bytes")] pub Vec<u8>,
-    #[serde(with = "serde_bytes")] pub Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")] pub Cow<'a, [u8]>,
+    #[serde(with = "serde_bytes")] pub Option<Cow<'a, [u8]>>,
 );
 
 /// One row of a keyed view's contents and its multiplicity (as
 /// [`StateRecord`], its bytes are a byte string).
-#[derive(Serialize, Deserialize)]
-struct EncodedRow(#[serde(with = "serde_bytes")] Vec<u8>, i64);
+#[derive(Serialize)]
+struct EncodedRow<'a>(#[serde(with = "serde_bytes")] Cow<'a, [u8]>, i64);
 
 /// What one view contributes to an image, before encoding.
 pub struct CapturedView {
     pub id: RelationId,
-    pub state: Vec<StateRecord>,
+    pub state: Vec<StateRecord<'static>>,
     pub contents: ContentsImage,
 }
 
@@ -83,43 +90,52 @@ impl Captured {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct EncodedView {
+#[derive(Serialize)]
+struct EncodedView<'a> {
     id: RelationId,
-    state: Vec<StateRecord>,
-    rows: Vec<EncodedRow>,
+    state: Vec<StateRecord<'a>>,
+    rows: Vec<EncodedRow<'a>>,
     /// The appended batches as one Arrow IPC stream (empty when none).
     #[serde(with = "serde_bytes")]
     batches: Vec<u8>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct EncodedImage {
+#[derive(Serialize)]
+struct EncodedImage<'a> {
     full: bool,
     cut: u64,
     event_times: Vec<(RelationId, Progress)>,
-    views: Vec<EncodedView>,
+    views: Vec<EncodedView<'a>>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> SqlError {
     SqlError::internal(format!("{what}: {e}"))
 }
 
+fn corrupt(what: &str) -> SqlError {
+    SqlError::internal(format!("a checkpoint file does not decode: {what}"))
+}
+
+/// Appended batches as one Arrow IPC stream (empty when there are none).
+fn ipc_stream(batches: &[RecordBatch]) -> SqlResult<Vec<u8>> {
+    let mut out = Vec::new();
+    if let Some(first) = batches.first() {
+        let mut w = StreamWriter::try_new(&mut out, first.schema_ref())
+            .map_err(|e| internal("encoding a checkpoint", e))?;
+        for b in batches {
+            w.write(b)
+                .map_err(|e| internal("encoding a checkpoint", e))?;
+        }
+        w.finish()
+            .map_err(|e| internal("encoding a checkpoint", e))?;
+    }
+    Ok(out)
+}
+
 /// Encodes a captured image for the checkpoint file.
 pub fn encode(image: Captured) -> SqlResult<Vec<u8>> {
     let mut views = Vec::with_capacity(image.views.len());
     for v in image.views {
-        let mut batches = Vec::new();
-        if let Some(first) = v.contents.batches.first() {
-            let mut w = StreamWriter::try_new(&mut batches, first.schema_ref())
-                .map_err(|e| internal("encoding a checkpoint", e))?;
-            for b in &v.contents.batches {
-                w.write(b)
-                    .map_err(|e| internal("encoding a checkpoint", e))?;
-            }
-            w.finish()
-                .map_err(|e| internal("encoding a checkpoint", e))?;
-        }
         views.push(EncodedView {
             id: v.id,
             state: v.state,
@@ -127,86 +143,307 @@ pub fn encode(image: Captured) -> SqlResult<Vec<u8>> {
                 .contents
                 .rows
                 .into_iter()
-                .map(|(k, n)| EncodedRow(k, n))
+                .map(|(k, n)| EncodedRow(Cow::Owned(k), n))
                 .collect(),
-            batches,
+            batches: ipc_stream(&v.contents.batches)?,
         });
     }
-    bincode::serialize(&EncodedImage {
+    write_image(&EncodedImage {
         full: image.full,
         cut: image.cut,
         event_times: image.event_times,
         views,
     })
-    .map_err(|e| internal("encoding a checkpoint", e))
 }
 
-/// One view as the whole chain leaves it.
-#[derive(Default)]
-pub struct RestoredView {
-    /// Its state records by operator id, in id order (so an aggregate's
-    /// groups come before their values), each operator's in no order.
-    pub state: BTreeMap<u32, FastMap<Vec<u8>, Vec<u8>>>,
-    /// Its contents, one image per chain file, to apply in order.
-    pub contents: Vec<ContentsImage>,
+fn write_image(image: &EncodedImage<'_>) -> SqlResult<Vec<u8>> {
+    bincode::serialize(image).map_err(|e| internal("encoding a checkpoint", e))
 }
 
-/// The chain, merged: what recovery starts from.
-#[derive(Default)]
-pub struct Image {
-    /// The first log sequence number the chain does not cover.
-    pub cut: u64,
-    pub event_times: BTreeMap<RelationId, Progress>,
-    pub views: BTreeMap<RelationId, RestoredView>,
+/// Reads bincode's layout in place (see the module's doc): byte strings
+/// come back as slices of the file, nothing is allocated.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
 }
 
-impl Image {
-    /// Merges the chain's files, base first.
-    pub fn merge(files: Vec<Vec<u8>>) -> SqlResult<Self> {
-        let mut out = Image::default();
-        for bytes in files {
-            let image: EncodedImage = bincode::deserialize(&bytes)
-                .map_err(|e| internal("a checkpoint file does not decode", e))?;
-            if image.full {
-                out = Image::default();
-            }
-            out.cut = image.cut;
-            out.event_times = image.event_times.into_iter().collect();
-            for v in image.views {
-                let view = out.views.entry(v.id).or_default();
-                // Room for every record of an operator at once: a map of
-                // millions grown by doubling rehashes each record again.
-                let mut records: BTreeMap<u32, usize> = BTreeMap::new();
-                for r in &v.state {
-                    *records.entry(r.0).or_default() += 1;
-                }
-                for (op, n) in records {
-                    view.state.entry(op).or_default().reserve(n);
-                }
-                for StateRecord(op, key, value) in v.state {
-                    let of_op = view.state.entry(op).or_default();
-                    match value {
-                        Some(value) => of_op.insert(key, value),
-                        None => of_op.remove(&key),
-                    };
-                }
-                let mut batches = Vec::new();
-                if !v.batches.is_empty() {
-                    let reader = StreamReader::try_new(v.batches.as_slice(), None)
-                        .map_err(|e| internal("a checkpoint's view rows do not decode", e))?;
-                    for b in reader {
-                        batches.push(
-                            b.map_err(|e| internal("a checkpoint's view rows do not decode", e))?,
-                        );
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> SqlResult<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| corrupt("it ends early"))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> SqlResult<[u8; N]> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn flag(&mut self) -> SqlResult<bool> {
+        match self.take(1)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(corrupt("a flag is neither 0 nor 1")),
+        }
+    }
+
+    fn u32(&mut self) -> SqlResult<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> SqlResult<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> SqlResult<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    fn len(&mut self) -> SqlResult<usize> {
+        usize::try_from(self.u64()?).map_err(|_| corrupt("a length is out of range"))
+    }
+
+    fn bytes(&mut self) -> SqlResult<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn record(&mut self) -> SqlResult<(u32, &'a [u8], Option<&'a [u8]>)> {
+        let op = self.u32()?;
+        let key = self.bytes()?;
+        let value = if self.flag()? {
+            Some(self.bytes()?)
+        } else {
+            None
+        };
+        Ok((op, key, value))
+    }
+
+    fn row(&mut self) -> SqlResult<(&'a [u8], i64)> {
+        Ok((self.bytes()?, self.i64()?))
+    }
+
+    /// Values decoded with serde (the small, structured parts).
+    fn serde<T: serde::de::DeserializeOwned>(&mut self) -> SqlResult<T> {
+        let mut rest = &self.bytes[self.pos..];
+        let value = bincode::deserialize_from(&mut rest)
+            .map_err(|e| internal("a checkpoint file does not decode", e))?;
+        self.pos = self.bytes.len() - rest.len();
+        Ok(value)
+    }
+}
+
+/// `count` items read by `item` from bytes already checked to hold them
+/// (see [`ViewPart::parse`]).
+struct Items<'a, T> {
+    reader: Reader<'a>,
+    left: usize,
+    item: fn(&mut Reader<'a>) -> SqlResult<T>,
+}
+
+impl<T> Iterator for Items<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The bytes were walked once when the file was read, so this
+        // cannot fail; if it did, the items simply end.
+        let item = (self.item)(&mut self.reader).ok();
+        if item.is_none() {
+            self.left = 0;
+        }
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+/// One view's part of one checkpoint file, read in place.
+pub struct ViewPart<'a> {
+    pub id: RelationId,
+    state: &'a [u8],
+    records: usize,
+    /// Records per operator id.
+    ops: BTreeMap<u32, usize>,
+    rows: &'a [u8],
+    row_count: usize,
+    batches: &'a [u8],
+}
+
+impl<'a> ViewPart<'a> {
+    /// Reads one view's part at `r`, checking that every record and row
+    /// is whole (so that iterating them later cannot fail).
+    fn parse(r: &mut Reader<'a>) -> SqlResult<Self> {
+        let id = r.u64()?;
+        let records = r.len()?;
+        let start = r.pos;
+        let mut ops = BTreeMap::new();
+        let mut run: Option<(u32, usize)> = None;
+        for _ in 0..records {
+            let (op, _, _) = r.record()?;
+            match &mut run {
+                Some((last, n)) if *last == op => *n += 1,
+                _ => {
+                    if let Some((last, n)) = run.take() {
+                        *ops.entry(last).or_default() += n;
                     }
+                    run = Some((op, 1));
                 }
-                view.contents.push(ContentsImage {
-                    rows: v.rows.into_iter().map(|EncodedRow(k, n)| (k, n)).collect(),
-                    batches,
-                });
+            }
+        }
+        if let Some((last, n)) = run {
+            *ops.entry(last).or_default() += n;
+        }
+        let state = &r.bytes[start..r.pos];
+        let row_count = r.len()?;
+        let start = r.pos;
+        for _ in 0..row_count {
+            r.row()?;
+        }
+        let rows = &r.bytes[start..r.pos];
+        let batches = r.bytes()?;
+        Ok(Self {
+            id,
+            state,
+            records,
+            ops,
+            rows,
+            row_count,
+            batches,
+        })
+    }
+
+    /// Its state records, in file order.
+    fn records(&self) -> Items<'a, (u32, &'a [u8], Option<&'a [u8]>)> {
+        Items {
+            reader: Reader::new(self.state),
+            left: self.records,
+            item: Reader::record,
+        }
+    }
+
+    /// Its keyed rows and their multiplicities (0: gone), in file order.
+    pub fn rows(&self) -> impl Iterator<Item = (&'a [u8], i64)> + 'a {
+        Items {
+            reader: Reader::new(self.rows),
+            left: self.row_count,
+            item: Reader::row,
+        }
+    }
+
+    /// Its appended batches, in order.
+    pub fn batches(&self) -> SqlResult<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        if !self.batches.is_empty() {
+            let reader = StreamReader::try_new(self.batches, None)
+                .map_err(|e| internal("a checkpoint's view rows do not decode", e))?;
+            for b in reader {
+                out.push(b.map_err(|e| internal("a checkpoint's view rows do not decode", e))?);
             }
         }
         Ok(out)
+    }
+}
+
+/// The chain's files, read in place: what recovery starts from.
+#[derive(Default)]
+pub struct Chain<'a> {
+    /// The first log sequence number the chain does not cover.
+    pub cut: u64,
+    pub event_times: BTreeMap<RelationId, Progress>,
+    /// Each view's parts since the chain's last full image, in file order.
+    pub views: BTreeMap<RelationId, Vec<ViewPart<'a>>>,
+}
+
+impl<'a> Chain<'a> {
+    /// Reads the chain's files, base first.
+    pub fn read(files: &'a [Vec<u8>]) -> SqlResult<Self> {
+        let mut out = Chain::default();
+        for bytes in files {
+            let mut r = Reader::new(bytes);
+            if r.flag()? {
+                out = Chain::default();
+            }
+            out.cut = r.u64()?;
+            let event_times: Vec<(RelationId, Progress)> = r.serde()?;
+            out.event_times = event_times.into_iter().collect();
+            for _ in 0..r.len()? {
+                let part = ViewPart::parse(&mut r)?;
+                out.views.entry(part.id).or_default().push(part);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A view's operator state as its parts leave it: the first part's
+/// records, except those a later part changed, then the later parts'
+/// latest records.
+pub struct ViewState<'p, 'a> {
+    parts: &'p [ViewPart<'a>],
+    /// The latest record of every key the later parts changed.
+    later: FastMap<(u32, &'a [u8]), Option<&'a [u8]>>,
+}
+
+impl<'p, 'a> ViewState<'p, 'a> {
+    pub fn new(parts: &'p [ViewPart<'a>]) -> Self {
+        let mut later = FastMap::default();
+        for part in parts.iter().skip(1) {
+            for (op, key, value) in part.records() {
+                later.insert((op, key), value);
+            }
+        }
+        Self { parts, later }
+    }
+
+    /// The operator ids that hold records, in id order (an aggregate's
+    /// groups before their values), each with about how many.
+    pub fn ops(&self) -> BTreeMap<u32, usize> {
+        let mut out = self
+            .parts
+            .first()
+            .map(|p| p.ops.clone())
+            .unwrap_or_default();
+        for ((op, _), value) in &self.later {
+            if value.is_some() {
+                *out.entry(*op).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The live records `(key, value)` of operator `op`, each once.
+    pub fn records(&self, op: u32) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        let hidden = !self.later.is_empty();
+        let first = self.parts.first().into_iter().flat_map(move |p| {
+            p.records().filter_map(move |(o, key, value)| {
+                if o != op || (hidden && self.later.contains_key(&(op, key))) {
+                    return None;
+                }
+                value.map(|v| (key, v))
+            })
+        });
+        let later = self
+            .later
+            .iter()
+            .filter(move |((o, _), _)| *o == op)
+            .filter_map(|((_, key), value)| value.map(|v| (*key, v)));
+        first.chain(later)
     }
 }
 
@@ -218,46 +455,47 @@ pub fn compact(
     files: Vec<Vec<u8>>,
     live: &std::collections::BTreeSet<RelationId>,
 ) -> SqlResult<Vec<u8>> {
-    let image = Image::merge(files)?;
-    let mut views = Vec::with_capacity(image.views.len());
-    for (id, view) in image.views {
-        if !live.contains(&id) {
+    let chain = Chain::read(&files)?;
+    let mut views = Vec::with_capacity(chain.views.len());
+    for (id, parts) in &chain.views {
+        if !live.contains(id) {
             continue;
         }
-        let state = view
-            .state
-            .into_iter()
-            .flat_map(|(op, records)| {
-                records
-                    .into_iter()
-                    .map(move |(key, value)| StateRecord(op, key, Some(value)))
-            })
-            .collect();
-        let mut rows: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let state = ViewState::new(parts);
+        let mut records = Vec::new();
+        for op in state.ops().into_keys() {
+            records.extend(
+                state
+                    .records(op)
+                    .map(|(k, v)| StateRecord(op, Cow::Borrowed(k), Some(Cow::Borrowed(v)))),
+            );
+        }
+        let mut rows: BTreeMap<&[u8], i64> = BTreeMap::new();
         let mut batches = Vec::new();
-        for c in view.contents {
-            for (k, n) in c.rows {
+        for part in parts {
+            for (k, n) in part.rows() {
                 if n <= 0 {
-                    rows.remove(&k);
+                    rows.remove(k);
                 } else {
                     rows.insert(k, n);
                 }
             }
-            batches.extend(c.batches);
+            batches.extend(part.batches()?);
         }
-        views.push(CapturedView {
-            id,
-            state,
-            contents: ContentsImage {
-                rows: rows.into_iter().collect(),
-                batches,
-            },
+        views.push(EncodedView {
+            id: *id,
+            state: records,
+            rows: rows
+                .into_iter()
+                .map(|(k, n)| EncodedRow(Cow::Borrowed(k), n))
+                .collect(),
+            batches: ipc_stream(&batches)?,
         });
     }
-    encode(Captured {
+    write_image(&EncodedImage {
         full: true,
-        cut: image.cut,
-        event_times: image.event_times.into_iter().collect(),
+        cut: chain.cut,
+        event_times: chain.event_times.into_iter().collect(),
         views,
     })
 }
@@ -287,6 +525,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
+    use serde::Serialize;
     use std::sync::Arc;
 
     fn batch(v: &[i64]) -> RecordBatch {
@@ -294,10 +533,18 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(v.to_vec()))]).unwrap()
     }
 
+    fn record(op: u32, key: &[u8], value: Option<&[u8]>) -> StateRecord<'static> {
+        StateRecord(
+            op,
+            Cow::Owned(key.to_vec()),
+            value.map(|v| Cow::Owned(v.to_vec())),
+        )
+    }
+
     fn captured(
         full: bool,
         cut: u64,
-        state: Vec<StateRecord>,
+        state: Vec<StateRecord<'static>>,
         batches: Vec<RecordBatch>,
     ) -> Captured {
         Captured {
@@ -315,14 +562,32 @@ mod tests {
         }
     }
 
+    /// The live state of view `id` as `(op, key, value)`, sorted.
+    fn state_of(chain: &Chain<'_>, id: RelationId) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
+        let state = ViewState::new(&chain.views[&id]);
+        let mut out: Vec<_> = state
+            .ops()
+            .into_keys()
+            .flat_map(|op| {
+                state
+                    .records(op)
+                    .map(move |(k, v)| (op, k.to_vec(), v.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     #[test]
-    fn a_chain_merges_later_over_earlier_and_full_images_reset_it() {
+    fn a_chain_reads_later_over_earlier_and_full_images_reset_it() {
         let base = encode(captured(
             true,
             3,
             vec![
-                StateRecord(0, b"a".to_vec(), Some(b"1".to_vec())),
-                StateRecord(0, b"b".to_vec(), Some(b"2".to_vec())),
+                record(0, b"a", Some(b"1")),
+                record(0, b"b", Some(b"2")),
+                record(1, b"x", Some(b"9")),
             ],
             vec![batch(&[1, 2])],
         ))
@@ -331,53 +596,107 @@ mod tests {
             false,
             7,
             vec![
-                StateRecord(0, b"a".to_vec(), None),
-                StateRecord(0, b"c".to_vec(), Some(b"3".to_vec())),
+                record(0, b"a", None),
+                record(0, b"c", Some(b"3")),
+                record(1, b"x", Some(b"8")),
             ],
             vec![batch(&[3])],
         ))
         .unwrap();
-        let image = Image::merge(vec![base.clone(), inc.clone()]).unwrap();
-        assert_eq!(image.cut, 7);
-        let v = &image.views[&5];
-        let mut keys: Vec<&[u8]> = v.state[&0].keys().map(|k| k.as_slice()).collect();
-        keys.sort();
-        assert_eq!(keys, vec![b"b".as_slice(), b"c".as_slice()]);
-        let rows: usize = v
-            .contents
+        let files = vec![base.clone(), inc.clone()];
+        let chain = Chain::read(&files).unwrap();
+        assert_eq!(chain.cut, 7);
+        assert_eq!(
+            state_of(&chain, 5),
+            vec![
+                (0, b"b".to_vec(), b"2".to_vec()),
+                (0, b"c".to_vec(), b"3".to_vec()),
+                (1, b"x".to_vec(), b"8".to_vec()),
+            ]
+        );
+        let rows: usize = chain.views[&5]
             .iter()
-            .flat_map(|c| &c.batches)
+            .flat_map(|p| p.batches().unwrap())
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 3);
-        let again = Image::merge(vec![
+        let files = vec![
             base,
             inc,
             encode(captured(true, 9, vec![], vec![])).unwrap(),
-        ])
-        .unwrap();
+        ];
+        let again = Chain::read(&files).unwrap();
         assert_eq!(again.cut, 9);
-        assert!(again.views[&5].state.values().all(|m| m.is_empty()));
-        assert!(Image::merge(vec![b"garbage".to_vec()]).is_err());
+        assert!(state_of(&again, 5).is_empty());
+        assert!(Chain::read(&[b"garbage".to_vec()]).is_err());
     }
 
     #[test]
-    fn records_read_as_byte_strings_decode_files_written_as_sequences() {
-        // Files written before the records were byte strings held tuples
-        // of `Vec<u8>`; bincode lays both out alike.
-        let old: Vec<(u32, Vec<u8>, Option<Vec<u8>>)> = vec![
-            (3, b"key".to_vec(), Some(b"value".to_vec())),
-            (4, vec![], None),
-        ];
-        let bytes = bincode::serialize(&old).unwrap();
-        let new: Vec<StateRecord> = bincode::deserialize(&bytes).unwrap();
-        assert_eq!(new.len(), 2);
+    fn a_truncated_file_is_refused_not_read_short() {
+        let whole = encode(captured(
+            true,
+            3,
+            vec![record(0, b"a", Some(b"1")), record(0, b"b", Some(b"2"))],
+            vec![],
+        ))
+        .unwrap();
+        for cut_at in [1, 9, 20, whole.len() - 1] {
+            assert!(
+                Chain::read(&[whole[..cut_at].to_vec()]).is_err(),
+                "{cut_at} of {} bytes",
+                whole.len()
+            );
+        }
+    }
+
+    #[test]
+    fn files_serde_wrote_with_owned_fields_read_the_same() {
+        // Files written before the reader existed came from these shapes
+        // (owned byte strings, serde's derive); the layout is bincode's.
+        #[derive(Serialize)]
+        struct OldView {
+            id: RelationId,
+            state: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
+            rows: Vec<(Vec<u8>, i64)>,
+            batches: Vec<u8>,
+        }
+        #[derive(Serialize)]
+        struct OldImage {
+            full: bool,
+            cut: u64,
+            event_times: Vec<(RelationId, Progress)>,
+            views: Vec<OldView>,
+        }
+        let progress = Progress {
+            watermark: Some(-5),
+            max_by_partition: BTreeMap::from([(0, 10), (3, -2)]),
+            late_rows: 4,
+        };
+        let old = bincode::serialize(&OldImage {
+            full: true,
+            cut: 11,
+            event_times: vec![(2, progress.clone())],
+            views: vec![OldView {
+                id: 5,
+                state: vec![
+                    (3, b"key".to_vec(), Some(b"value".to_vec())),
+                    (4, vec![], None),
+                ],
+                rows: vec![(b"row".to_vec(), 2)],
+                batches: vec![],
+            }],
+        })
+        .unwrap();
+        let files = vec![old];
+        let chain = Chain::read(&files).unwrap();
+        assert_eq!(chain.cut, 11);
+        assert_eq!(chain.event_times[&2], progress);
         assert_eq!(
-            (new[0].0, &new[0].1, &new[0].2),
-            (3, &b"key".to_vec(), &Some(b"value".to_vec()))
+            state_of(&chain, 5),
+            vec![(3, b"key".to_vec(), b"value".to_vec())]
         );
-        assert_eq!((new[1].0, new[1].1.len(), &new[1].2), (4, 0, &None));
-        assert_eq!(bincode::serialize(&new).unwrap(), bytes);
+        let rows: Vec<_> = chain.views[&5][0].rows().collect();
+        assert_eq!(rows, vec![(b"row".as_slice(), 2)]);
     }
 
     #[test]
@@ -385,10 +704,10 @@ mod tests {
         let keyed = |full, cut, rows: Vec<(&[u8], i64)>| {
             let mut c = captured(full, cut, vec![], vec![]);
             c.views[0].contents.rows = rows.into_iter().map(|(k, n)| (k.to_vec(), n)).collect();
-            c.views[0].state = vec![StateRecord(1, b"g".to_vec(), Some(vec![cut as u8]))];
+            c.views[0].state = vec![record(1, b"g", Some(&[cut as u8]))];
             c.views.push(CapturedView {
                 id: 6,
-                state: vec![StateRecord(1, b"x".to_vec(), Some(vec![1]))],
+                state: vec![record(1, b"x", Some(&[1]))],
                 contents: ContentsImage::default(),
             });
             encode(c).unwrap()
@@ -399,15 +718,15 @@ mod tests {
             keyed(false, 5, vec![(b"b", 3)]),
         ];
         let live = std::collections::BTreeSet::from([5]);
-        let compacted = Image::merge(vec![compact(chain, &live).unwrap()]).unwrap();
+        let files = vec![compact(chain, &live).unwrap()];
+        let compacted = Chain::read(&files).unwrap();
         assert_eq!(compacted.cut, 5);
         assert!(!compacted.views.contains_key(&6), "a dropped view goes");
-        let v = &compacted.views[&5];
-        assert_eq!(v.state[&1][b"g".as_slice()], vec![5]);
-        let rows: Vec<(Vec<u8>, i64)> = v.contents.iter().flat_map(|c| c.rows.clone()).collect();
+        assert_eq!(state_of(&compacted, 5), vec![(1, b"g".to_vec(), vec![5])]);
+        let rows: Vec<(&[u8], i64)> = compacted.views[&5].iter().flat_map(|p| p.rows()).collect();
         assert_eq!(
             rows,
-            vec![(b"b".to_vec(), 3), (b"c".to_vec(), 1)],
+            vec![(b"b".as_slice(), 3), (b"c".as_slice(), 1)],
             "the latest count of each row, removed rows gone"
         );
     }

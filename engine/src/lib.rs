@@ -21,6 +21,7 @@
 //! replays the log after it. A `SELECT` builds its physical plan under the
 //! read side of the same lock, so it sees every view at one consistent point.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -237,7 +238,11 @@ impl Pipelines {
             let mut state = Vec::new();
             pipe.dataflow
                 .checkpoint(full, &mut |op, key, value| {
-                    state.push(checkpoint::StateRecord(op, key.to_vec(), value))
+                    state.push(checkpoint::StateRecord(
+                        op,
+                        Cow::Owned(key.to_vec()),
+                        value.map(Cow::Owned),
+                    ))
                 })
                 .map_err(|e| {
                     SqlError::internal(format!("materialized view \"{}\": {e}", pipe.name))
@@ -563,7 +568,7 @@ impl Engine {
             let state = self.checkpoints.lock().await;
             state.files.load()?
         };
-        let mut image = checkpoint::Image::merge(files)?;
+        let mut image = checkpoint::Chain::read(&files)?;
         let mut pipelines = self.pipelines.write().await;
         pipelines.next_seq = self.store.last_seq()?.map_or(0, |s| s + 1).max(image.cut);
         let progress_of = |id: RelationId| image.event_times.get(&id).cloned().unwrap_or_default();
@@ -624,7 +629,7 @@ impl Engine {
                 (Kind::MaterializedView, Sql::CreateView(cv)) => {
                     let dataflow = self.plan_view(&cv.query, view_options(&cv, emit)?).await?;
                     let mut pipe = ViewPipeline::new(r.name.clone(), r.id, dataflow)?;
-                    if let Some(restored) = image.views.remove(&r.id) {
+                    if let Some(parts) = image.views.remove(&r.id) {
                         let mut watermarks = Watermarks::new();
                         for input in pipe.dataflow.inputs() {
                             let wm = self
@@ -637,7 +642,7 @@ impl Engine {
                             }
                         }
                         pipe.dataflow.restore_watermarks(&watermarks);
-                        restore_view(&mut pipe, restored)?;
+                        restore_view(&mut pipe, &parts)?;
                     }
                     self.catalog.insert(Arc::new(Relation {
                         id: r.id,
@@ -661,6 +666,7 @@ impl Engine {
         }
         let cut = image.cut;
         drop(image);
+        drop(files);
         let replayed = self.replay(&mut pipelines, cut)?;
         self.publish_event_time(&pipelines);
         tracing::info!(
@@ -1519,32 +1525,27 @@ impl Engine {
     }
 }
 
-/// Loads a view's part of the checkpoint into its pipeline: the operator
-/// state on this thread and the contents on another, at once, since a
-/// restart with millions of groups spends its time filling the two maps.
-fn restore_view(pipe: &mut ViewPipeline, restored: checkpoint::RestoredView) -> SqlResult<()> {
-    let checkpoint::RestoredView { state, contents } = restored;
+/// Loads a view's parts of the checkpoint chain into its pipeline: the
+/// operator state on this thread and the contents on another, at once,
+/// since a restart with millions of groups spends its time filling the
+/// two maps.
+fn restore_view(pipe: &mut ViewPipeline, parts: &[checkpoint::ViewPart<'_>]) -> SqlResult<()> {
     let schema = pipe.dataflow.schema().clone();
     let shared = pipe.contents.clone();
     let dataflow = &mut pipe.dataflow;
     std::thread::scope(|scope| {
         let rows = scope.spawn(move || -> SqlResult<()> {
             let mut held = shared.write().unwrap_or_else(|p| p.into_inner());
-            for part in contents {
-                let part = millrace_dataflow::contents::ContentsImage {
-                    rows: part.rows,
-                    batches: checkpoint::conform(part.batches, &schema)?,
-                };
-                held.restore(part)?;
+            for part in parts {
+                held.restore_rows(part.rows())?;
+                held.restore_batches(checkpoint::conform(part.batches()?, &schema)?)?;
             }
             Ok(())
         });
         let loaded = (|| -> SqlResult<()> {
-            for (op, records) in state {
-                dataflow.reserve_state(op, records.len());
-                for (key, value) in records {
-                    dataflow.load_state(op, key, &value)?;
-                }
+            let state = checkpoint::ViewState::new(parts);
+            for (op, records) in state.ops() {
+                dataflow.load_state(op, records, state.records(op))?;
             }
             Ok(())
         })();

@@ -80,6 +80,11 @@ async fn flush(client: &tokio_postgres::Client) {
 /// the server is killed with SIGKILL at random moments; after the last
 /// restart and a FLUSH, every view must equal the ground truth computed
 /// from the produced events: nothing lost, nothing counted twice.
+///
+/// In CI it runs 3 to 8 rounds, while the first 30,000 messages are
+/// produced. `MILLRACE_CRASH_ROUNDS=100` runs exactly that many rounds,
+/// the producer going on until the last (a long run, outside CI):
+/// `MILLRACE_CRASH_ROUNDS=100 cargo test --workspace --test kafka kill9 -- --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     let dir = scratch_dir("kafka-crash");
@@ -88,20 +93,36 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     broker.create_topic(topic, 4).await;
 
     let produced: Arc<Mutex<Vec<Bid>>> = Arc::default();
+    // The first TOTAL messages are produced; `stop`: no more after them.
     let done = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let malformed = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
     const TOTAL: u64 = 30_000;
+    let long_run: Option<usize> = std::env::var("MILLRACE_CRASH_ROUNDS").ok().map(|v| {
+        v.parse()
+            .expect("MILLRACE_CRASH_ROUNDS is a number of rounds")
+    });
     let producer_thread = {
-        let (produced, done, malformed, addr) = (
+        let (produced, done, stop, malformed, sent, addr) = (
             produced.clone(),
             done.clone(),
+            stop.clone(),
             malformed.clone(),
+            sent.clone(),
             broker.addr.clone(),
         );
         std::thread::spawn(move || {
             let p = TestProducer::new(&addr);
             let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-            for i in 0..TOTAL {
+            for i in 0.. {
+                if i == TOTAL {
+                    done.store(true, Ordering::SeqCst);
+                }
+                if i >= TOTAL && stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                sent.store(i + 1, Ordering::SeqCst);
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
@@ -128,7 +149,6 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
                 }
             }
             p.flush();
-            done.store(true, Ordering::SeqCst);
         })
     };
 
@@ -146,7 +166,15 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     let mut server = Some(server);
     let mut rounds = 0;
     let mut seed = 12345u64;
-    while !done.load(Ordering::SeqCst) || rounds < 3 {
+    let started = Instant::now();
+    loop {
+        let enough = match long_run {
+            Some(n) => rounds >= n,
+            None => rounds >= 8 || (rounds >= 3 && done.load(Ordering::SeqCst)),
+        };
+        if enough {
+            break;
+        }
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -155,10 +183,15 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
         server.take().expect("server").kill9();
         rounds += 1;
         server = Some(TestServer::start(&data));
-        if rounds >= 8 {
-            break;
+        if long_run.is_some() && rounds % 10 == 0 {
+            eprintln!(
+                "crash test: {rounds} rounds, {} messages sent, {:.0} s",
+                sent.load(Ordering::SeqCst),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
+    stop.store(true, Ordering::SeqCst);
     producer_thread.join().expect("producer");
     let server = server.expect("server");
     let client = server.connect().await;
@@ -207,7 +240,7 @@ async fn kill9_during_ingest_loses_and_duplicates_nothing() {
     assert_eq!(errors.get::<_, Option<i64>>(1), Some(0));
     eprintln!(
         "crash test: {rounds} kill -9 rounds, {} messages ({} malformed), views equal the ground truth",
-        TOTAL,
+        sent.load(Ordering::SeqCst),
         malformed.load(Ordering::SeqCst)
     );
     drop(server);
