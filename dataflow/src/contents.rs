@@ -472,15 +472,9 @@ impl ViewContents {
         }
     }
 
-    /// Applies a checkpoint image on top of the current rows: the chain's
-    /// full image first, then its increments in order.
-    pub fn restore(&mut self, image: ContentsImage) -> Result<()> {
-        self.restore_rows(image.rows.iter().map(|(k, n)| (k.as_slice(), *n)))?;
-        self.restore_batches(image.batches)
-    }
-
     /// Applies a checkpoint image's keyed rows `(encoded row,
-    /// multiplicity; 0: gone)`, in order, on top of the current rows.
+    /// multiplicity; 0: gone)`, in order, on top of the current rows: the
+    /// chain's full image first, then its increments in order.
     pub fn restore_rows<'r>(&mut self, image: impl Iterator<Item = (&'r [u8], i64)>) -> Result<()> {
         let mut image = image.peekable();
         if image.peek().is_none() {
@@ -636,8 +630,11 @@ mod tests {
         assert_eq!(changed, vec![0, 1], "2 is gone, 4 is new");
         // Base then increment gives the same rows back.
         let mut restored = ViewContents::new(schema(), false).unwrap();
-        restored.restore(base).unwrap();
-        restored.restore(inc).unwrap();
+        for image in [base, inc] {
+            restored
+                .restore_rows(image.rows.iter().map(|(k, n)| (k.as_slice(), *n)))
+                .unwrap();
+        }
         assert_eq!(values(&restored), vec![1, 1, 4]);
         let d = restored.as_delta().unwrap();
         assert_eq!(d.weights.values().iter().sum::<i64>(), 3);

@@ -293,21 +293,9 @@ impl<'a> ViewPart<'a> {
         let records = r.len()?;
         let start = r.pos;
         let mut ops = BTreeMap::new();
-        let mut run: Option<(u32, usize)> = None;
         for _ in 0..records {
             let (op, _, _) = r.record()?;
-            match &mut run {
-                Some((last, n)) if *last == op => *n += 1,
-                _ => {
-                    if let Some((last, n)) = run.take() {
-                        *ops.entry(last).or_default() += n;
-                    }
-                    run = Some((op, 1));
-                }
-            }
-        }
-        if let Some((last, n)) = run {
-            *ops.entry(last).or_default() += n;
+            *ops.entry(op).or_default() += 1;
         }
         let state = &r.bytes[start..r.pos];
         let row_count = r.len()?;
