@@ -12,7 +12,9 @@
 //!   ingested from Kafka;
 //! - `restart`: time to serve again after `kill -9` with a view of 10 M
 //!   groups, and the memory it takes;
-//! - `decode`: Millrace's JSON decoder against serde_json's raw parse.
+//! - `decode`: Millrace's JSON decoder against serde_json's raw parse;
+//! - `inserts`: concurrent durable `INSERT`s into a table with a view
+//!   (group commit).
 //!
 //! `serve` and `mock-broker` are not for users: they are how the Kafka
 //! modes run the server (the same code as the `millrace` binary) and the
@@ -22,6 +24,7 @@
 mod decode;
 mod engine_only;
 mod events;
+mod inserts;
 mod kafka;
 mod measure;
 mod processes;
@@ -125,6 +128,22 @@ enum Mode {
         #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
         scratch: PathBuf,
     },
+    /// Concurrent single-row and multi-row INSERTs into a table with a
+    /// view: INSERTs/s, rows/s, latency, fsyncs (group commit).
+    Inserts {
+        /// Comma-separated numbers of concurrent clients.
+        #[arg(long, default_value = "1,8,32")]
+        clients: String,
+        /// Comma-separated rows per INSERT.
+        #[arg(long, default_value = "1,100")]
+        rows: String,
+        /// Length of each run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where the data directories go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("millrace-bench"))]
+        scratch: PathBuf,
+    },
     /// Millrace's JSON decoder against serde_json on the same bids.
     Decode {
         /// Messages decoded.
@@ -215,6 +234,47 @@ fn run() -> anyhow::Result<()> {
                 r.peak_rss_mib,
                 measure::load_average()
             );
+            Ok(())
+        }),
+        Mode::Inserts {
+            clients,
+            rows,
+            seconds,
+            scratch,
+        } => runtime.block_on(async {
+            std::fs::create_dir_all(&scratch)?;
+            let clients = parse_list(&clients)?;
+            let rows = parse_list(&rows)?;
+            println!(
+                "inserts: C clients each INSERTing into a table with one view (count, sum by a) \
+                 for {seconds} s per run; load {}",
+                measure::load_average()
+            );
+            for &r in &rows {
+                for &c in &clients {
+                    let f = inserts::run(c, r, seconds, &scratch).await?;
+                    let syncs = match f.groups_and_fsyncs {
+                        Some((groups, fsyncs)) => format!(
+                            "{:.0} groups/s, {:.0} fsyncs/s, {:.1} INSERTs per group",
+                            groups as f64 / f.seconds,
+                            fsyncs as f64 / f.seconds,
+                            f.inserts as f64 / groups.max(1) as f64
+                        ),
+                        None => "fsyncs not counted by this server".into(),
+                    };
+                    println!(
+                        "  C={:<3} {:>3} row(s)/INSERT: {:>8.0} INSERTs/s {:>9.0} rows/s, \
+                         p50 {:.2} ms, p99 {:.2} ms; {syncs}; load {}",
+                        f.clients,
+                        f.rows,
+                        f.inserts_per_second(),
+                        f.rows_per_second(),
+                        f.p50.as_secs_f64() * 1e3,
+                        f.p99.as_secs_f64() * 1e3,
+                        measure::load_average()
+                    );
+                }
+            }
             Ok(())
         }),
         Mode::Decode { events } => {
@@ -355,4 +415,15 @@ fn serve(runtime: &tokio::runtime::Runtime, args: Vec<String>) -> anyhow::Result
     )?;
     millrace_server::server::init_logging(&config.log);
     runtime.block_on(millrace_server::server::run(config, std::future::pending()))
+}
+
+/// `1,8,32` as numbers.
+fn parse_list(s: &str) -> anyhow::Result<Vec<usize>> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{p:?} is not a number: {e}"))
+        })
+        .collect()
 }
