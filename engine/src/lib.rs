@@ -16,7 +16,8 @@
 //! the rows to the write-ahead log in one flushed storage commit, and only
 //! then lets the views' in-memory state and contents take the change: an
 //! `INSERT` returns once its rows are durable, and the views are up to date
-//! when it returns. Operator state and view contents reach the disk in
+//! when it returns. Concurrent `INSERT`s and source batches share that
+//! commit and its fsyncs ([`commit`]: group commit). Operator state and view contents reach the disk in
 //! periodic checkpoints ([`checkpoint`]); recovery loads the last one and
 //! replays the log after it. A `SELECT` builds its physical plan under the
 //! read side of the same lock, so it sees every view at one consistent point.
@@ -61,6 +62,7 @@ use system_tables::{Registry, SystemSchema};
 
 pub mod catalog;
 pub mod checkpoint;
+mod commit;
 pub mod error;
 pub mod event_time;
 pub mod providers;
@@ -177,10 +179,42 @@ impl Pipelines {
         delta: Delta,
         watermarks: &Watermarks,
     ) -> SqlResult<PreparedChanges> {
+        let outputs = self.push_through(source, delta, watermarks)?;
+        let mut prepared: PreparedChanges = Vec::with_capacity(outputs.len());
+        for (id, out) in &outputs {
+            let checked = match self.views.get(id) {
+                Some(pipe) => pipe.prepare(out.clone()),
+                None => continue,
+            };
+            match checked {
+                Ok(change) => prepared.push((*id, change)),
+                Err(e) => {
+                    let ids: Vec<RelationId> = outputs.iter().map(|(id, _)| *id).collect();
+                    self.rollback(&ids);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Pushes `delta` (a change of relation `source`) through every view
+    /// that depends on it, as [`Self::propagate`] does, without checking
+    /// the outputs against the views' contents: returns every touched
+    /// view with its output change. The state changes stay pending, on top
+    /// of any already pending (a group commit pushes several writes before
+    /// one commit). On error the views it touched are rolled back, which
+    /// undoes *all* their pending changes.
+    fn push_through(
+        &mut self,
+        source: &str,
+        delta: Delta,
+        watermarks: &Watermarks,
+    ) -> SqlResult<Vec<(RelationId, Option<Delta>)>> {
         let mut changes = Changes::new();
         changes.insert(source.to_string(), delta);
         let mut ids: Vec<RelationId> = Vec::new();
-        let mut prepared: PreparedChanges = Vec::new();
+        let mut outputs = Vec::new();
         // A panic in an operator must not leave earlier views with state
         // that no commit will match: catch it here and roll back.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -195,17 +229,16 @@ impl Pipelines {
                 }
                 ids.push(*id);
                 let out = pipe.dataflow.push(&changes, watermarks)?;
-                let change = pipe.prepare(out.clone())?;
-                prepared.push((*id, change));
-                if let Some(out) = out.filter(|o| !o.is_empty()) {
-                    changes.insert(pipe.name.clone(), out);
+                if let Some(out) = out.as_ref().filter(|o| !o.is_empty()) {
+                    changes.insert(pipe.name.clone(), out.clone());
                 }
+                outputs.push((*id, out));
             }
             Ok::<_, SqlError>(())
         }))
         .unwrap_or_else(|panic| Err(SqlError::internal(panic_message(&*panic))));
         match result {
-            Ok(()) => Ok(prepared),
+            Ok(()) => Ok(outputs),
             Err(e) => {
                 self.rollback(&ids);
                 Err(e)
@@ -313,9 +346,11 @@ pub struct Engine {
     /// fsync.
     published: RwLock<()>,
     /// Set when a storage commit failed: sled may hold part of it, so what
-    /// is in memory can no longer be trusted to match the disk. Writes are
-    /// refused until a restart reloads everything from disk.
+    /// is in memory can no longer be trusted to match the disk. Writes and
+    /// checkpoints are refused until a restart reloads everything from disk.
     poisoned: std::sync::atomic::AtomicBool,
+    /// Writes waiting for a group commit, and its counts ([`commit`]).
+    writers: commit::Writers,
     /// Users and their password verifiers.
     users: Arc<crate::users::Users>,
     /// What the client's dialect adds (catalog tables, functions, query
@@ -469,6 +504,7 @@ impl Engine {
             pipelines: RwLock::new(Pipelines::default()),
             published: RwLock::new(()),
             poisoned: std::sync::atomic::AtomicBool::new(false),
+            writers: commit::Writers::default(),
             front_end: options.front_end.clone(),
             workers: options.workers.max(1),
             users,
@@ -496,6 +532,10 @@ impl Engine {
     /// waits only while the image is captured, not while it is written. A
     /// failed write is reported and leaves the next checkpoint full.
     pub async fn checkpoint(&self) -> SqlResult<()> {
+        if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            // What is in memory may not match the disk any more.
+            return Err(poisoned_error());
+        }
         let mut state = self.checkpoints.lock().await;
         let full = state.needs_full_capture();
         let captured = {
@@ -765,21 +805,6 @@ impl Engine {
             }
         }
         Ok((changes, watermarks))
-    }
-
-    /// Commits to storage, poisoning the engine if that fails.
-    fn commit(&self, commit: Commit) -> SqlResult<()> {
-        use std::sync::atomic::Ordering;
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(poisoned_error());
-        }
-        let store = &self.store;
-        let result = blocking(|| store.commit(commit));
-        result.map_err(|e| {
-            self.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!("storage commit failed, refusing further writes until restart: {e}");
-            SqlError::from(e)
-        })
     }
 
     /// The DataFusion session used for planning and ad-hoc queries.
@@ -1230,124 +1255,18 @@ impl Engine {
             .map(|_| ())
     }
 
-    /// Appends `batches` to `rel` with the source `offsets` they reach, and
-    /// moves its watermark; returns the number of rows kept (late rows are
-    /// dropped).
-    async fn append_with_offsets(
-        &self,
-        rel: &Relation,
-        batches: Vec<RecordBatch>,
-        offsets: &BTreeMap<i32, i64>,
-        arrival: &Arrival,
-    ) -> SqlResult<usize> {
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows == 0 && offsets.is_empty() && (rel.event_time.is_none() || arrival.idle.is_empty())
-        {
-            return Ok(0);
-        }
-        let mut pipelines = self.pipelines.write().await;
-        match self.catalog.get(&rel.name) {
-            Some(current) if current.id == rel.id => {}
-            _ => {
-                return Err(SqlError::new(
-                    ErrorKind::UndefinedTable,
-                    format!("relation \"{}\" was dropped", rel.name),
-                ))
-            }
-        }
-        // The log record this change becomes, if it changes anything the
-        // views see: rows, or the relation's event-time progress.
-        let seq = pipelines.next_seq;
-        let mut logged = false;
-        let mut commit = Commit::new();
-        for (p, o) in offsets {
-            commit.set_source_offset(rel.id, *p, *o);
-        }
-        let parts: Vec<Delta> = batches.into_iter().map(Delta::inserts).collect();
-        let mut delta = Delta::concat(&rel.schema, &parts)?;
-        // Event time: drop late rows, move the watermark.
-        let mut watermarks = Watermarks::new();
-        let mut late = 0;
-        let mut progress_before = None;
-        if let Some(event) = &rel.event_time {
-            let progress = pipelines.event_times.entry(rel.id).or_default();
-            let before = progress.clone();
-            let (keep, dropped) = progress.admit(event, &delta.batch, arrival)?;
-            if let Some(keep) = keep {
-                delta = delta.filter(&keep)?;
-            }
-            late = dropped;
-            progress.advance(event, arrival);
-            if *progress != before {
-                // Logged with the record, so that replay closes windows
-                // where this run did, whatever decided the progress.
-                commit.log_progress(rel.id, seq, progress.encode()?);
-                logged = true;
-                if let Some(wm) = progress.watermark {
-                    if progress.watermark != before.watermark {
-                        watermarks.insert(rel.name.clone(), wm);
-                    }
-                }
-                progress_before = Some(before);
-            }
-        }
-        let kept = delta.len();
-        let restore_progress = |pipelines: &mut Pipelines| {
-            if let Some(before) = progress_before.clone() {
-                pipelines.event_times.insert(rel.id, before);
-            }
-        };
-        if kept == 0 && watermarks.is_empty() {
-            if let Err(e) = self.commit(commit) {
-                restore_progress(&mut pipelines);
-                return Err(e);
-            }
-            if logged {
-                pipelines.next_seq = seq + 1;
-            }
-            self.count_late(&mut pipelines, rel, late);
-            return Ok(0);
-        }
-        if kept > 0 {
-            commit.append_table_rows(rel.id, seq, std::slice::from_ref(&delta.batch))?;
-        }
-        let touched = match pipelines.propagate(&rel.name, delta, &watermarks) {
-            Ok(t) => t,
-            Err(e) => {
-                restore_progress(&mut pipelines);
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.commit(commit) {
-            let ids: Vec<RelationId> = touched.iter().map(|(id, _)| *id).collect();
-            pipelines.rollback(&ids);
-            restore_progress(&mut pipelines);
-            return Err(e);
-        }
-        pipelines.next_seq = seq + 1;
-        {
-            let _published = self.published.write().await;
-            pipelines.finish(touched);
-        }
-        self.count_late(&mut pipelines, rel, late);
-        Ok(kept)
-    }
-
-    /// Adds `late` rows turned away by `relation` to the views reading it,
-    /// and publishes the event-time figures.
-    fn count_late(&self, pipelines: &mut Pipelines, rel: &Relation, late: usize) {
-        if rel.event_time.is_none() {
+    /// Adds `late` rows turned away by `rel` to the views reading it (the
+    /// caller publishes the event-time figures).
+    fn add_late(&self, pipelines: &mut Pipelines, rel: &Relation, late: usize) {
+        if rel.event_time.is_none() || late == 0 {
             return;
         }
         let relation = rel.name.as_str();
-        if late > 0 {
-            for pipe in pipelines.views.values_mut() {
-                if pipe.dataflow.inputs().contains(relation) {
-                    pipe.late_rows += late as u64;
-                }
+        for pipe in pipelines.views.values_mut() {
+            if pipe.dataflow.inputs().contains(relation) {
+                pipe.late_rows += late as u64;
             }
         }
-        self.publish_event_time(pipelines);
     }
 
     /// Publishes `millrace_catalog.watermarks`: every relation with event

@@ -1,7 +1,9 @@
 //! The engine's system tables `millrace_catalog.source_partitions` (what
 //! every source partition is doing, from the connectors' live
 //! [`SourceStatus`]) and `millrace_catalog.watermarks` (how far event time
-//! has come, which the engine publishes after every commit that moves it).
+//! has come, which the engine publishes after every commit that moves it),
+//! and `millrace_catalog.wal` (how many writes the write-ahead log took
+//! and how many group commits and fsyncs that cost).
 //! A `SELECT` on a system table copies the current figures.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +47,20 @@ pub struct WatermarkStatus {
     pub state_groups: Option<u64>,
 }
 
+/// The write-ahead log's counts since the server started (the one row of
+/// `wal`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalStatus {
+    /// `INSERT`s and source batches made durable.
+    pub writes: u64,
+    /// Group commits they took: each one storage commit.
+    pub group_commits: u64,
+    /// Storage commits of every kind (group commits and DDL).
+    pub commits: u64,
+    /// fsyncs of those commits (row files and sled flushes).
+    pub fsyncs: u64,
+}
+
 /// How long a read of `source_partitions` waits for the broker to say
 /// where the partitions end; past it, `lag` is NULL rather than stale.
 const FRESH_END_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -55,6 +71,7 @@ const FRESH_END_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct Registry {
     sources: Mutex<HashMap<String, Probe>>,
     watermarks: Mutex<Vec<WatermarkStatus>>,
+    wal: Mutex<WalStatus>,
 }
 
 impl Registry {
@@ -112,6 +129,21 @@ impl Registry {
     /// Replaces the event-time figures.
     pub fn publish_watermarks(&self, rows: Vec<WatermarkStatus>) {
         *self.watermarks.lock().unwrap_or_else(|p| p.into_inner()) = rows;
+    }
+
+    /// Replaces the write-ahead log's counts.
+    pub fn publish_wal(&self, status: WalStatus) {
+        *self.wal.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    /// The row of `wal`.
+    fn wal_batch(&self) -> DfResult<RecordBatch> {
+        let w = *self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        let columns: Vec<ArrayRef> = [w.writes, w.group_commits, w.commits, w.fsyncs]
+            .into_iter()
+            .map(|n| Arc::new(Int64Array::from(vec![n as i64])) as ArrayRef)
+            .collect();
+        Ok(RecordBatch::try_new(wal_schema(), columns)?)
     }
 
     /// The current rows of `watermarks`.
@@ -240,8 +272,17 @@ fn watermarks_schema() -> SchemaRef {
     ]))
 }
 
+fn wal_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("writes", DataType::Int64, false),
+        Field::new("group_commits", DataType::Int64, false),
+        Field::new("commits", DataType::Int64, false),
+        Field::new("fsyncs", DataType::Int64, false),
+    ]))
+}
+
 /// The tables of the system schema.
-const SYSTEM_TABLES: [&str; 2] = ["source_partitions", "watermarks"];
+const SYSTEM_TABLES: [&str; 3] = ["source_partitions", "watermarks", "wal"];
 
 /// One table of `millrace_catalog`, read from the registry.
 #[derive(Debug)]
@@ -254,6 +295,7 @@ impl SystemTable {
     async fn batch(&self) -> DfResult<RecordBatch> {
         match self.name {
             "watermarks" => self.registry.watermarks_batch(),
+            "wal" => self.registry.wal_batch(),
             _ => self.registry.partitions_batch().await,
         }
     }
@@ -264,6 +306,7 @@ impl TableProvider for SystemTable {
     fn schema(&self) -> SchemaRef {
         match self.name {
             "watermarks" => watermarks_schema(),
+            "wal" => wal_schema(),
             _ => partitions_schema(),
         }
     }

@@ -14,6 +14,11 @@
 //! the event-time progress each one reached ([`Commit::log_progress`]):
 //! replay then closes windows exactly where the first run did.
 //!
+//! Group commit: the engine gathers the records of concurrent writers into
+//! one [`Commit`] ([`Commit::absorb`]), so that they share one sync of each
+//! touched row file and one sled flush. [`Store::sync_counts`] says how
+//! many of each the store has done.
+//!
 //! All records live in a single sled tree, partitioned by a one-byte key
 //! space tag, because sled applies a batch atomically only within one tree.
 //! Row bytes are the exception: they go to an append-only file per relation
@@ -65,6 +70,24 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     segments: Segments,
+    counts: std::sync::Arc<Counters>,
+}
+
+/// How many durable commits and fsyncs a store has done since it opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Commits made durable ([`Store::commit`] calls that wrote anything):
+    /// each is one sled flush.
+    pub commits: u64,
+    /// fsyncs: a sled flush per commit plus one `sync_data` per row file a
+    /// commit appended to.
+    pub fsyncs: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: std::sync::atomic::AtomicU64,
+    fsyncs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,7 +120,12 @@ impl Store {
             .open_tree("millrace")
             .map_err(|e| StorageError::from_sled(e, "opening the main tree"))?;
         let segments = Segments::open(dir)?;
-        Ok(Self { db, tree, segments })
+        Ok(Self {
+            db,
+            tree,
+            segments,
+            counts: Default::default(),
+        })
     }
 
     /// Returns a fresh relation id; the allocation becomes durable with the
@@ -283,34 +311,61 @@ impl Store {
     }
 
     /// Applies `commit` atomically and waits until it is on disk.
+    ///
+    /// Rows are appended per table, all of a table's appends in one write
+    /// and one `sync_data`, then sled records where they lie and is
+    /// flushed once: a commit holding the records of many `INSERT`s (a
+    /// group commit) costs as many fsyncs as one holding a single record.
     pub fn commit(&self, mut commit: Commit) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
         if commit.is_empty() {
             return Ok(());
         }
         // Rows first, synced; sled then records where they are. A crash in
         // between leaves bytes no record points to, cut off next time.
-        let mut ends: std::collections::HashMap<RelationId, u64> = std::collections::HashMap::new();
+        let mut by_table: std::collections::BTreeMap<RelationId, (Vec<u64>, Vec<Vec<u8>>)> =
+            Default::default();
         for (id, seq, bytes) in std::mem::take(&mut commit.rows) {
-            let at = match ends.get(&id) {
-                Some(e) => *e,
-                None => self.rows_end(id)?,
-            };
-            let extent = self.segments.append(id, at, &bytes)?;
-            ends.insert(id, extent.end());
-            commit
-                .batch
-                .insert(keys::table_rows(id, seq), extent.encode());
+            let (seqs, parts) = by_table.entry(id).or_default();
+            seqs.push(seq);
+            parts.push(bytes);
+        }
+        for (id, (seqs, parts)) in by_table {
+            let at = self.rows_end(id)?;
+            let extents = self.segments.append(id, at, &parts)?;
+            self.counts.fsyncs.fetch_add(1, Relaxed);
+            for (seq, extent) in seqs.into_iter().zip(extents) {
+                commit.put(keys::table_rows(id, seq), extent.encode());
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in commit.writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
         }
         self.tree
-            .apply_batch(commit.batch)
+            .apply_batch(batch)
             .map_err(|e| StorageError::from_sled(e, "applying a commit"))?;
         self.db
             .flush()
             .map_err(|e| StorageError::from_sled(e, "flushing a commit to disk"))?;
+        self.counts.commits.fetch_add(1, Relaxed);
+        self.counts.fsyncs.fetch_add(1, Relaxed);
         for id in commit.dropped {
             self.segments.remove(id);
         }
         Ok(())
+    }
+
+    /// How many durable commits and fsyncs this store has done.
+    pub fn sync_counts(&self) -> SyncCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        SyncCounts {
+            commits: self.counts.commits.load(Relaxed),
+            fsyncs: self.counts.fsyncs.load(Relaxed),
+        }
     }
 
     /// Starts a commit that removes every record of relation `id` (its rows,
@@ -319,8 +374,7 @@ impl Store {
         for space in [Space::TableRows, Space::SourceOffsets, Space::Progress] {
             for item in self.tree.scan_prefix(keys::prefix(space, id)) {
                 let (k, _) = item.map_err(|e| StorageError::from_sled(e, "dropping a relation"))?;
-                commit.batch.remove(k);
-                commit.ops += 1;
+                commit.remove(k.to_vec());
             }
         }
         commit.delete_catalog(name);
@@ -336,10 +390,14 @@ impl Store {
 }
 
 /// A set of changes applied all together or not at all by [`Store::commit`].
+///
+/// The changes are kept as a list (applied in order, a later write of a
+/// key winning) rather than as a `sled::Batch`, which cannot be merged:
+/// a group commit absorbs the commits of many writers into one.
 #[derive(Default)]
 pub struct Commit {
-    batch: sled::Batch,
-    ops: usize,
+    /// Key writes in order: `Some(value)` to set, `None` to remove.
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Row appends `(table, sequence, encoded batches)`, written to the
     /// row files at commit.
     rows: Vec<(RelationId, u64, Vec<u8>)>,
@@ -355,7 +413,17 @@ impl Commit {
 
     /// True when nothing has been added.
     pub fn is_empty(&self) -> bool {
-        self.ops == 0
+        self.writes.is_empty() && self.rows.is_empty() && self.dropped.is_empty()
+    }
+
+    /// Adds everything `other` holds after what this commit holds, as if
+    /// its changes had been made here: both are then applied by one
+    /// [`Store::commit`] (a group commit), `other`'s writes of a key
+    /// winning over earlier ones.
+    pub fn absorb(&mut self, other: Commit) {
+        self.writes.extend(other.writes);
+        self.rows.extend(other.rows);
+        self.dropped.extend(other.dropped);
     }
 
     /// Records that ids up to `id` are taken.
@@ -379,14 +447,12 @@ impl Commit {
 
     /// Removes user `name`.
     pub fn delete_user(&mut self, name: &str) {
-        self.batch.remove(keys::user(name));
-        self.ops += 1;
+        self.remove(keys::user(name));
     }
 
     /// Removes catalog record `name`.
     pub fn delete_catalog(&mut self, name: &str) {
-        self.batch.remove(keys::catalog(name));
-        self.ops += 1;
+        self.remove(keys::catalog(name));
     }
 
     /// Appends `batches` to table `id` as one record with sequence number `seq`.
@@ -413,7 +479,6 @@ impl Commit {
                 .map_err(|e| StorageError::Encode(e.to_string()))?;
         }
         self.rows.push((id, seq, buf));
-        self.ops += 1;
         Ok(())
     }
 
@@ -436,8 +501,11 @@ impl Commit {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key, value);
-        self.ops += 1;
+        self.writes.push((key, Some(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.writes.push((key, None));
     }
 }
 
@@ -565,6 +633,75 @@ mod tests {
             })
             .collect();
         assert_eq!(values, vec![1, 2, 3]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn absorbed_commits_share_one_sync_per_file_and_one_flush() {
+        let dir = scratch("group");
+        let store = Store::open(&dir).unwrap();
+        let before = store.sync_counts();
+        // Three writers' records, two of them appending to table 4, one to
+        // table 5, and two setting the same offset: the later one wins.
+        let mut group = Commit::new();
+        for (seq, (table, values, offset)) in [
+            (4, vec![1, 2], 10),
+            (5, vec![7], 11),
+            (4, vec![3], 12),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut c = Commit::new();
+            c.append_table_rows(table, seq as u64, &[batch(&values)])
+                .unwrap();
+            c.set_source_offset(9, 0, offset);
+            group.absorb(c);
+        }
+        store.commit(group).unwrap();
+        let after = store.sync_counts();
+        assert_eq!(after.commits - before.commits, 1);
+        // One sync_data per row file (tables 4 and 5) and one sled flush.
+        assert_eq!(after.fsyncs - before.fsyncs, 3);
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        let values = |id| -> Vec<i64> {
+            store
+                .table_batches(id)
+                .unwrap()
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect()
+        };
+        assert_eq!(values(4), vec![1, 2, 3]);
+        assert_eq!(values(5), vec![7]);
+        assert_eq!(store.source_offsets(9).unwrap(), vec![(0, 12)]);
+        let seqs: Vec<u64> = store.wal_since(0).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2]);
+        // The next group appends after the last one's bytes.
+        let mut c = Commit::new();
+        c.append_table_rows(4, 3, &[batch(&[4])]).unwrap();
+        store.commit(c).unwrap();
+        assert_eq!(values(4), vec![1, 2, 3, 4]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_empty_commit_syncs_nothing() {
+        let dir = scratch("empty");
+        let store = Store::open(&dir).unwrap();
+        let mut group = Commit::new();
+        group.absorb(Commit::new());
+        assert!(group.is_empty());
+        store.commit(group).unwrap();
+        assert_eq!(store.sync_counts(), SyncCounts::default());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,6 +7,8 @@
 //! it lies: `(offset, length)`, in the same atomic commit as everything the
 //! rows caused. A commit writes and syncs the file first; bytes past the
 //! last offset sled knows are a torn append and are cut off by the next one.
+//! A group commit writes the appends of all its `INSERT`s to a file and
+//! syncs it once.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -65,8 +67,11 @@ impl Segments {
         self.dir.join(id.to_string())
     }
 
-    /// Writes `bytes` at `at` (cutting off anything after it) and syncs.
-    pub fn append(&self, id: RelationId, at: u64, bytes: &[u8]) -> Result<Extent> {
+    /// Writes `parts` one after the other from `at` (cutting off anything
+    /// after it) and syncs the file once: a group commit's appends to one
+    /// table cost one `sync_data`, however many `INSERT`s it holds.
+    /// Returns where each part lies.
+    pub fn append(&self, id: RelationId, at: u64, parts: &[Vec<u8>]) -> Result<Vec<Extent>> {
         let path = self.path(id);
         let context = || format!("appending rows to {}", path.display());
         let mut f = OpenOptions::new()
@@ -77,12 +82,18 @@ impl Segments {
             .map_err(io(context()))?;
         f.set_len(at).map_err(io(context()))?;
         f.seek(SeekFrom::Start(at)).map_err(io(context()))?;
-        f.write_all(bytes).map_err(io(context()))?;
+        let mut extents = Vec::with_capacity(parts.len());
+        let mut offset = at;
+        for bytes in parts {
+            f.write_all(bytes).map_err(io(context()))?;
+            extents.push(Extent {
+                offset,
+                len: bytes.len() as u64,
+            });
+            offset += bytes.len() as u64;
+        }
         f.sync_data().map_err(io(context()))?;
-        Ok(Extent {
-            offset: at,
-            len: bytes.len() as u64,
-        })
+        Ok(extents)
     }
 
     /// Opens relation `id`'s file for reading.
