@@ -112,13 +112,9 @@ pub async fn run(
     let elapsed = started.elapsed().as_secs_f64();
     let after = sync_counts(&admin).await;
     // Every acknowledged row is in the table and in the view.
-    let row = admin
-        .query_one("SELECT count(*) FROM t", &[])
-        .await?;
+    let row = admin.query_one("SELECT count(*) FROM t", &[]).await?;
     let stored: i64 = row.get(0);
-    let row = admin
-        .query_one("SELECT sum(n)::bigint FROM v", &[])
-        .await?;
+    let row = admin.query_one("SELECT sum(n)::bigint FROM v", &[]).await?;
     let counted: Option<i64> = row.get(0);
     let expected = latencies.len() as i64 * rows as i64;
     anyhow::ensure!(

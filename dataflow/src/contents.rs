@@ -390,13 +390,14 @@ impl ViewContents {
             return Ok(Some(Vec::new()));
         }
         let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
-        if !indexes.contains_key(&column) {
-            let built =
-                ColumnIndex::build(&self.schema, converter, column, rows.keys().map(|k| &**k))?;
-            indexes.insert(column, built);
-        }
-        let Some(index) = indexes.get(&column) else {
-            return Ok(None);
+        let index = match indexes.entry(column) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(ColumnIndex::build(
+                &self.schema,
+                converter,
+                column,
+                rows.keys().map(|k| &**k),
+            )?),
         };
         let encoded = index
             .converter

@@ -163,15 +163,24 @@ pub fn assign_windows(
             ends.push(end);
         }
     }
+    // Every row in exactly one window, in order (a TUMBLE without NULL
+    // times): the input columns pass on as they are, uncopied.
+    let identity =
+        indices.len() == raw.len() && indices.iter().enumerate().all(|(i, &r)| r as usize == i);
     let idx = UInt32Array::from(indices);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 2);
     for c in batch.columns() {
-        columns.push(take(c.as_ref(), &idx, None)?);
+        if identity {
+            columns.push(c.clone());
+        } else {
+            columns.push(take(c.as_ref(), &idx, None)?);
+        }
     }
     columns.push(cast(&Int64Array::from(starts), &time_type)?);
     columns.push(cast(&Int64Array::from(ends), &time_type)?);
     let out = RecordBatch::try_new(out_schema.clone(), columns)?;
     let weights = match weights {
+        Some(w) if identity => Some(w.clone()),
         Some(w) => {
             let taken = take(w, &idx, None)?;
             Some(
@@ -366,6 +375,31 @@ mod tests {
         assert_eq!(
             run(&s, &[Some(1), Some(10), Some(19), Some(-1), None]),
             vec![(1, 0), (10, 10), (19, 10), (-1, -10)]
+        );
+    }
+
+    #[test]
+    fn tumble_without_null_times_passes_the_columns_on_uncopied() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        )]));
+        let arr = TimestampNanosecondArray::from(vec![1_000_000_000, 12_000_000_000]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(arr)]).unwrap();
+        let weights = Int64Array::from(vec![1, -1]);
+        let s = spec(WindowKind::Tumble, 10, 10);
+        let out_schema = windowed_schema(&schema, 0);
+        let (out, w) = assign_windows(&batch, Some(&weights), &s, &out_schema).unwrap();
+        assert_eq!(
+            out.column(0).to_data().buffers()[0].as_ptr(),
+            batch.column(0).to_data().buffers()[0].as_ptr()
+        );
+        assert_eq!(w.unwrap(), weights);
+        let starts = cast(out.column(1), &DataType::Int64).unwrap();
+        assert_eq!(
+            starts.as_any().downcast_ref::<Int64Array>().unwrap(),
+            &Int64Array::from(vec![0, 10_000_000_000])
         );
     }
 

@@ -649,7 +649,10 @@ mod tests {
     }
 
     const TRUTH: [(&str, &str); 3] = [
-        ("SELECT * FROM per_a", "SELECT a, count(*) AS n, sum(b) AS s FROM t GROUP BY a"),
+        (
+            "SELECT * FROM per_a",
+            "SELECT a, count(*) AS n, sum(b) AS s FROM t GROUP BY a",
+        ),
         ("SELECT * FROM q", "SELECT a, 100 / b AS q FROM t"),
         (
             "SELECT * FROM per_n",
@@ -659,7 +662,11 @@ mod tests {
 
     async fn assert_views_match(engine: &Engine) {
         for (view, truth) in TRUTH {
-            assert_eq!(rows(engine, view).await, rows(engine, truth).await, "{view}");
+            assert_eq!(
+                rows(engine, view).await,
+                rows(engine, truth).await,
+                "{view}"
+            );
         }
     }
 
@@ -683,7 +690,10 @@ mod tests {
         assert_eq!(after.commits - syncs.commits, 1);
         assert_eq!(after.fsyncs - syncs.fsyncs, 2);
         assert_eq!(number(&engine, "SELECT count(*) FROM t").await, 16);
-        assert_eq!(number(&engine, "SELECT writes FROM millrace_catalog.wal").await, 16);
+        assert_eq!(
+            number(&engine, "SELECT writes FROM millrace_catalog.wal").await,
+            16
+        );
         assert_views_match(&engine).await;
         // And the group is what recovery replays.
         drop(engine);
@@ -750,7 +760,10 @@ mod tests {
         assert_eq!(rows(&engine, "SELECT * FROM per_a").await, published);
         assert_eq!(rows(&engine, "SELECT * FROM q").await.len(), 1);
         // Writes and checkpoints are refused from now on.
-        let e = engine.append(&rel, vec![row(&rel, 5, 5)]).await.unwrap_err();
+        let e = engine
+            .append(&rel, vec![row(&rel, 5, 5)])
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::IoError);
         assert!(engine.checkpoint().await.is_err());
         drop(engine);

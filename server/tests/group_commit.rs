@@ -127,7 +127,11 @@ async fn concurrent_inserts_survive_kill_9() {
             let f: Vec<i64> = line.split('|').map(|x| x.parse().unwrap()).collect();
             let (client, count, distinct, lo, hi) = (f[0], f[1], f[2], f[3], f[4]);
             // Whole statements, numbered without gaps from 0.
-            assert_eq!(count, distinct * ROWS, "round {round}: torn statement: {line}");
+            assert_eq!(
+                count,
+                distinct * ROWS,
+                "round {round}: torn statement: {line}"
+            );
             assert_eq!((lo, hi + 1), (0, distinct), "round {round}: a gap: {line}");
             present[client as usize] = distinct;
         }
@@ -216,7 +220,10 @@ async fn concurrent_inserts_share_syncs() {
         "{inserts} concurrent INSERTs took {groups} group commits: none was shared"
     );
     // Alone, each INSERT costs two fsyncs (its row file and sled).
-    assert!(fsyncs < 2 * inserts, "{fsyncs} fsyncs for {inserts} INSERTs");
+    assert!(
+        fsyncs < 2 * inserts,
+        "{fsyncs} fsyncs for {inserts} INSERTs"
+    );
     assert_eq!(number(&c, "SELECT count(*) FROM t").await, inserts * ROWS);
     assert_views_match(&c, "after the concurrent INSERTs").await;
 }

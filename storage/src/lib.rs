@@ -644,13 +644,10 @@ mod tests {
         // Three writers' records, two of them appending to table 4, one to
         // table 5, and two setting the same offset: the later one wins.
         let mut group = Commit::new();
-        for (seq, (table, values, offset)) in [
-            (4, vec![1, 2], 10),
-            (5, vec![7], 11),
-            (4, vec![3], 12),
-        ]
-        .into_iter()
-        .enumerate()
+        for (seq, (table, values, offset)) in
+            [(4, vec![1, 2], 10), (5, vec![7], 11), (4, vec![3], 12)]
+                .into_iter()
+                .enumerate()
         {
             let mut c = Commit::new();
             c.append_table_rows(table, seq as u64, &[batch(&values)])

@@ -15,7 +15,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
-use crate::state::{ChangedKeys, FastMap, FastSet};
+use crate::state::{ChangedKeys, FastMap};
 use crate::{DataflowError, Result};
 
 /// Which aggregate function an accumulator computes.
@@ -310,6 +310,19 @@ struct Evaluated {
     values: Option<ArrayRef>,
     encoded: Option<arrow::row::Rows>,
     filter: Option<BooleanArray>,
+}
+
+/// A group a batch touches, out of the operator's map while the batch is
+/// absorbed.
+struct Touched<'k> {
+    /// Its key, borrowed from the batch's encoded rows.
+    key: &'k [u8],
+    /// Its key as the map holds it (taken back out, or new).
+    owned: Vec<u8>,
+    /// Its output before the batch, if it existed (and updates are
+    /// emitted).
+    old: Option<Vec<ScalarValue>>,
+    state: GroupState,
 }
 
 /// The incremental `GROUP BY` operator.
@@ -621,21 +634,101 @@ impl AggregateOperator {
             });
         }
 
-        // Old outputs of the groups this change touches, in first-touch
-        // order. Keys borrow from the batch's encoded rows: a touched group
-        // costs one key allocation (its undo entry), a new group one more.
-        let mut touched: Vec<(&[u8], Option<Vec<ScalarValue>>)> = Vec::new();
-        let mut touched_index: FastSet<&[u8]> = FastSet::default();
+        // The groups this change touches, in first-touch order, taken out
+        // of the map while the batch is absorbed: each row then costs one
+        // lookup in a map of the batch's groups (keys borrowed from the
+        // batch's encoded rows) instead of four in the map of every group.
+        let mut touched: Vec<Touched<'_>> = Vec::new();
+        let absorbed = self.absorb(
+            delta,
+            key_rows.as_ref(),
+            close_times.as_ref(),
+            &evaluated,
+            &mut touched,
+        );
         let global = self.is_global();
-        for i in 0..n {
+        // A global aggregate exists from the start: emit its first row even
+        // when nothing was touched (creation over an empty relation).
+        if absorbed.is_ok() && global && n == 0 && !self.groups.contains_key(&[][..]) {
+            self.undo.entry(vec![]).or_insert(None);
+            touched.push(Touched {
+                key: &[],
+                owned: Vec::new(),
+                old: None,
+                state: self.empty_group(),
+            });
+        }
+
+        // Every touched group goes back into the map, on failure too (a
+        // rollback then rewinds it from its undo entry), unless it has no
+        // rows left.
+        let mut failed = absorbed.err();
+        let mut out_keys: Vec<&[u8]> = Vec::new();
+        let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut out_weights: Vec<i64> = Vec::new();
+        for t in touched {
+            let state = t.state;
+            if failed.is_none() && state.rows < 0 {
+                failed = Some(DataflowError::Internal(format!(
+                    "group of aggregate {} has a negative row count",
+                    self.id
+                )));
+            }
+            let keep = state.rows > 0 || global;
+            if failed.is_none() {
+                // Computed under EMIT ON WINDOW CLOSE too: a result out of
+                // range fails this change, not the one that closes it.
+                let new = if keep {
+                    Some(self.outputs(&state))
+                } else {
+                    None
+                };
+                match new.transpose() {
+                    Err(e) => failed = Some(e),
+                    Ok(new) if !self.emit_on_close && new != t.old => {
+                        if let Some(old) = t.old {
+                            out_keys.push(t.key);
+                            out_values.push(old);
+                            out_weights.push(-1);
+                        }
+                        if let Some(new) = new {
+                            out_keys.push(t.key);
+                            out_values.push(new);
+                            out_weights.push(1);
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            if keep || failed.is_some() {
+                self.groups.insert(t.owned, state);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.build_output(out_keys, out_values, out_weights)
+    }
+
+    /// Applies every row of `delta` to its group, taking each group out
+    /// of the map into `touched` on its first row (with its output before
+    /// the change, and its undo entry if it has none yet).
+    fn absorb<'k>(
+        &mut self,
+        delta: &Delta,
+        key_rows: Option<&'k arrow::row::Rows>,
+        close_times: Option<&Int64Array>,
+        evaluated: &[Evaluated],
+        touched: &mut Vec<Touched<'k>>,
+    ) -> Result<()> {
+        let mut slots: FastMap<&'k [u8], usize> = FastMap::default();
+        for i in 0..delta.len() {
             let w = delta.weights.value(i);
-            let key: &[u8] = match &key_rows {
+            let key: &'k [u8] = match key_rows {
                 Some(rows) => rows.row(i).data(),
                 None => &[],
             };
-            let close_at = close_times
-                .as_ref()
-                .and_then(|t| (!t.is_null(i)).then(|| t.value(i)));
+            let close_at = close_times.and_then(|t| (!t.is_null(i)).then(|| t.value(i)));
             if let (Some(at), Some(wm)) = (close_at, self.watermark) {
                 if at <= wm {
                     // The group closed already: its result is final.
@@ -643,32 +736,45 @@ impl AggregateOperator {
                     continue;
                 }
             }
-            if touched_index.insert(key) {
-                let existing = self.groups.get(key);
-                let old = match existing {
-                    Some(s) => Some(self.outputs(s)?),
-                    None => None,
-                };
-                if !self.undo.contains_key(key) {
-                    let image = existing.map(GroupState::without_values);
-                    self.undo.insert(key.to_vec(), image);
+            let slot = match slots.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let (owned, state, existed) = match self.groups.remove_entry(key) {
+                        Some((owned, state)) => {
+                            if !self.undo.contains_key(key) {
+                                self.undo.insert(key.to_vec(), Some(state.without_values()));
+                            }
+                            (owned, state, true)
+                        }
+                        None => {
+                            if !self.undo.contains_key(key) {
+                                self.undo.insert(key.to_vec(), None);
+                            }
+                            if let Some(at) = close_at {
+                                self.close_index.insert((at, key.to_vec()));
+                            }
+                            let mut empty = self.empty_group();
+                            empty.close_at = close_at;
+                            (key.to_vec(), empty, false)
+                        }
+                    };
+                    // Into `touched` before anything can fail, so that the
+                    // group goes back into the map whatever happens.
+                    touched.push(Touched {
+                        key,
+                        owned,
+                        old: None,
+                        state,
+                    });
+                    let slot = touched.len() - 1;
+                    // Under EMIT ON WINDOW CLOSE no update is emitted.
+                    if existed && !self.emit_on_close {
+                        touched[slot].old = Some(self.outputs(&touched[slot].state)?);
+                    }
+                    *e.insert(slot)
                 }
-                touched.push((key, old));
-            }
-            // Looked up by reference: only a new group allocates its key.
-            if !self.groups.contains_key(key) {
-                if let Some(at) = close_at {
-                    self.close_index.insert((at, key.to_vec()));
-                }
-                let mut empty = self.empty_group();
-                empty.close_at = close_at;
-                self.groups.insert(key.to_vec(), empty);
-            }
-            let Some(state) = self.groups.get_mut(key) else {
-                return Err(DataflowError::Internal(
-                    "group vanished while updating".into(),
-                ));
             };
+            let state = &mut touched[slot].state;
             state.rows += w;
             for (j, call) in self.calls.iter().enumerate() {
                 let ev = &evaluated[j];
@@ -687,50 +793,7 @@ impl AggregateOperator {
                 }
             }
         }
-        // A global aggregate exists from the start: emit its first row even
-        // when nothing was touched (creation over an empty relation).
-        if global && n == 0 && !self.groups.contains_key(&[][..]) {
-            self.undo.entry(vec![]).or_insert(None);
-            self.groups.insert(vec![], self.empty_group());
-            touched.push((&[], None));
-        }
-
-        let mut out_keys: Vec<&[u8]> = Vec::new();
-        let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
-        let mut out_weights: Vec<i64> = Vec::new();
-        for (key, old) in touched {
-            let Some(state) = self.groups.get(key) else {
-                continue;
-            };
-            if state.rows < 0 {
-                return Err(DataflowError::Internal(format!(
-                    "group of aggregate {} has a negative row count",
-                    self.id
-                )));
-            }
-            let new = if state.rows > 0 || global {
-                Some(self.outputs(state)?)
-            } else {
-                None
-            };
-            if state.rows == 0 && !global {
-                self.groups.remove(key);
-            }
-            if old == new || self.emit_on_close {
-                continue;
-            }
-            if let Some(old) = old {
-                out_keys.push(key);
-                out_values.push(old);
-                out_weights.push(-1);
-            }
-            if let Some(new) = new {
-                out_keys.push(key);
-                out_values.push(new);
-                out_weights.push(1);
-            }
-        }
-        self.build_output(out_keys, out_values, out_weights)
+        Ok(())
     }
 
     fn outputs(&self, state: &GroupState) -> Result<Vec<ScalarValue>> {
@@ -1261,6 +1324,72 @@ mod tests {
             .unwrap();
         out.sort();
         out
+    }
+
+    fn summer() -> AggregateOperator {
+        let call = AggCall::new(
+            AggKind::Sum,
+            Some(Arc::new(Column::new("v", 1))),
+            None,
+            DataType::Int64,
+            DataType::Int64,
+            "sum(v)".into(),
+        )
+        .unwrap();
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+        ]));
+        AggregateOperator::new(
+            0,
+            vec![Arc::new(Column::new("k", 0))],
+            vec!["k".into()],
+            vec![DataType::Int64],
+            vec![call],
+            out,
+            true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_updates_each_group_once_with_many_rows_per_group() {
+        let mut op = summer();
+        let out = op
+            .push(&delta(&[
+                (1, 10, 1),
+                (2, 5, 1),
+                (1, 20, 1),
+                (2, 6, 1),
+                (1, 1, 1),
+            ]))
+            .unwrap();
+        assert_eq!(rows(&out), vec![(1, 31, 1), (2, 11, 1)]);
+        op.committed();
+        let out = op.push(&delta(&[(2, 1, 1), (3, 7, 1), (2, 2, 1)])).unwrap();
+        assert_eq!(rows(&out), vec![(2, 11, -1), (2, 14, 1), (3, 7, 1)]);
+        // A group whose rows all go is retracted and forgotten.
+        let out = op.push(&delta(&[(3, 7, -1)])).unwrap();
+        assert_eq!(rows(&out), vec![(3, 7, -1)]);
+        assert_eq!(op.group_count(), 2);
+    }
+
+    #[test]
+    fn a_failed_batch_keeps_every_group_it_touched_for_the_rollback() {
+        let mut op = summer();
+        op.push(&delta(&[(1, 10, 1), (2, 5, 1)])).unwrap();
+        op.committed();
+        // Group 1 is fine, group 2's sum leaves bigint: the batch fails
+        // after both were taken out of the map.
+        let err = op.push(&delta(&[(1, 1, 1), (2, i64::MAX, 1)])).unwrap_err();
+        assert!(matches!(err, DataflowError::OutOfRange(_)), "{err:?}");
+        op.rollback();
+        assert_eq!(op.group_count(), 2);
+        let out = op.push(&delta(&[(1, 1, 1), (2, 1, 1)])).unwrap();
+        assert_eq!(
+            rows(&out),
+            vec![(1, 10, -1), (1, 11, 1), (2, 5, -1), (2, 6, 1)]
+        );
     }
 
     #[test]
