@@ -1,27 +1,27 @@
 //! Message payloads to typed rows: `ENCODE JSON`, `CSV` and `BYTES`.
 //!
-//! A message decodes completely or not at all: it is first turned into one
-//! [`Cell`] per column, and only a message whose every column converted is
-//! appended to the column builders. A message that does not decode is the
-//! producer's fault; the caller counts and skips it.
+//! A message decodes completely or not at all. A JSON message is read in
+//! one pass straight into the column buffers ([`columns`]), which take its
+//! values back if a later field does not convert; a message the one-pass
+//! reader does not vouch for, and CSV and bytes, are first turned into one
+//! [`Cell`] per column, appended once every column converted. A message
+//! that does not decode is the producer's fault; the caller counts and
+//! skips it.
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder, TimestampMillisecondBuilder, TimestampNanosecondBuilder,
-    TimestampSecondBuilder,
-};
-use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
 use serde::de;
 use serde_json::Value;
 
+mod columns;
 mod json_scan;
 
+use columns::{Column, Room};
 use json_scan::{Scanned, Scanner, Str, Unsure};
 
 /// How payloads are encoded (`ENCODE …`).
@@ -59,29 +59,38 @@ pub struct Decoder {
     fields: Vec<Arc<Field>>,
     /// Which columns are JSONB: they take any JSON value, as its text.
     json: Vec<bool>,
-    /// The decoded values, in one Arrow builder per column.
+    /// The decoded values, one buffer per column, `rows` long between
+    /// messages.
     columns: Vec<Column>,
     rows: usize,
+    /// Per column, how much its last batch held: made room for when the
+    /// next batch starts.
+    room: Vec<Room>,
     /// Whether no two columns have the same name (then a key that names
     /// the column after the last one matched is looked up there first).
     distinct_names: bool,
-    /// Reused from message to message: the row being read (always empty
-    /// between messages), decoded escapes, brackets of skipped values.
-    slots: Vec<Slot<'static>>,
+    /// Per column, its name as a JSON key with its quotes (`"price"`), to
+    /// be recognised by comparing bytes; `None` when names are not distinct
+    /// or a name would be escaped in JSON (its key is then read and looked
+    /// up).
+    quoted: Vec<Option<Box<[u8]>>>,
+    /// Reused from message to message: what the row being read holds per
+    /// column, decoded escapes, brackets of skipped values.
+    seen: Vec<Seen>,
     scratch: Vec<u8>,
     stack: Vec<u8>,
 }
 
-/// One column's value in the row being read: the value (or why it does not
-/// fit the column) and whether its key matched the column's name exactly.
-type Slot<'p> = Option<(Result<Pending<'p>, ValueError>, bool)>;
-
-/// Empties `slots` and gives its allocation to a row of another message.
-fn recycle<'a, 'b>(mut slots: Vec<Slot<'a>>) -> Vec<Slot<'b>> {
-    slots.clear();
-    // An empty vector collected into one of the same layout keeps its
-    // allocation (the standard library collects such iterators in place).
-    slots.into_iter().filter_map(|_| None).collect()
+/// What the row being read holds for one column so far.
+#[derive(Clone, Debug, PartialEq)]
+enum Seen {
+    /// No field named it yet: NULL if none does.
+    Empty,
+    /// Its value, already in the column's buffer.
+    Value,
+    /// A value that does not fit the column (nothing in the buffer): the
+    /// message is refused unless a later exact match replaces it.
+    Refused(DecodeError),
 }
 
 /// Nesting deeper than this in a column's value is left to serde_json,
@@ -98,14 +107,26 @@ impl Decoder {
             .iter()
             .enumerate()
             .all(|(i, f)| fields[..i].iter().all(|g| g.name() != f.name()));
+        let quoted = fields
+            .iter()
+            .map(|f| {
+                let name = f.name().as_bytes();
+                // A name with a quote, a backslash or a control character
+                // is escaped in JSON: its raw bytes are not its key's.
+                let plain = !name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+                (distinct_names && plain).then(|| [b"\"", name, b"\""].concat().into())
+            })
+            .collect();
         Self {
             encoding,
+            room: vec![Room::default(); fields.len()],
             fields,
             json,
             columns,
             rows: 0,
             distinct_names,
-            slots: Vec::new(),
+            quoted,
+            seen: Vec::new(),
             scratch: Vec::new(),
             stack: Vec::new(),
         }
@@ -120,6 +141,11 @@ impl Decoder {
     pub fn push(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
         if payload.is_empty() {
             return Err(DecodeError::Empty);
+        }
+        if self.rows == 0 {
+            for (column, room) in self.columns.iter_mut().zip(&self.room) {
+                column.reserve(*room);
+            }
         }
         let row = match &self.encoding {
             Encoding::Json => return self.push_json(payload),
@@ -140,7 +166,7 @@ impl Decoder {
     ) -> Result<(), DecodeError> {
         let mut mismatch = None;
         for (column, value) in self.columns.iter_mut().zip(row) {
-            if let Err(e) = column.append(value) {
+            if let Err(e) = column.push_pending(value) {
                 mismatch.get_or_insert(e);
             }
         }
@@ -148,65 +174,156 @@ impl Decoder {
         mismatch.map_or(Ok(()), Err)
     }
 
-    /// A JSON message: read in one pass by [`scan_row`] when it can vouch
-    /// for the message, else by serde_json ([`Decoder::json_row`]), which
-    /// then also explains why a message is not JSON.
+    /// A JSON message: read in one pass by [`Decoder::scan_row`] when it
+    /// can vouch for the message, else by serde_json
+    /// ([`Decoder::json_row`]), which then also explains why a message is
+    /// not JSON.
     fn push_json(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
-        let mut slots = recycle(std::mem::take(&mut self.slots));
-        slots.resize_with(self.fields.len(), || None);
-        let scanned = scan_row(
-            Row {
-                fields: &self.fields,
-                json: &self.json,
-                distinct_names: self.distinct_names,
-            },
-            payload,
-            &mut slots,
-            &mut self.scratch,
-            &mut self.stack,
-        );
-        let pushed = match scanned {
-            Ok(()) => self.push_slots(&mut slots),
-            Err(Unsure) => self.json_row(payload).and_then(|row| self.append_row(row)),
-        };
-        self.slots = recycle(slots);
-        pushed
+        match self.scan_row(payload) {
+            Ok(pushed) => pushed,
+            Err(Unsure) => {
+                self.truncate_rows();
+                self.json_row(payload).and_then(|row| self.append_row(row))
+            }
+        }
     }
 
-    /// Appends the row read by [`scan_row`] if its every value converted;
-    /// else says which field did not (the first in column order).
-    fn push_slots(&mut self, slots: &mut Vec<Slot<'_>>) -> Result<(), DecodeError> {
-        let refused = self
-            .fields
-            .iter()
-            .zip(slots.iter())
-            .find_map(|(field, slot)| match slot {
-                Some((Err(e), _)) => Some(DecodeError::Field {
-                    field: field.name().clone(),
-                    error: e.clone(),
-                }),
-                _ => None,
-            });
-        if let Some(e) = refused {
-            return Err(e);
+    /// Drops what the message being read left in the columns.
+    fn truncate_rows(&mut self) {
+        for column in &mut self.columns {
+            column.truncate(self.rows);
         }
-        self.append_row(slots.drain(..).map(|slot| match slot {
-            Some((Ok(value), _)) => value,
-            // None: a missing field. Errors were refused above.
-            None | Some((Err(_), _)) => Pending::Cell(Cell::Null),
-        }))
+    }
+
+    /// Reads one JSON object in one pass over its bytes, each value written
+    /// into its column as it is read, by the rules of [`ObjectRow`]: fields
+    /// that are not columns are skipped unbuilt; an exact match of a
+    /// column's name replaces what came before, one that differs in case
+    /// only fills a column no field named yet; a field that does not
+    /// convert refuses the message (the first such column in column order
+    /// is named), unless a later exact match replaces it. A refused message
+    /// leaves nothing in the columns. [`Unsure`] when the message is not
+    /// JSON or not an object, or holds what this reader leaves to
+    /// serde_json (values nested deep); the columns then hold part of the
+    /// message, for the caller to drop.
+    fn scan_row(&mut self, payload: &[u8]) -> Scanned<Result<(), DecodeError>> {
+        let Decoder {
+            fields,
+            json,
+            columns,
+            rows: row_count,
+            distinct_names,
+            quoted,
+            seen,
+            scratch,
+            stack,
+            ..
+        } = self;
+        let rows = *row_count;
+        let row = Row {
+            fields,
+            distinct_names: *distinct_names,
+        };
+        seen.clear();
+        seen.resize(fields.len(), Seen::Empty);
+        let mut s = Scanner::new(payload);
+        s.skip_ws();
+        s.eat(b'{')?;
+        s.skip_ws();
+        if s.peek() == Some(b'}') {
+            s.eat(b'}')?;
+        } else {
+            let mut hint = 0;
+            loop {
+                // Fields mostly come in column order: the next column's key
+                // is tried first, by its bytes.
+                let column = match quoted.get(hint) {
+                    Some(Some(key)) if s.eat_bytes(key) => Some((hint, true)),
+                    _ => match s.string(scratch)? {
+                        Str::Borrowed(key) => row.column_of(key.as_bytes(), hint),
+                        Str::Unescaped(key) => row.column_of(key.as_bytes(), hint),
+                    },
+                };
+                s.skip_ws();
+                s.eat(b':')?;
+                s.skip_ws();
+                match column {
+                    None => {
+                        s.skip_value(stack)?;
+                    }
+                    Some((i, exact)) => {
+                        hint = i + 1;
+                        let field = fields.get(i).ok_or(Unsure)?;
+                        let is_json = json.get(i).copied().unwrap_or(false);
+                        let state = seen.get_mut(i).ok_or(Unsure)?;
+                        if exact || *state == Seen::Empty {
+                            let column = columns.get_mut(i).ok_or(Unsure)?;
+                            // A value named before goes: this one replaces it.
+                            column.truncate(rows);
+                            *state =
+                                match scan_into(&mut s, column, field, is_json, scratch, stack)? {
+                                    Ok(()) => Seen::Value,
+                                    Err(e) => {
+                                        column.truncate(rows);
+                                        Seen::Refused(e)
+                                    }
+                                };
+                        } else {
+                            // Read (and checked) all the same, then dropped,
+                            // even if it does not fit the column.
+                            let _dropped =
+                                scan_value(&mut s, field.data_type(), is_json, scratch, stack)?;
+                        }
+                    }
+                }
+                s.skip_ws();
+                match s.next_byte() {
+                    Some(b',') => s.skip_ws(),
+                    Some(b'}') => break,
+                    _ => return Err(Unsure),
+                }
+            }
+        }
+        s.skip_ws();
+        if !s.at_end() {
+            return Err(Unsure);
+        }
+        let refused = seen.iter_mut().find_map(|state| match state {
+            Seen::Refused(e) => Some(std::mem::replace(e, DecodeError::Empty)),
+            _ => None,
+        });
+        if let Some(e) = refused {
+            for column in columns.iter_mut() {
+                column.truncate(rows);
+            }
+            return Ok(Err(e));
+        }
+        for (column, state) in columns.iter_mut().zip(seen.iter()) {
+            if *state == Seen::Empty {
+                column.push_null();
+            }
+        }
+        *row_count += 1;
+        Ok(Ok(()))
     }
 
     /// The decoded rows as arrays, one per payload column; starts afresh.
     pub fn finish(&mut self) -> Result<Vec<ArrayRef>, DecodeError> {
         self.rows = 0;
-        self.fields
-            .iter()
-            .zip(self.columns.iter_mut())
-            .map(|(field, column)| {
-                std::mem::replace(column, Column::new(field.data_type())).finish()
-            })
-            .collect()
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        let mut failed = None;
+        for (column, room) in self.columns.iter_mut().zip(self.room.iter_mut()) {
+            // Every column is emptied, even after one fails.
+            let (array, next) = column.finish();
+            *room = next;
+            match array {
+                Ok(array) => arrays.push(array),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(arrays), Err)
     }
 
     /// Reads one JSON object field by field, straight into its columns'
@@ -294,11 +411,10 @@ impl Decoder {
     }
 }
 
-/// What [`scan_row`] needs to know of the columns.
+/// What [`Decoder::scan_row`] needs to know of the columns.
 #[derive(Clone, Copy)]
 struct Row<'a> {
     fields: &'a [Arc<Field>],
-    json: &'a [bool],
     distinct_names: bool,
 }
 
@@ -324,66 +440,57 @@ impl Row<'_> {
     }
 }
 
-/// Reads one JSON object in one pass over its bytes into `slots`, one per
-/// column, by the rules of [`ObjectRow`]: fields that are not columns are
-/// skipped unbuilt, values are converted as they are read, text without
-/// escapes stays borrowed from the message. [`Unsure`] when the message is
-/// not JSON or not an object, or holds what this reader leaves to serde_json
-/// (values nested deep); the slots are then to be ignored.
-fn scan_row<'p>(
-    row: Row<'_>,
-    payload: &'p [u8],
-    slots: &mut [Slot<'p>],
+/// Reads the value of a column's field into the column, converted to its
+/// type (or, for a JSONB column, to its JSON text) as [`ObjectRow`]
+/// converts it: the common cases (text without a JSON column, integers for
+/// integer and timestamp columns, NULL) straight from the bytes, the others
+/// through [`scan_value`]. A value that does not fit leaves nothing in the
+/// column and says why, naming the field.
+fn scan_into(
+    s: &mut Scanner<'_>,
+    column: &mut Column,
+    field: &Field,
+    json: bool,
     scratch: &mut Vec<u8>,
     stack: &mut Vec<u8>,
-) -> Scanned<()> {
-    let mut s = Scanner::new(payload);
-    s.skip_ws();
-    s.eat(b'{')?;
-    s.skip_ws();
-    if s.peek() == Some(b'}') {
-        s.eat(b'}')?;
-    } else {
-        let mut hint = 0;
-        loop {
-            let column = match s.string(scratch)? {
-                Str::Borrowed(key) => row.column_of(key.as_bytes(), hint),
-                Str::Unescaped(key) => row.column_of(key.as_bytes(), hint),
-            };
-            s.skip_ws();
-            s.eat(b':')?;
-            s.skip_ws();
-            match column {
-                None => {
-                    s.skip_value(stack)?;
-                }
-                Some((i, exact)) => {
-                    hint = i + 1;
-                    let field = row.fields.get(i).ok_or(Unsure)?;
-                    let json = row.json.get(i).copied().unwrap_or(false);
-                    let value = scan_value(&mut s, field.data_type(), json, scratch, stack)?;
-                    let slot = slots.get_mut(i).ok_or(Unsure)?;
-                    // An exact match replaces what came before; one that
-                    // differs in case only fills an empty slot.
-                    if exact || slot.is_none() {
-                        *slot = Some((value, exact));
-                    }
-                }
-            }
-            s.skip_ws();
-            match s.next_byte() {
-                Some(b',') => s.skip_ws(),
-                Some(b'}') => break,
-                _ => return Err(Unsure),
+) -> Scanned<Result<(), DecodeError>> {
+    let refused = |error| DecodeError::Field {
+        field: field.name().clone(),
+        error,
+    };
+    let t = field.data_type();
+    match s.peek() {
+        Some(b'"') if !json => {
+            if let Some(text) = column.text() {
+                s.string_into(text)?;
+                return Ok(column.end_text());
             }
         }
+        Some(b'n') => {
+            s.literal(b"null")?;
+            column.push_null();
+            return Ok(Ok(()));
+        }
+        Some(b'-' | b'0'..=b'9') if !json => {
+            let start = s.pos();
+            let value = match s.number()? {
+                Some(n) => {
+                    if let Some(pushed) = column.push_json_int(n, t) {
+                        return Ok(pushed.map_err(refused));
+                    }
+                    json_cell(&Value::from(n), t, false)
+                }
+                // Fractions, exponents, long integers: serde_json's own reading.
+                None => json_cell(&span_value(s.since(start))?, t, false),
+            };
+            return Ok(value.map_err(refused).and_then(|v| column.push_pending(v)));
+        }
+        _ => {}
     }
-    s.skip_ws();
-    if s.at_end() {
-        Ok(())
-    } else {
-        Err(Unsure)
-    }
+    Ok(match scan_value(s, t, json, scratch, stack)? {
+        Ok(value) => column.push_pending(value),
+        Err(error) => Err(refused(error)),
+    })
 }
 
 /// Reads the value of a column's field, converted to the column's type `t`
@@ -460,6 +567,11 @@ fn json_cell<'p>(v: &Value, t: &DataType, json: bool) -> Result<Pending<'p>, Val
         v => from_json(v, t).map(Pending::Cell),
     }
 }
+
+/// One column's value in a row read by serde_json: the value (or why it
+/// does not fit the column) and whether its key matched the column's name
+/// exactly.
+type Slot<'p> = Option<(Result<Pending<'p>, ValueError>, bool)>;
 
 /// The fields of one JSON object, read into one slot per column. A slot
 /// holds the value (or why it does not fit the column) and whether its key
@@ -770,161 +882,6 @@ pub fn decodable(t: &DataType) -> bool {
     )
 }
 
-/// The values of one column being decoded, in its Arrow builder.
-enum Column {
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Boolean(BooleanBuilder),
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Date32(Date32Builder),
-    Decimal(Decimal128Builder),
-    TimestampSecond(TimestampSecondBuilder),
-    TimestampMillisecond(TimestampMillisecondBuilder),
-    TimestampMicrosecond(TimestampMicrosecondBuilder),
-    TimestampNanosecond(TimestampNanosecondBuilder),
-    /// A type messages cannot hold (refused at CREATE SOURCE already).
-    Unsupported(DataType, usize),
-}
-
-impl Column {
-    fn new(t: &DataType) -> Column {
-        match t {
-            DataType::Int16 => Column::Int16(Int16Builder::new()),
-            DataType::Int32 => Column::Int32(Int32Builder::new()),
-            DataType::Int64 => Column::Int64(Int64Builder::new()),
-            DataType::Float32 => Column::Float32(Float32Builder::new()),
-            DataType::Float64 => Column::Float64(Float64Builder::new()),
-            DataType::Boolean => Column::Boolean(BooleanBuilder::new()),
-            DataType::Utf8 => Column::Utf8(StringBuilder::new()),
-            DataType::Binary => Column::Binary(BinaryBuilder::new()),
-            DataType::Date32 => Column::Date32(Date32Builder::new()),
-            DataType::Decimal128(p, s) => {
-                match Decimal128Builder::new().with_precision_and_scale(*p, *s) {
-                    Ok(b) => Column::Decimal(b),
-                    Err(_) => Column::Unsupported(t.clone(), 0),
-                }
-            }
-            DataType::Timestamp(unit, tz) => {
-                let tz = tz.clone();
-                match unit {
-                    TimeUnit::Second => {
-                        Column::TimestampSecond(TimestampSecondBuilder::new().with_timezone_opt(tz))
-                    }
-                    TimeUnit::Millisecond => Column::TimestampMillisecond(
-                        TimestampMillisecondBuilder::new().with_timezone_opt(tz),
-                    ),
-                    TimeUnit::Microsecond => Column::TimestampMicrosecond(
-                        TimestampMicrosecondBuilder::new().with_timezone_opt(tz),
-                    ),
-                    TimeUnit::Nanosecond => Column::TimestampNanosecond(
-                        TimestampNanosecondBuilder::new().with_timezone_opt(tz),
-                    ),
-                }
-            }
-            other => Column::Unsupported(other.clone(), 0),
-        }
-    }
-
-    /// Appends one value. A value of another type than the column's is a
-    /// bug of this module: the column gets a NULL (rows stay aligned) and
-    /// the caller an internal error.
-    fn append(&mut self, value: Pending<'_>) -> Result<(), DecodeError> {
-        let cell = match (self, value) {
-            (Column::Utf8(b), Pending::Str(s)) => {
-                b.append_value(s);
-                return Ok(());
-            }
-            (column, Pending::Str(s)) => {
-                column.append_null();
-                return Err(DecodeError::Internal(format!(
-                    "text {s:?} for a column of another type"
-                )));
-            }
-            (column, Pending::Cell(cell)) => (column, cell),
-        };
-        match cell {
-            (c, Cell::Null) => c.append_null(),
-            (Column::Int16(b), Cell::Int(v)) => b.append_value(v as i16),
-            (Column::Int32(b), Cell::Int(v)) => b.append_value(v as i32),
-            (Column::Int64(b), Cell::Int(v)) => b.append_value(v),
-            (Column::Float32(b), Cell::Float(v)) => b.append_value(v as f32),
-            (Column::Float64(b), Cell::Float(v)) => b.append_value(v),
-            (Column::Boolean(b), Cell::Bool(v)) => b.append_value(v),
-            (Column::Utf8(b), Cell::Text(v)) => b.append_value(v),
-            (Column::Binary(b), Cell::Bytes(v)) => b.append_value(v),
-            (Column::Date32(b), Cell::Date(v)) => b.append_value(v),
-            (Column::Decimal(b), Cell::Decimal(v)) => b.append_value(v),
-            (Column::TimestampSecond(b), Cell::Timestamp(v)) => {
-                b.append_value(v.div_euclid(1_000_000_000))
-            }
-            (Column::TimestampMillisecond(b), Cell::Timestamp(v)) => {
-                b.append_value(v.div_euclid(1_000_000))
-            }
-            (Column::TimestampMicrosecond(b), Cell::Timestamp(v)) => {
-                b.append_value(v.div_euclid(1_000))
-            }
-            (Column::TimestampNanosecond(b), Cell::Timestamp(v)) => b.append_value(v),
-            (c, other) => {
-                c.append_null();
-                return Err(DecodeError::Internal(format!(
-                    "{other:?} in a column of another type"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn append_null(&mut self) {
-        match self {
-            Column::Int16(b) => b.append_null(),
-            Column::Int32(b) => b.append_null(),
-            Column::Int64(b) => b.append_null(),
-            Column::Float32(b) => b.append_null(),
-            Column::Float64(b) => b.append_null(),
-            Column::Boolean(b) => b.append_null(),
-            Column::Utf8(b) => b.append_null(),
-            Column::Binary(b) => b.append_null(),
-            Column::Date32(b) => b.append_null(),
-            Column::Decimal(b) => b.append_null(),
-            Column::TimestampSecond(b) => b.append_null(),
-            Column::TimestampMillisecond(b) => b.append_null(),
-            Column::TimestampMicrosecond(b) => b.append_null(),
-            Column::TimestampNanosecond(b) => b.append_null(),
-            Column::Unsupported(_, n) => *n += 1,
-        }
-    }
-
-    fn finish(self) -> Result<ArrayRef, DecodeError> {
-        fn done(mut b: impl ArrayBuilder) -> Result<ArrayRef, DecodeError> {
-            Ok(b.finish())
-        }
-        match self {
-            Column::Int16(b) => done(b),
-            Column::Int32(b) => done(b),
-            Column::Int64(b) => done(b),
-            Column::Float32(b) => done(b),
-            Column::Float64(b) => done(b),
-            Column::Boolean(b) => done(b),
-            Column::Utf8(b) => done(b),
-            Column::Binary(b) => done(b),
-            Column::Date32(b) => done(b),
-            Column::Decimal(b) => done(b),
-            Column::TimestampSecond(b) => done(b),
-            Column::TimestampMillisecond(b) => done(b),
-            Column::TimestampMicrosecond(b) => done(b),
-            Column::TimestampNanosecond(b) => done(b),
-            Column::Unsupported(t, 0) => Ok(arrow::array::new_empty_array(&t)),
-            Column::Unsupported(t, _) => Err(DecodeError::UndecodableType(
-                millrace_planner::naming::pg_type_name(&t),
-            )),
-        }
-    }
-}
-
 /// A batch of `schema` from payload columns plus metadata columns.
 pub fn batch(
     schema: &SchemaRef,
@@ -939,7 +896,7 @@ pub fn batch(
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+    use arrow::datatypes::{Int64Type, TimeUnit, TimestampNanosecondType};
 
     fn fields() -> Vec<Arc<Field>> {
         vec![
@@ -1046,37 +1003,40 @@ mod tests {
         }
     }
 
+    /// An empty decoder of the same columns as `d`.
+    fn like(d: &Decoder) -> Decoder {
+        Decoder::new(d.encoding.clone(), d.fields.clone(), d.json.clone())
+    }
+
+    impl Decoder {
+        /// [`Decoder::push`] by serde_json alone: the oracle of the
+        /// one-pass reader.
+        fn push_slow(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
+            if payload.is_empty() {
+                return Err(DecodeError::Empty);
+            }
+            self.json_row(payload).and_then(|row| self.append_row(row))
+        }
+    }
+
     /// Reads `payload` with the one-pass reader and with serde_json, and
-    /// checks that they agree (same row, or same error) whenever the
-    /// one-pass reader vouches for the message. Returns whether it did,
-    /// and serde_json's outcome.
+    /// checks that they agree (same arrays, or same error and no row)
+    /// whenever the one-pass reader vouches for the message. Returns
+    /// whether it did, and serde_json's outcome.
     fn agrees(d: &Decoder, payload: &[u8]) -> (bool, Result<Vec<Cell>, DecodeError>) {
         let slow = d
             .json_row(payload)
             .map(|row| row.into_iter().map(shown).collect::<Vec<_>>());
-        let mut slots = vec![None; d.fields.len()];
-        let row = Row {
-            fields: &d.fields,
-            json: &d.json,
-            distinct_names: d.distinct_names,
-        };
-        let scanned = scan_row(row, payload, &mut slots, &mut Vec::new(), &mut Vec::new());
-        if scanned.is_err() {
+        let mut fast = like(d);
+        let Ok(pushed) = fast.scan_row(payload) else {
             return (false, slow);
-        }
-        let fast = d
-            .fields
-            .iter()
-            .zip(slots)
-            .map(|(field, slot)| match slot {
-                None => Ok(Cell::Null),
-                Some((value, _)) => value.map(shown).map_err(|error| DecodeError::Field {
-                    field: field.name().clone(),
-                    error,
-                }),
-            })
-            .collect::<Result<Vec<_>, _>>();
-        assert_eq!(fast, slow, "{}", String::from_utf8_lossy(payload));
+        };
+        let mut oracle = like(d);
+        let expected = oracle.push_slow(payload);
+        let message = String::from_utf8_lossy(payload);
+        assert_eq!(pushed, expected, "{message}");
+        assert_eq!(fast.rows(), oracle.rows(), "{message}");
+        assert_eq!(fast.finish(), oracle.finish(), "{message}");
         (true, slow)
     }
 
@@ -1266,13 +1226,18 @@ mod tests {
     fn json_decoding_reuses_its_buffers_and_keeps_whole_rows() {
         let mut d = all_kinds();
         d.push(br#"{"id": 1, "name": "a\nb"}"#).unwrap();
-        let capacity = d.slots.capacity();
+        let capacity = d.seen.capacity();
         assert!(capacity >= d.fields.len());
-        assert!(d.slots.is_empty());
+        let whole = |d: &Decoder| d.columns.iter().all(|c| c.len() == d.rows());
+        assert!(whole(&d));
+        // Refused after its id was written (a value that does not fit; text
+        // that is not UTF-8, left to serde_json): nothing of them stays.
         assert!(d.push(br#"{"id": 2, "small": 99999}"#).is_err());
-        assert!(d.push(br#"{"id": 3, "name": "\ud800"}"#).is_err());
+        assert!(whole(&d));
+        assert!(d.push(br#"{"id": 3, "name": "ab\ud800"}"#).is_err());
+        assert!(whole(&d));
         d.push(br#"{"name": "c", "id": 4}"#).unwrap();
-        assert_eq!(d.slots.capacity(), capacity);
+        assert_eq!(d.seen.capacity(), capacity);
         assert_eq!(d.rows(), 2);
         let cols = d.finish().unwrap();
         assert_eq!(cols[0].as_primitive::<Int64Type>().values(), &[1, 4]);
@@ -1331,5 +1296,215 @@ mod tests {
         }
         // Most edits break the JSON; enough of them do not.
         assert!(vouched > tried / 20, "{vouched} of {tried}");
+    }
+
+    /// A small deterministic generator (xorshift), for the random tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    /// JSON whitespace, mostly none.
+    fn ws(rng: &mut Rng) -> &'static str {
+        rng.pick(&["", "", "", " ", "\n\t", "\r "])
+    }
+
+    /// A random JSON value: scalars of every kind (integers at and past the
+    /// bounds of the columns' types, numbers with fractions and exponents,
+    /// strings with escapes, surrogate pairs and raw UTF-8, text for
+    /// timestamps, dates and decimals), and arrays and objects of them.
+    fn random_value(rng: &mut Rng, depth: usize) -> String {
+        let kinds = if depth > 2 { 9 } else { 11 };
+        match rng.below(kinds) {
+            0 => "null".into(),
+            1 => rng.pick(&["true", "false"]).into(),
+            2 | 3 => {
+                let n = rng.pick(&[
+                    "0",
+                    "-0",
+                    "1",
+                    "-1",
+                    "32767",
+                    "32768",
+                    "-32768",
+                    "-32769",
+                    "2147483648",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                    "9223372036854775808",
+                    "-9223372036854775809",
+                    "999999999999999999",
+                    "-999999999999999999",
+                    "1000000000000000000",
+                    "1767225600000",
+                    "9223372036854",
+                    "9223372036855",
+                    "",
+                ]);
+                if n.is_empty() {
+                    (rng.0 as i64 >> rng.below(64)).to_string()
+                } else {
+                    n.into()
+                }
+            }
+            4 => rng
+                .pick(&[
+                    "1.5",
+                    "-0.0",
+                    "1e3",
+                    "2.5E-2",
+                    "1.005",
+                    "0.1",
+                    "12.345",
+                    "1E400",
+                    "-1e-400",
+                    "3.0",
+                    "1e+2",
+                    "123456789.123456789",
+                ])
+                .into(),
+            5 | 6 => {
+                let mut s = String::from("\"");
+                for _ in 0..rng.below(5) {
+                    s.push_str(rng.pick(&[
+                        "a",
+                        "Z",
+                        " ",
+                        "é",
+                        "中",
+                        "😀",
+                        "\\n",
+                        "\\\"",
+                        "\\\\",
+                        "\\/",
+                        "\\u00e9",
+                        "\\u4E2D",
+                        "\\ud83d\\ude00",
+                        "\\t",
+                        "\\u0000",
+                        "2026-01-01 00:00:01",
+                        "2026-01-02",
+                        "12.345",
+                        "true",
+                        "1767225600000",
+                        "  7 ",
+                    ]));
+                }
+                s.push('"');
+                s
+            }
+            7 => rng
+                .pick(&[
+                    r#""2026-01-01T00:00:00Z""#,
+                    r#""2026-01-01 00:00:01.5""#,
+                    r#""2026-01-01T00:00:00+02:00""#,
+                    r#""2026-13-01""#,
+                    r#""2026-01-02""#,
+                    r#""-12.5""#,
+                ])
+                .into(),
+            8 => {
+                // Plain text of every length, for the eight-byte scan.
+                let len = rng.below(40);
+                let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+                format!("\"{text}\"")
+            }
+            9 => {
+                let items: Vec<String> = (0..rng.below(4))
+                    .map(|_| format!("{}{}{}", ws(rng), random_value(rng, depth + 1), ws(rng)))
+                    .collect();
+                format!("[{}]", items.join(","))
+            }
+            _ => random_object(rng, &["a", "b", "id"], depth + 1),
+        }
+    }
+
+    /// A random JSON object of keys from `keys`, repeats allowed.
+    fn random_object(rng: &mut Rng, keys: &[&str], depth: usize) -> String {
+        let fields: Vec<String> = (0..rng.below(9))
+            .map(|_| {
+                let key = rng.pick(keys);
+                let (a, b, c, d) = (ws(rng), ws(rng), ws(rng), ws(rng));
+                format!("{a}\"{key}\"{b}:{c}{}{d}", random_value(rng, depth))
+            })
+            .collect();
+        format!("{}{{{}}}{}", ws(rng), fields.join(","), ws(rng))
+    }
+
+    /// Random objects (of the columns' names, names that differ in case,
+    /// escaped names, unknown names, in any order and repeated, some
+    /// messages mangled), pushed one after the other into one batch: the
+    /// one-pass reader, which writes values as it reads them and takes them
+    /// back when a message is refused, gives every message the outcome
+    /// serde_json's path gives it, and the batch the same arrays.
+    #[test]
+    fn json_one_pass_reader_matches_serde_json_on_random_objects() {
+        let keys = [
+            "id",
+            "name",
+            "ts",
+            "price",
+            "small",
+            "f",
+            "ok",
+            "day",
+            "doc",
+            "Doc2",
+            "ID",
+            "Name",
+            "NAME",
+            "doc2",
+            "DOC2",
+            "x",
+            "extra",
+            "\\u0069d",
+            "na\\u006de",
+            "",
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut vouched, mut accepted, mut tried) = (0, 0, 0);
+        for _ in 0..40 {
+            let mut fast = all_kinds();
+            let mut slow = all_kinds();
+            for _ in 0..250 {
+                let mut m = random_object(&mut rng, &keys, 0).into_bytes();
+                if rng.below(6) == 0 {
+                    let at = rng.below(m.len() + 1);
+                    match rng.below(3) {
+                        0 => m.truncate(at),
+                        1 if at < m.len() => {
+                            m.remove(at);
+                        }
+                        _ => m.insert(at, b"{}[]\":,\\ u0e.-\xff\xc3\x01"[rng.below(17)]),
+                    }
+                }
+                tried += 1;
+                vouched += usize::from(like(&fast).scan_row(&m).is_ok());
+                let outcome = fast.push(&m);
+                accepted += usize::from(outcome.is_ok());
+                let message = String::from_utf8_lossy(&m);
+                assert_eq!(outcome, slow.push_slow(&m), "{message}");
+                assert_eq!(fast.rows(), slow.rows(), "{message}");
+            }
+            assert_eq!(fast.finish(), slow.finish());
+        }
+        // Enough messages of each fate: read by the one-pass reader, left
+        // to serde_json, decoded, refused.
+        assert!(vouched > tried / 2, "{vouched} of {tried}");
+        assert!(vouched < tried * 19 / 20, "{vouched} of {tried}");
+        assert!(
+            accepted > tried / 10 && accepted < tried * 9 / 10,
+            "{accepted} of {tried}"
+        );
     }
 }

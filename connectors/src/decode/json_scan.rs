@@ -51,15 +51,25 @@ fn is_special(b: u8) -> bool {
 }
 
 /// The index of the first special byte (see [`is_special`]) at or after
-/// `i`, or `bytes.len()`. Eight bytes at a time: a byte lower than 0x20,
-/// or equal to `"` or `\`, sets its high bit in the mask; the lowest such
-/// bit is exact (false positives only occur above a true one).
-fn find_special(bytes: &[u8], mut i: usize) -> usize {
+/// `i`, or `bytes.len()`.
+fn find_special(bytes: &[u8], i: usize) -> usize {
+    find_special_ascii(bytes, i).0
+}
+
+/// [`find_special`], and whether every byte before the special one is
+/// ASCII (`false` may also mean a non-ASCII byte shortly after it). Eight
+/// bytes at a time: a byte lower than 0x20, or equal to `"` or `\`, sets
+/// its high bit in the mask; the lowest such bit is exact (false positives
+/// only occur above a true one).
+#[inline]
+fn find_special_ascii(bytes: &[u8], mut i: usize) -> (usize, bool) {
+    let mut high = 0;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
         let x = u64::from_le_bytes(chunk);
+        high |= x;
         let control = x.wrapping_sub(ONES * 0x20) & !x;
         let quote = x ^ (ONES * u64::from(b'"'));
         let quote = quote.wrapping_sub(ONES) & !quote;
@@ -67,14 +77,41 @@ fn find_special(bytes: &[u8], mut i: usize) -> usize {
         let backslash = backslash.wrapping_sub(ONES) & !backslash;
         let found = (control | quote | backslash) & HIGH_BITS;
         if found != 0 {
-            return i + (found.trailing_zeros() / 8) as usize;
+            return (
+                i + (found.trailing_zeros() / 8) as usize,
+                high & HIGH_BITS == 0,
+            );
         }
         i += 8;
     }
-    while i < bytes.len() && !is_special(bytes[i]) {
+    let mut ascii = high & HIGH_BITS == 0;
+    while let Some(&b) = bytes.get(i) {
+        if is_special(b) {
+            break;
+        }
+        ascii &= b.is_ascii();
         i += 1;
     }
-    i
+    (i, ascii)
+}
+
+/// Whether `bytes[at..]` starts with `word`, compared eight bytes at a
+/// time (the words compared are short keys: a library call to compare them
+/// costs more than the comparison).
+#[inline]
+fn starts_with_at(bytes: &[u8], at: usize, word: &[u8]) -> bool {
+    let Some(bytes) = bytes.get(at..at + word.len()) else {
+        return false;
+    };
+    let mut a = bytes.chunks_exact(8);
+    let mut b = word.chunks_exact(8);
+    for (x, y) in (&mut a).zip(&mut b) {
+        let word = |c: &[u8]| c.try_into().ok().map(u64::from_ne_bytes);
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    a.remainder().iter().zip(b.remainder()).all(|(x, y)| x == y)
 }
 
 fn hex_digit(b: u8) -> Option<u16> {
@@ -142,6 +179,48 @@ impl<'p> Scanner<'p> {
             Ok(())
         } else {
             Err(Unsure)
+        }
+    }
+
+    /// Consumes `word` if it is next; says whether it was.
+    #[inline]
+    pub(super) fn eat_bytes(&mut self, word: &[u8]) -> bool {
+        let found = starts_with_at(self.bytes, self.pos, word);
+        if found {
+            self.pos += word.len();
+        }
+        found
+    }
+
+    /// Reads a string that becomes a value, as [`Scanner::string`] does,
+    /// appending its text to `out` (escapes decoded). Text is checked to be
+    /// UTF-8 only where a byte is not ASCII. On [`Unsure`], `out` may hold
+    /// part of the string.
+    pub(super) fn string_into(&mut self, out: &mut Vec<u8>) -> Scanned<()> {
+        self.eat(b'"')?;
+        let mut run = self.pos;
+        loop {
+            let (end, ascii) = find_special_ascii(self.bytes, run);
+            let text = self.bytes.get(run..end).ok_or(Unsure)?;
+            // Runs end before ASCII bytes and escapes decode to whole
+            // characters, so the string is UTF-8 if each run is.
+            if !ascii && std::str::from_utf8(text).is_err() {
+                return Err(Unsure);
+            }
+            out.extend_from_slice(text);
+            match self.bytes.get(end) {
+                Some(b'"') => {
+                    self.pos = end + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos = end + 1;
+                    self.unescape(out)?;
+                    run = self.pos;
+                }
+                // A control character, or the end of the message.
+                _ => return Err(Unsure),
+            }
         }
     }
 
@@ -402,6 +481,90 @@ mod tests {
                 assert_eq!(find_special(&bytes, 0), bytes.len());
             }
             assert_eq!(find_special(&vec![b'a'; len], 0), len);
+        }
+    }
+
+    #[test]
+    fn ascii_is_told_apart_in_every_lane() {
+        for len in 1..20 {
+            for at in 0..len {
+                // A non-ASCII byte before the end of the string: seen.
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = 0xc3;
+                bytes.push(b'"');
+                assert_eq!(find_special_ascii(&bytes, 0), (len, false), "{len} {at}");
+            }
+            let mut bytes = vec![b'a'; len];
+            bytes.push(b'"');
+            assert_eq!(find_special_ascii(&bytes, 0), (len, true), "{len}");
+            assert_eq!(find_special_ascii(&bytes[..len], 0), (len, true), "{len}");
+        }
+    }
+
+    #[test]
+    fn keys_are_recognised_by_their_bytes() {
+        for key in [&b"\"x\""[..], b"\"date_time\"", b"\"a_long_column_name\""] {
+            let mut json = key.to_vec();
+            json.extend_from_slice(b": 1");
+            let mut s = Scanner::new(&json);
+            assert!(s.eat_bytes(key));
+            assert_eq!(s.pos(), key.len());
+            // The key cut short, another key.
+            for other in [&key[..key.len() - 1], b"\"y\": 1"] {
+                let mut s = Scanner::new(other);
+                assert!(!s.eat_bytes(key));
+                assert_eq!(s.pos(), 0);
+            }
+            // A longer key that starts with this one's name.
+            let mut longer = key[..key.len() - 1].to_vec();
+            longer.extend_from_slice(b"s\": 1");
+            assert!(!Scanner::new(&longer).eat_bytes(key));
+        }
+    }
+
+    /// [`Scanner::string_into`] appends what [`Scanner::string`] returns,
+    /// and refuses what it refuses.
+    fn string_into(json: &[u8]) -> Scanned<String> {
+        let mut out = b"before".to_vec();
+        let mut s = Scanner::new(json);
+        s.string_into(&mut out)?;
+        if !s.at_end() {
+            return Err(Unsure);
+        }
+        let text = String::from_utf8(out).map_err(|_| Unsure)?;
+        text.strip_prefix("before")
+            .map(str::to_string)
+            .ok_or(Unsure)
+    }
+
+    #[test]
+    fn strings_read_into_a_buffer_as_strings_are_read() {
+        for json in [
+            &br#""plain""#[..],
+            br#""""#,
+            br#""q\" b\\ s\/ \b\f\n\r\t""#,
+            br#""\u00e9\u4E2D\ud83d\ude00!""#,
+            "\"é中😀 and a longer run of text\"".as_bytes(),
+            "\"é\\n😀\"".as_bytes(),
+            br#""\ud83d""#,
+            br#""\ud83d\u0041""#,
+            br#""\ude00""#,
+            br#""\u12""#,
+            br#""\x""#,
+            b"\"a\nb\"",
+            b"\"\xff\"",
+            b"\"abcdefgh\xff\"",
+            b"\"\\n\xc3\"",
+            b"\"\xc3\\n\xa9\"",
+            b"\"unterminated",
+            b"\"ends in \\",
+        ] {
+            assert_eq!(
+                string_into(json),
+                string(json),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
         }
     }
 
