@@ -75,22 +75,26 @@ pub struct Decoder {
     /// up).
     quoted: Vec<Option<Box<[u8]>>>,
     /// Reused from message to message: what the row being read holds per
-    /// column, decoded escapes, brackets of skipped values.
+    /// column, why values of it were refused (by column), decoded escapes,
+    /// brackets of skipped values.
     seen: Vec<Seen>,
+    refusals: Vec<(usize, DecodeError)>,
     scratch: Vec<u8>,
     stack: Vec<u8>,
 }
 
-/// What the row being read holds for one column so far.
-#[derive(Clone, Debug, PartialEq)]
+/// What the row being read holds for one column so far (one byte, as it
+/// is reset for every message).
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Seen {
     /// No field named it yet: NULL if none does.
     Empty,
     /// Its value, already in the column's buffer.
     Value,
-    /// A value that does not fit the column (nothing in the buffer): the
-    /// message is refused unless a later exact match replaces it.
-    Refused(DecodeError),
+    /// A value that does not fit the column (nothing in the buffer; why is
+    /// in `Decoder::refusals`): the message is refused unless a later exact
+    /// match replaces it.
+    Refused,
 }
 
 /// Nesting deeper than this in a column's value is left to serde_json,
@@ -127,6 +131,7 @@ impl Decoder {
             distinct_names,
             quoted,
             seen: Vec::new(),
+            refusals: Vec::new(),
             scratch: Vec::new(),
             stack: Vec::new(),
         }
@@ -215,6 +220,7 @@ impl Decoder {
             distinct_names,
             quoted,
             seen,
+            refusals,
             scratch,
             stack,
             ..
@@ -226,6 +232,7 @@ impl Decoder {
         };
         seen.clear();
         seen.resize(fields.len(), Seen::Empty);
+        refusals.clear();
         let mut s = Scanner::new(payload);
         s.skip_ws();
         s.eat(b'{')?;
@@ -260,14 +267,14 @@ impl Decoder {
                             let column = columns.get_mut(i).ok_or(Unsure)?;
                             // A value named before goes: this one replaces it.
                             column.truncate(rows);
-                            *state =
-                                match scan_into(&mut s, column, field, is_json, scratch, stack)? {
-                                    Ok(()) => Seen::Value,
-                                    Err(e) => {
-                                        column.truncate(rows);
-                                        Seen::Refused(e)
-                                    }
-                                };
+                            match scan_into(&mut s, column, field, is_json, scratch, stack)? {
+                                Ok(()) => *state = Seen::Value,
+                                Err(e) => {
+                                    column.truncate(rows);
+                                    refusals.push((i, e));
+                                    *state = Seen::Refused;
+                                }
+                            }
                         } else {
                             // Read (and checked) all the same, then dropped,
                             // even if it does not fit the column.
@@ -288,15 +295,16 @@ impl Decoder {
         if !s.at_end() {
             return Err(Unsure);
         }
-        let refused = seen.iter_mut().find_map(|state| match state {
-            Seen::Refused(e) => Some(std::mem::replace(e, DecodeError::Empty)),
-            _ => None,
-        });
-        if let Some(e) = refused {
+        if let Some(i) = seen.iter().position(|state| *state == Seen::Refused) {
             for column in columns.iter_mut() {
                 column.truncate(rows);
             }
-            return Ok(Err(e));
+            // The column's last refusal: the value it holds.
+            let why = refusals.iter().rposition(|(column, _)| *column == i);
+            return Ok(Err(match why {
+                Some(at) => refusals.swap_remove(at).1,
+                None => DecodeError::Internal("a refused value without its error".into()),
+            }));
         }
         for (column, state) in columns.iter_mut().zip(seen.iter()) {
             if *state == Seen::Empty {
