@@ -469,8 +469,8 @@ fn scan_into(
     let t = field.data_type();
     match s.peek() {
         Some(b'"') if !json => {
-            if let Some(text) = column.text() {
-                s.string_into(text)?;
+            if let Some(mut text) = column.text() {
+                s.string_into(&mut text)?;
                 return Ok(column.end_text());
             }
         }

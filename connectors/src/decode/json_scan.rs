@@ -51,25 +51,16 @@ fn is_special(b: u8) -> bool {
 }
 
 /// The index of the first special byte (see [`is_special`]) at or after
-/// `i`, or `bytes.len()`.
-fn find_special(bytes: &[u8], i: usize) -> usize {
-    find_special_ascii(bytes, i).0
-}
-
-/// [`find_special`], and whether every byte before the special one is
-/// ASCII (`false` may also mean a non-ASCII byte shortly after it). Eight
-/// bytes at a time: a byte lower than 0x20, or equal to `"` or `\`, sets
-/// its high bit in the mask; the lowest such bit is exact (false positives
-/// only occur above a true one).
+/// `i`, or `bytes.len()`. Eight bytes at a time: a byte lower than 0x20,
+/// or equal to `"` or `\`, sets its high bit in the mask; the lowest such
+/// bit is exact (false positives only occur above a true one).
 #[inline]
-fn find_special_ascii(bytes: &[u8], mut i: usize) -> (usize, bool) {
-    let mut high = 0;
+fn find_special(bytes: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = bytes.get(i..i + 8) {
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
         let x = u64::from_le_bytes(chunk);
-        high |= x;
         let control = x.wrapping_sub(ONES * 0x20) & !x;
         let quote = x ^ (ONES * u64::from(b'"'));
         let quote = quote.wrapping_sub(ONES) & !quote;
@@ -77,22 +68,24 @@ fn find_special_ascii(bytes: &[u8], mut i: usize) -> (usize, bool) {
         let backslash = backslash.wrapping_sub(ONES) & !backslash;
         let found = (control | quote | backslash) & HIGH_BITS;
         if found != 0 {
-            return (
-                i + (found.trailing_zeros() / 8) as usize,
-                high & HIGH_BITS == 0,
-            );
+            return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    let mut ascii = high & HIGH_BITS == 0;
-    while let Some(&b) = bytes.get(i) {
-        if is_special(b) {
-            break;
-        }
-        ascii &= b.is_ascii();
+    while i < bytes.len() && !is_special(bytes[i]) {
         i += 1;
     }
-    (i, ascii)
+    i
+}
+
+/// Where [`Scanner::string_into`] writes a string's text: runs of the
+/// message's bytes, which the receiver checks are UTF-8 (it may rely on
+/// holding UTF-8 only), and the characters of escapes.
+pub(super) trait TextOut {
+    /// Appends a run of the message's bytes if it is UTF-8; says whether
+    /// it was.
+    fn push_run(&mut self, run: &[u8]) -> bool;
+    fn push_char(&mut self, c: char);
 }
 
 /// Whether `bytes[at..]` starts with `word`, compared eight bytes at a
@@ -193,21 +186,18 @@ impl<'p> Scanner<'p> {
     }
 
     /// Reads a string that becomes a value, as [`Scanner::string`] does,
-    /// appending its text to `out` (escapes decoded). Text is checked to be
-    /// UTF-8 only where a byte is not ASCII. On [`Unsure`], `out` may hold
-    /// part of the string.
-    pub(super) fn string_into(&mut self, out: &mut Vec<u8>) -> Scanned<()> {
+    /// into `out` (escapes decoded). On [`Unsure`], `out` may hold part of
+    /// the string.
+    pub(super) fn string_into(&mut self, out: &mut impl TextOut) -> Scanned<()> {
         self.eat(b'"')?;
         let mut run = self.pos;
         loop {
-            let (end, ascii) = find_special_ascii(self.bytes, run);
-            let text = self.bytes.get(run..end).ok_or(Unsure)?;
+            let end = find_special(self.bytes, run);
             // Runs end before ASCII bytes and escapes decode to whole
             // characters, so the string is UTF-8 if each run is.
-            if !ascii && std::str::from_utf8(text).is_err() {
+            if !out.push_run(self.bytes.get(run..end).ok_or(Unsure)?) {
                 return Err(Unsure);
             }
-            out.extend_from_slice(text);
             match self.bytes.get(end) {
                 Some(b'"') => {
                     self.pos = end + 1;
@@ -215,7 +205,7 @@ impl<'p> Scanner<'p> {
                 }
                 Some(b'\\') => {
                     self.pos = end + 1;
-                    self.unescape(out)?;
+                    out.push_char(self.escaped()?);
                     run = self.pos;
                 }
                 // A control character, or the end of the message.
@@ -270,40 +260,40 @@ impl<'p> Scanner<'p> {
 
     /// Decodes the escape after a backslash into `scratch`.
     fn unescape(&mut self, scratch: &mut Vec<u8>) -> Scanned<()> {
-        let decoded = match self.next_byte() {
-            Some(b'"') => b'"',
-            Some(b'\\') => b'\\',
-            Some(b'/') => b'/',
+        let c = self.escaped()?;
+        let mut buf = [0; 4];
+        scratch.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        Ok(())
+    }
+
+    /// The character of the escape after a backslash.
+    fn escaped(&mut self) -> Scanned<char> {
+        let code = match self.next_byte() {
+            Some(b'"') => u32::from(b'"'),
+            Some(b'\\') => u32::from(b'\\'),
+            Some(b'/') => u32::from(b'/'),
             Some(b'b') => 0x08,
             Some(b'f') => 0x0c,
-            Some(b'n') => b'\n',
-            Some(b'r') => b'\r',
-            Some(b't') => b'\t',
-            Some(b'u') => {
-                let unit = self.hex4()?;
-                let code = match unit {
-                    // A trailing surrogate alone.
-                    0xDC00..=0xDFFF => return Err(Unsure),
-                    0xD800..=0xDBFF => {
-                        self.eat(b'\\')?;
-                        self.eat(b'u')?;
-                        let low = self.hex4()?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return Err(Unsure);
-                        }
-                        0x1_0000 + (((u32::from(unit) - 0xD800) << 10) | (u32::from(low) - 0xDC00))
+            Some(b'n') => u32::from(b'\n'),
+            Some(b'r') => u32::from(b'\r'),
+            Some(b't') => u32::from(b'\t'),
+            Some(b'u') => match self.hex4()? {
+                // A trailing surrogate alone.
+                0xDC00..=0xDFFF => return Err(Unsure),
+                unit @ 0xD800..=0xDBFF => {
+                    self.eat(b'\\')?;
+                    self.eat(b'u')?;
+                    let low = self.hex4()?;
+                    if !(0xDC00..=0xDFFF).contains(&low) {
+                        return Err(Unsure);
                     }
-                    unit => u32::from(unit),
-                };
-                let c = char::from_u32(code).ok_or(Unsure)?;
-                let mut buf = [0; 4];
-                scratch.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                return Ok(());
-            }
+                    0x1_0000 + (((u32::from(unit) - 0xD800) << 10) | (u32::from(low) - 0xDC00))
+                }
+                unit => u32::from(unit),
+            },
             _ => return Err(Unsure),
         };
-        scratch.push(decoded);
-        Ok(())
+        char::from_u32(code).ok_or(Unsure)
     }
 
     /// Four hex digits of a `\u` escape.
@@ -485,23 +475,6 @@ mod tests {
     }
 
     #[test]
-    fn ascii_is_told_apart_in_every_lane() {
-        for len in 1..20 {
-            for at in 0..len {
-                // A non-ASCII byte before the end of the string: seen.
-                let mut bytes = vec![b'a'; len];
-                bytes[at] = 0xc3;
-                bytes.push(b'"');
-                assert_eq!(find_special_ascii(&bytes, 0), (len, false), "{len} {at}");
-            }
-            let mut bytes = vec![b'a'; len];
-            bytes.push(b'"');
-            assert_eq!(find_special_ascii(&bytes, 0), (len, true), "{len}");
-            assert_eq!(find_special_ascii(&bytes[..len], 0), (len, true), "{len}");
-        }
-    }
-
-    #[test]
     fn keys_are_recognised_by_their_bytes() {
         for key in [&b"\"x\""[..], b"\"date_time\"", b"\"a_long_column_name\""] {
             let mut json = key.to_vec();
@@ -519,6 +492,20 @@ mod tests {
             let mut longer = key[..key.len() - 1].to_vec();
             longer.extend_from_slice(b"s\": 1");
             assert!(!Scanner::new(&longer).eat_bytes(key));
+        }
+    }
+
+    impl TextOut for Vec<u8> {
+        fn push_run(&mut self, run: &[u8]) -> bool {
+            let utf8 = std::str::from_utf8(run).is_ok();
+            if utf8 {
+                self.extend_from_slice(run);
+            }
+            utf8
+        }
+
+        fn push_char(&mut self, c: char) {
+            self.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
         }
     }
 
