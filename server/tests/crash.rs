@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{scratch_dir, TestServer};
+use common::{rows, scratch_dir, TestServer};
 
 const ROUNDS: usize = 5;
 
@@ -40,26 +40,6 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT auction, count(DISTINCT bidder) AS bidders, min(price) AS lo FROM bids WHERE price > 10 GROUP BY auction",
     ),
 ];
-
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_survive_kill_9_between_checkpoints() {

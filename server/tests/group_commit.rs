@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{scratch_dir, TestServer};
+use common::{rows, scratch_dir, TestServer};
 
 /// Sessions inserting at once.
 const CLIENTS: i64 = 16;
@@ -33,26 +33,6 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT r, count(*) AS clients FROM (SELECT client, count(*) AS r FROM t GROUP BY client) GROUP BY r",
     ),
 ];
-
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 async fn number(client: &tokio_postgres::Client, sql: &str) -> i64 {
     let r = rows(client, sql).await;

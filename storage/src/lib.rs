@@ -537,6 +537,23 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
     }
 
+    /// The first column of every stored batch of table `id`, in order.
+    fn table_values(store: &Store, id: RelationId) -> Vec<i64> {
+        store
+            .table_batches(id)
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
     #[test]
     fn commits_survive_reopen_and_replay_in_sequence_order() {
         let dir = scratch("reopen");
@@ -619,20 +636,7 @@ mod tests {
         c.append_table_rows(3, store.last_seq().unwrap().unwrap() + 1, &[batch(&[3])])
             .unwrap();
         store.commit(c).unwrap();
-        let values: Vec<i64> = store
-            .table_batches(3)
-            .unwrap()
-            .iter()
-            .flat_map(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
-        assert_eq!(values, vec![1, 2, 3]);
+        assert_eq!(table_values(&store, 3), vec![1, 2, 3]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -662,21 +666,7 @@ mod tests {
         assert_eq!(after.fsyncs - before.fsyncs, 3);
         drop(store);
         let store = Store::open(&dir).unwrap();
-        let values = |id| -> Vec<i64> {
-            store
-                .table_batches(id)
-                .unwrap()
-                .iter()
-                .flat_map(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .unwrap()
-                        .values()
-                        .to_vec()
-                })
-                .collect()
-        };
+        let values = |id| table_values(&store, id);
         assert_eq!(values(4), vec![1, 2, 3]);
         assert_eq!(values(5), vec![7]);
         assert_eq!(store.source_offsets(9).unwrap(), vec![(0, 12)]);

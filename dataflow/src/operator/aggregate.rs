@@ -1288,19 +1288,20 @@ mod tests {
         out
     }
 
-    fn distinct_counter() -> AggregateOperator {
+    /// `SELECT k, <kind>(v) AS <out> … GROUP BY k` over [`delta`]'s rows.
+    fn keyed(kind: AggKind, display: &str, out: &str, append_only: bool) -> AggregateOperator {
         let call = AggCall::new(
-            AggKind::CountDistinct,
+            kind,
             Some(Arc::new(Column::new("v", 1))),
             None,
             DataType::Int64,
             DataType::Int64,
-            "count(DISTINCT v)".into(),
+            display.into(),
         )
         .unwrap();
         let out = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
-            Field::new("c", DataType::Int64, true),
+            Field::new(out, DataType::Int64, true),
         ]));
         AggregateOperator::new(
             0,
@@ -1309,9 +1310,13 @@ mod tests {
             vec![DataType::Int64],
             vec![call],
             out,
-            false,
+            append_only,
         )
         .unwrap()
+    }
+
+    fn distinct_counter() -> AggregateOperator {
+        keyed(AggKind::CountDistinct, "count(DISTINCT v)", "c", false)
     }
 
     /// Every record a checkpoint hands out, sorted.
@@ -1327,29 +1332,7 @@ mod tests {
     }
 
     fn summer() -> AggregateOperator {
-        let call = AggCall::new(
-            AggKind::Sum,
-            Some(Arc::new(Column::new("v", 1))),
-            None,
-            DataType::Int64,
-            DataType::Int64,
-            "sum(v)".into(),
-        )
-        .unwrap();
-        let out = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("s", DataType::Int64, true),
-        ]));
-        AggregateOperator::new(
-            0,
-            vec![Arc::new(Column::new("k", 0))],
-            vec!["k".into()],
-            vec![DataType::Int64],
-            vec![call],
-            out,
-            true,
-        )
-        .unwrap()
+        keyed(AggKind::Sum, "sum(v)", "s", true)
     }
 
     #[test]

@@ -251,3 +251,26 @@ pub async fn run_slt_with_vars(
         .await
         .map_err(|e| e.display(false).to_string())
 }
+
+/// Every row of `sql` (simple protocol, as text, NULL as `NULL`), columns
+/// joined by `|`, sorted: a result to compare with another regardless of
+/// row order.
+pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let mut out: Vec<String> = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
