@@ -48,6 +48,10 @@ use serde::Serialize;
 use super::event_time::Progress;
 use crate::error::{SqlError, SqlResult};
 
+/// A state record read in place: operator id, key, value (`None`: the key
+/// was removed).
+type RecordRef<'a> = (u32, &'a [u8], Option<&'a [u8]>);
+
 /// One operator state record: `(operator, key, value or None when gone)`.
 ///
 /// The byte strings are serialized as byte strings (a length, then the
@@ -218,7 +222,7 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    fn record(&mut self) -> SqlResult<(u32, &'a [u8], Option<&'a [u8]>)> {
+    fn record(&mut self) -> SqlResult<RecordRef<'a>> {
         let op = self.u32()?;
         let key = self.bytes()?;
         let value = if self.flag()? {
@@ -317,7 +321,7 @@ impl<'a> ViewPart<'a> {
     }
 
     /// Its state records, in file order.
-    fn records(&self) -> Items<'a, (u32, &'a [u8], Option<&'a [u8]>)> {
+    fn records(&self) -> Items<'a, RecordRef<'a>> {
         Items {
             reader: Reader::new(self.state),
             left: self.records,

@@ -64,7 +64,7 @@ use crate::catalog::Relation;
 use crate::error::{ErrorKind, SqlError, SqlResult};
 use crate::event_time::{Arrival, Progress};
 use crate::system_tables::WalStatus;
-use crate::{blocking, poisoned_error, Engine, Pipelines};
+use crate::{blocking, poisoned_error, Engine, Pipelines, ViewOutputs};
 
 /// One writer's change, waiting for a leader.
 pub(crate) struct Write {
@@ -405,7 +405,7 @@ impl Engine {
         &self,
         pipelines: &mut Pipelines,
         write: &Write,
-    ) -> Result<(Record, Vec<(RelationId, Option<Delta>)>), Refused> {
+    ) -> Result<(Record, ViewOutputs), Refused> {
         let rel = &write.rel;
         match self.catalog.get(&rel.name) {
             Some(current) if current.id == rel.id => {}

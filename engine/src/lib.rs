@@ -155,6 +155,9 @@ impl ViewPipeline {
     }
 }
 
+/// Each touched view's output change of one push, by view.
+pub(crate) type ViewOutputs = Vec<(RelationId, Option<Delta>)>;
+
 /// The dataflows of all views and the position of the write-ahead log.
 #[derive(Default)]
 struct Pipelines {
@@ -210,7 +213,7 @@ impl Pipelines {
         source: &str,
         delta: Delta,
         watermarks: &Watermarks,
-    ) -> SqlResult<Vec<(RelationId, Option<Delta>)>> {
+    ) -> SqlResult<ViewOutputs> {
         let mut changes = Changes::new();
         changes.insert(source.to_string(), delta);
         let mut ids: Vec<RelationId> = Vec::new();
