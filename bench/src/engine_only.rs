@@ -1,10 +1,18 @@
-//! Engine-only mode: bids generated in-process as Arrow batches and
-//! appended straight to a table, with no Kafka and no JSON, to separate the
+//! Engine-only mode: bids generated in-process as Arrow batches and pushed
+//! straight into the engine, with no Kafka and no JSON, to separate the
 //! cost of the operators (and of durable commits) from that of ingestion.
+//!
+//! The batches go in the way a Kafka source's do ([`Feed::Source`]: a
+//! `CREATE SOURCE` over an empty topic of an in-process mock cluster, its
+//! batches handed to the engine with made-up offsets; the source keeps no
+//! rows, each batch logs its offsets) or as a table's `INSERT`s
+//! ([`Feed::Table`]: the rows are written to the table log and synced).
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
+use millrace_connectors::sink::Arrival;
 use millrace_engine::{Engine, Outcome};
 
 use crate::events::{self, BID_COLUMNS};
@@ -14,10 +22,37 @@ use crate::queries::Query;
 /// Rows per appended batch: what a Kafka source commits at most at once.
 const BATCH_ROWS: usize = 100_000;
 
+/// How the bids reach the engine.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Feed {
+    /// As the batches of a source (which keeps no rows).
+    Source,
+    /// As rows appended to a table.
+    Table,
+}
+
+impl Feed {
+    /// How the header line says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Feed::Source => "as a source's batches (no rows kept)",
+            Feed::Table => "as a table's appends (rows logged)",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Feed::Source => "source",
+            Feed::Table => "table",
+        }
+    }
+}
+
 /// Runs `query` over `events` bids in a fresh engine and data directory.
 pub async fn run(
     query: &Query,
     events: u64,
+    feed: Feed,
     workers: usize,
     scratch: &std::path::Path,
 ) -> anyhow::Result<Figures> {
@@ -28,7 +63,28 @@ pub async fn run(
         ..millrace_server::engine_options()
     };
     let engine = Engine::open_with(&dir, options).await?;
-    execute(&engine, &format!("CREATE TABLE bid ({BID_COLUMNS})")).await?;
+    // The source's topic: one empty partition its ingest thread polls.
+    let cluster = match feed {
+        Feed::Source => {
+            let cluster = rdkafka::mocking::MockCluster::new(1)?;
+            cluster.create_topic("bid", 1, 1)?;
+            execute(
+                &engine,
+                &format!(
+                    "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'kafka', topic = 'bid', \
+                     properties.bootstrap.server = '{}', watermark.idle.timeout.ms = '0') \
+                     FORMAT PLAIN ENCODE JSON",
+                    cluster.bootstrap_servers()
+                ),
+            )
+            .await?;
+            Some(cluster)
+        }
+        Feed::Table => {
+            execute(&engine, &format!("CREATE TABLE bid ({BID_COLUMNS})")).await?;
+            None
+        }
+    };
     for view in query.views {
         execute(&engine, view).await?;
     }
@@ -60,7 +116,23 @@ pub async fn run(
     let started = Instant::now();
     let mut appended = 0u64;
     while let Ok(batch) = rx.recv() {
-        appended += engine.append(&rel, vec![batch]).await? as u64;
+        let n = batch.num_rows();
+        match feed {
+            Feed::Source => {
+                let arrival = Arrival {
+                    row_partitions: vec![0; n],
+                    row_offsets: (appended as i64..(appended + n as u64) as i64).collect(),
+                    partitions: vec![0],
+                    idle: Default::default(),
+                };
+                let next = BTreeMap::from([(0, (appended + n as u64) as i64)]);
+                engine.ingest(&rel, Some(batch), &next, &arrival).await?;
+            }
+            Feed::Table => {
+                engine.append(&rel, vec![batch]).await?;
+            }
+        }
+        appended += n as u64;
     }
     let wall = started.elapsed();
     let generator_cpu = generator
@@ -72,7 +144,9 @@ pub async fn run(
     let summary = first_value(&engine, query.summary).await?;
     println!("  {}: {} = {summary}", query.name, query.summary);
     query.check(&summary, events)?;
+    engine.shutdown().await;
     drop(engine);
+    drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Figures {
         query: query.name.to_string(),
@@ -88,11 +162,13 @@ pub async fn run(
 pub fn run_in_child(
     query: &Query,
     events: u64,
+    feed: Feed,
     workers: usize,
     scratch: &std::path::Path,
 ) -> anyhow::Result<Figures> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["engine", "--child", "--queries", query.name])
+        .args(["--feed", feed.arg()])
         .arg("--events")
         .arg(events.to_string())
         .arg("--workers")

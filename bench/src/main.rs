@@ -44,11 +44,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Mode {
-    /// Bids generated in-process, appended to a table: operators only.
+    /// Bids generated in-process, pushed as a source's batches (or appended
+    /// to a table): operators only.
     Engine {
         /// Bids per query.
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
+        /// How the bids reach the views: `source` (batches of a `CREATE
+        /// SOURCE`, which keeps no rows: what Kafka-fed views cost without
+        /// Kafka and JSON) or `table` (appended to a table, whose rows are
+        /// logged and synced).
+        #[arg(long, default_value = "source")]
+        feed: engine_only::Feed,
         /// Comma-separated queries (q0,q1,q2,q5,q7,tumble) or `all`.
         #[arg(long, default_value = "all")]
         queries: String,
@@ -300,6 +307,7 @@ fn run() -> anyhow::Result<()> {
         }
         Mode::Engine {
             events,
+            feed,
             queries,
             workers,
             scratch,
@@ -309,19 +317,20 @@ fn run() -> anyhow::Result<()> {
             std::fs::create_dir_all(&scratch)?;
             if child {
                 for q in queries {
-                    let f = engine_only::run(q, events, workers, &scratch).await?;
+                    let f = engine_only::run(q, events, feed, workers, &scratch).await?;
                     println!("{}", f.to_line());
                 }
                 return Ok(());
             }
             println!(
-                "engine-only: {events} Nexmark bids per query, Arrow batches of 100,000, a durable commit per batch, one process per query, {workers} worker(s) per GROUP BY; load before {}",
+                "engine-only: {events} Nexmark bids per query, Arrow batches of 100,000 fed {}, a durable commit per batch, one process per query, {workers} worker(s) per GROUP BY; load before {}",
+                feed.describe(),
                 measure::load_average()
             );
             let mut all = Vec::new();
             for q in queries {
                 println!("{}: {}", q.name, q.what);
-                all.push(engine_only::run_in_child(q, events, workers, &scratch)?);
+                all.push(engine_only::run_in_child(q, events, feed, workers, &scratch)?);
             }
             println!("load after {}", measure::load_average());
             measure::print_header();

@@ -91,6 +91,39 @@ pub enum ConnectorError {
     /// Arrow refused a metadata column.
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Rows a source consumed earlier are needed again (a new view's
+    /// backfill, a `SELECT` on the source, recovery), and the topic no
+    /// longer holds them.
+    #[error(
+        "Kafka topic \"{topic}\" partition {partition} no longer holds offset {wanted} (it now \
+         starts at offset {low}): the rows this source read there were deleted by the topic's \
+         retention"
+    )]
+    Retention {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The first offset needed.
+        wanted: i64,
+        /// Where the partition starts now.
+        low: i64,
+    },
+    /// Reading rows again stopped short: the broker delivered nothing more.
+    #[error(
+        "reading Kafka topic \"{topic}\" partition {partition} again stalled at offset {at}: \
+         no message for {seconds} s"
+    )]
+    ReadStalled {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The next offset wanted.
+        at: i64,
+        /// How long nothing came.
+        seconds: u64,
+    },
     /// A broken invariant inside Millrace (our bug).
     #[error("internal error: {0}")]
     Internal(&'static str),

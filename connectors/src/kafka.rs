@@ -47,6 +47,8 @@ use crate::error::ConnectorError;
 use crate::sink::{Arrival, BatchSink, SinkError};
 use crate::status::{SourceStatus, State};
 
+pub mod range;
+
 /// The longest the thread waits between two looks at its stop flag.
 const TICK: Duration = Duration::from_millis(100);
 /// A batch closes when no message arrived for this long.
@@ -618,6 +620,7 @@ impl Ingest {
         if !restarted.is_empty() {
             let arrival = Arrival {
                 row_partitions: Vec::new(),
+                row_offsets: Vec::new(),
                 partitions: parts.to_vec(),
                 idle: BTreeSet::new(),
             };
@@ -901,9 +904,10 @@ impl Ingest {
         }
         self.idle_changed(batch);
         if !progress.is_empty() || !batch.idle.is_empty() {
-            let (rows, row_partitions) = batch.finish(&self.config)?;
+            let (rows, row_partitions, row_offsets) = batch.finish(&self.config)?;
             let arrival = Arrival {
                 row_partitions,
+                row_offsets,
                 partitions: parts.to_vec(),
                 idle: batch.idle.clone(),
             };
@@ -964,6 +968,9 @@ struct Counts {
     errors: u64,
     last_error: Option<String>,
 }
+
+/// A finished batch: its rows (if any), and each row's partition and offset.
+type Finished = (Option<arrow::record_batch::RecordBatch>, Vec<i32>, Vec<i64>);
 
 /// Messages consumed since the last commit.
 struct Batch {
@@ -1063,16 +1070,14 @@ impl Batch {
     }
 
     /// The decoded rows, if any, as a batch of the source's schema, and
-    /// the partition of each row.
-    fn finish(
-        &mut self,
-        config: &SourceConfig,
-    ) -> Result<(Option<arrow::record_batch::RecordBatch>, Vec<i32>), ConnectorError> {
+    /// the partition and offset of each row.
+    fn finish(&mut self, config: &SourceConfig) -> Result<Finished, ConnectorError> {
         if self.decoder.rows() == 0 {
             self.clear_rows();
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), Vec::new()));
         }
         let partitions = self.partition.clone();
+        let offsets = self.offset.clone();
         let payload = self.decoder.finish()?;
         let mut metadata: Vec<ArrayRef> = Vec::new();
         for (i, m) in config.metadata.iter().enumerate() {
@@ -1106,6 +1111,7 @@ impl Batch {
         Ok((
             Some(decode::batch(&config.schema, payload, metadata)?),
             partitions,
+            offsets,
         ))
     }
 

@@ -16,6 +16,11 @@ pub struct Arrival {
     /// The partition of every row (empty for a table: all rows count as
     /// partition 0).
     pub row_partitions: Vec<i32>,
+    /// The offset of every row in its partition (empty for a table). A
+    /// source that keeps no rows logs the offsets of the rows it turns away
+    /// as late, so that rows read again from the topic are turned away the
+    /// same way.
+    pub row_offsets: Vec<i64>,
     /// Every partition the source reads.
     pub partitions: Vec<i32>,
     /// Partitions idle for longer than the idle timeout.

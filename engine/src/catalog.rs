@@ -17,6 +17,7 @@ use millrace_storage::{RelationId, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::providers::StoredRelation;
+use crate::source_rows::SourceRows;
 
 /// What a relation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,10 @@ pub struct Relation {
     pub inputs: Vec<String>,
     /// The declared event time of a table or source (`WATERMARK FOR`).
     pub event_time: Option<EventTime>,
+    /// Its rows are kept in the table log: true for tables (and `CREATE
+    /// TABLE … WITH (connector = …)`), false for `CREATE SOURCE`, whose rows
+    /// stay in the topic (see `source_rows`), and for views.
+    pub keeps_rows: bool,
 }
 
 /// The durable form of a catalog entry.
@@ -98,6 +103,8 @@ pub struct Catalog {
     relations: RwLock<HashMap<String, Arc<Relation>>>,
     /// The contents of materialized views, by relation id.
     contents: RwLock<HashMap<RelationId, SharedContents>>,
+    /// How to read the rows of sources that keep none, by relation id.
+    source_rows: RwLock<HashMap<RelationId, Arc<SourceRows>>>,
     store: Store,
 }
 
@@ -107,6 +114,7 @@ impl Catalog {
         Self {
             relations: RwLock::new(HashMap::new()),
             contents: RwLock::new(HashMap::new()),
+            source_rows: RwLock::new(HashMap::new()),
             store,
         }
     }
@@ -128,6 +136,10 @@ impl Catalog {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&rel.id);
+            self.source_rows
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&rel.id);
         }
     }
 
@@ -137,6 +149,23 @@ impl Catalog {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, contents);
+    }
+
+    /// Sets how the rows of source `id` (one that keeps none) are read.
+    pub fn set_source_rows(&self, id: RelationId, rows: Arc<SourceRows>) {
+        self.source_rows
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, rows);
+    }
+
+    /// How the rows of source `id` are read, if it keeps none.
+    pub fn source_rows(&self, id: RelationId) -> Option<Arc<SourceRows>> {
+        self.source_rows
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// All relations in creation order (which is dependency order).
@@ -170,7 +199,13 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
             .get(&rel.id)
             .cloned();
-        Arc::new(StoredRelation::new(rel, self.store.clone(), contents))
+        let source_rows = self.source_rows(rel.id);
+        Arc::new(StoredRelation::new(
+            rel,
+            self.store.clone(),
+            contents,
+            source_rows,
+        ))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Relation>>> {

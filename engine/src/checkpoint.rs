@@ -1,8 +1,9 @@
 //! Checkpoints: what survives a crash of the views, and how they come back.
 //!
 //! Views keep their operator state and contents in memory; an `INSERT` or a
-//! consumed Kafka batch only writes the write-ahead log (its rows, the
-//! source offsets, the event-time progress). A checkpoint, taken every
+//! consumed Kafka batch only writes the write-ahead log (an `INSERT`'s
+//! rows; a source epoch's offsets, never its rows; the event-time
+//! progress). A checkpoint, taken every
 //! `checkpoint_interval` (and on `FLUSH`, `CREATE MATERIALIZED VIEW` and
 //! clean shutdown), writes one image holding, for every view, the state
 //! records and rows that changed since the previous image, every
@@ -26,8 +27,9 @@
 //! merging them into maps first made a restart with ten million groups
 //! allocate sixty million times and take 44 s. Then the engine replays
 //! the log records from the cut on, in their original order and with the
-//! progress each one logged, through the views: the result is the views
-//! as they were when the last log record was written.
+//! progress each one logged, through the views (a source epoch's rows read
+//! again from its topic, see `source_rows`): the result is the views as
+//! they were when the last log record was written.
 //!
 //! The file layout is bincode's (little-endian fixed-width integers, a
 //! `u64` length before every sequence and byte string, a `u8` before an

@@ -57,7 +57,8 @@ use arrow::record_batch::RecordBatch;
 use millrace_dataflow::contents::Prepared;
 use millrace_dataflow::delta::Delta;
 use millrace_dataflow::Watermarks;
-use millrace_storage::{Commit, RelationId};
+use arrow::array::BooleanArray;
+use millrace_storage::{Commit, RelationId, SpanPart};
 use tokio::sync::oneshot;
 
 use crate::catalog::Relation;
@@ -65,6 +66,21 @@ use crate::error::{ErrorKind, SqlError, SqlResult};
 use crate::event_time::{Arrival, Progress};
 use crate::system_tables::WalStatus;
 use crate::{blocking, poisoned_error, Engine, Pipelines, ViewOutputs};
+
+/// Logs the rows of a batch of source `rel` (one that keeps no rows) that
+/// `keep` turns away as late, by partition and offset: rows read again
+/// from the topic are turned away the same way.
+fn log_late_rows(rel: &Relation, keep: &BooleanArray, arrival: &Arrival, commit: &mut Commit) {
+    if arrival.row_offsets.len() != keep.len() {
+        return;
+    }
+    for (i, kept) in keep.iter().enumerate() {
+        if kept != Some(true) {
+            let p = arrival.row_partitions.get(i).copied().unwrap_or(0);
+            commit.log_late_row(rel.id, p, arrival.row_offsets[i]);
+        }
+    }
+}
 
 /// One writer's change, waiting for a leader.
 pub(crate) struct Write {
@@ -227,6 +243,7 @@ impl Engine {
             offsets: offsets.clone(),
             arrival: Arrival {
                 row_partitions: arrival.row_partitions.clone(),
+                row_offsets: arrival.row_offsets.clone(),
                 partitions: arrival.partitions.clone(),
                 idle: arrival.idle.clone(),
             },
@@ -419,6 +436,12 @@ impl Engine {
         for (p, o) in &write.offsets {
             commit.set_source_offset(rel.id, *p, *o);
         }
+        // A source that keeps no rows logs where they are instead.
+        let span = if rel.keeps_rows {
+            Vec::new()
+        } else {
+            self.source_span(rel, &write.offsets, &mut commit)?
+        };
         let parts: Vec<Delta> = write.batches.iter().cloned().map(Delta::inserts).collect();
         let mut delta = Delta::concat(&rel.schema, &parts).map_err(SqlError::from)?;
         // Event time: drop late rows, move the watermark.
@@ -436,6 +459,9 @@ impl Engine {
                     return Err(e.into());
                 }
             };
+            if let (false, Some(keep)) = (rel.keeps_rows, &keep) {
+                log_late_rows(rel, keep, &write.arrival, &mut commit);
+            }
             if let Some(keep) = keep {
                 match delta.filter(&keep) {
                     Ok(d) => delta = d,
@@ -473,7 +499,11 @@ impl Engine {
         };
         let kept = delta.len();
         let mut outputs = Vec::new();
-        if kept > 0 {
+        if !span.is_empty() {
+            commit.log_source_span(rel.id, seq, &span);
+            logged = true;
+        }
+        if kept > 0 && rel.keeps_rows {
             if let Err(e) =
                 commit.append_table_rows(rel.id, seq, std::slice::from_ref(&delta.batch))
             {
@@ -503,6 +533,36 @@ impl Engine {
             progress_before,
         };
         Ok((record, outputs))
+    }
+
+    /// The offsets a batch of source `rel` (one that keeps no rows)
+    /// consumed, from its committed position to `offsets`, as the log
+    /// records them. A partition that goes back (its topic was created
+    /// again, and is read from its beginning) starts there from now on.
+    fn source_span(
+        &self,
+        rel: &Relation,
+        offsets: &BTreeMap<i32, i64>,
+        commit: &mut Commit,
+    ) -> SqlResult<Vec<SpanPart>> {
+        if offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Durable before this batch was pushed: a source pushes one batch
+        // at a time and waits for it.
+        let committed: BTreeMap<i32, i64> =
+            self.store.source_offsets(rel.id)?.into_iter().collect();
+        let mut span = Vec::with_capacity(offsets.len());
+        for (&p, &to) in offsets {
+            // -1: a partition added after the source, read from its beginning.
+            let from = committed.get(&p).copied().unwrap_or(-1);
+            if to > from {
+                span.push((p, from, to));
+            } else if to < from {
+                commit.set_source_start(rel.id, p, to);
+            }
+        }
+        Ok(span)
     }
 
     /// Commits to storage, poisoning the engine if that fails: sled may

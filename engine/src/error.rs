@@ -92,6 +92,9 @@ pub enum ErrorKind {
     NoActiveSqlTransactionForBranch,
     /// `object_in_use`.
     ObjectInUse,
+    /// `object_not_in_prerequisite_state`: what the statement needs is not
+    /// there any more (a source's rows deleted from its topic).
+    ObjectNotInPrerequisiteState,
 }
 
 /// An error as the client sees it.
@@ -202,6 +205,21 @@ fn classify_dataflow_error(e: &DataflowError) -> SqlError {
         DataflowError::OutOfRange(m) => SqlError::new(ErrorKind::NumericValueOutOfRange, m.clone()),
         DataflowError::DataFusion(d) => classify_datafusion(d),
         DataflowError::Internal(m) => SqlError::internal(m),
+    }
+}
+
+impl From<millrace_connectors::ConnectorError> for SqlError {
+    fn from(e: millrace_connectors::ConnectorError) -> Self {
+        use millrace_connectors::ConnectorError as C;
+        let kind = match &e {
+            C::UnknownTopic { .. } => ErrorKind::UndefinedObject,
+            C::ClientSettings(_) => ErrorKind::InvalidParameterValue,
+            C::Retention { .. } => ErrorKind::ObjectNotInPrerequisiteState,
+            C::Unreachable { .. } | C::ReadStalled { .. } => ErrorKind::ConnectionFailure,
+            C::Internal(_) => ErrorKind::InternalError,
+            _ => ErrorKind::IoError,
+        };
+        SqlError::new(kind, e.to_string())
     }
 }
 

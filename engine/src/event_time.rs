@@ -185,6 +185,7 @@ mod tests {
         let e = event();
         let mut arrival = Arrival {
             row_partitions: vec![0, 0, 1],
+            row_offsets: vec![],
             partitions: vec![0, 1, 2],
             idle: std::collections::BTreeSet::new(),
         };

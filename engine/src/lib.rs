@@ -47,7 +47,7 @@ use millrace_planner::naming;
 use millrace_planner::source::WatermarkDef;
 use millrace_planner::statement::{RelationKind, Statement};
 use millrace_planner::window::{SessionFunction, WindowFunction};
-use millrace_storage::{Commit, RelationId, Store};
+use millrace_storage::{Commit, RelationId, Store, WalRecord};
 use sqlparser::ast::{self, ObjectType, Statement as Sql};
 use tokio::sync::RwLock;
 
@@ -67,6 +67,7 @@ pub mod error;
 pub mod event_time;
 pub mod providers;
 mod source_options;
+pub mod source_rows;
 pub mod sources;
 pub mod system_tables;
 pub mod users;
@@ -627,11 +628,13 @@ impl Engine {
                     sql: r.sql,
                     inputs: vec![],
                     event_time: config.event_time.clone(),
+                    keeps_rows: def.spelled_as_table,
                 });
                 if rel.event_time.is_some() {
                     pipelines.event_times.insert(rel.id, progress_of(rel.id));
                 }
                 self.catalog.insert(rel.clone());
+                self.register_source_rows(&rel, &config);
                 sources.push((rel, config));
                 continue;
             }
@@ -667,6 +670,7 @@ impl Engine {
                         sql: r.sql,
                         inputs: vec![],
                         event_time,
+                        keeps_rows: true,
                     }));
                 }
                 (Kind::MaterializedView, Sql::CreateView(cv)) => {
@@ -695,6 +699,7 @@ impl Engine {
                         sql: r.sql,
                         inputs: r.inputs,
                         event_time: None,
+                        keeps_rows: false,
                     }));
                     self.catalog.set_contents(r.id, pipe.contents.clone());
                     pipelines.views.insert(r.id, pipe);
@@ -742,10 +747,32 @@ impl Engine {
             self.catalog.all().into_iter().map(|r| (r.id, r)).collect();
         let records = self.store.wal_since(cut)?;
         let replayed = records.len();
-        for record in records {
+        // Sources whose rows could not be read again: their later epochs
+        // are consumed again instead (see `rewind`).
+        let mut rewound: std::collections::HashSet<RelationId> = Default::default();
+        for mut record in records {
             let Some(rel) = by_id.get(&record.relation) else {
                 continue;
             };
+            if rewound.contains(&rel.id) {
+                continue;
+            }
+            // A source that keeps no rows logged where its rows are.
+            let mut batches = std::mem::take(&mut record.batches);
+            if let (false, Some(span)) = (rel.keeps_rows, &record.span) {
+                let read = match self.catalog.source_rows(rel.id) {
+                    Some(rows) => rows.span(span),
+                    None => Err(SqlError::internal("no reader of the source's topic")),
+                };
+                match read {
+                    Ok(rows) => batches = rows,
+                    Err(e) => {
+                        self.rewind(rel, &record, &e)?;
+                        rewound.insert(rel.id);
+                        continue;
+                    }
+                }
+            }
             let mut watermarks = Watermarks::new();
             if let Some(bytes) = &record.progress {
                 let progress = Progress::decode(bytes)?;
@@ -756,8 +783,7 @@ impl Engine {
                     }
                 }
             }
-            let parts: Vec<Delta> = record
-                .batches
+            let parts: Vec<Delta> = batches
                 .into_iter()
                 .map(|b| crate::providers::conform(b, &rel.schema).map(Delta::inserts))
                 .collect::<SqlResult<_>>()?;
@@ -778,6 +804,31 @@ impl Engine {
         Ok(replayed)
     }
 
+    /// Recovery could not read the epoch `span` of source `rel` (one that
+    /// keeps no rows) from its topic again, say because the broker is down:
+    /// rather than refuse to start, the source goes back to where that
+    /// epoch started, and its ingest thread consumes it and what followed
+    /// again once the broker answers. Nothing is lost or counted twice;
+    /// only what depended on timing (which rows came late, when idle
+    /// partitions let go) is decided anew.
+    fn rewind(&self, rel: &Relation, record: &WalRecord, e: &SqlError) -> SqlResult<()> {
+        tracing::warn!(
+            source = %rel.name,
+            "recovery cannot read the source's last epochs from Kafka again ({e}); \
+             they will be consumed again"
+        );
+        let from: BTreeMap<i32, i64> = record
+            .span
+            .iter()
+            .flatten()
+            .map(|&(p, from, _)| (p, from.max(0)))
+            .collect();
+        let mut commit = Commit::new();
+        self.store
+            .forget_source_since(&mut commit, rel.id, record.seq, &from)?;
+        self.commit(commit)
+    }
+
     /// What a new view starts from: the current contents of its inputs,
     /// as one insertion each, and their watermarks.
     fn backfill_input(
@@ -795,9 +846,10 @@ impl Engine {
                 )
             })?;
             let contents = pipelines.views.get(&input_rel.id).map(|p| &p.contents);
+            let source_rows = self.catalog.source_rows(input_rel.id);
             changes.insert(
                 input.clone(),
-                snapshot_delta(&input_rel, &self.store, contents)?,
+                snapshot_delta(&input_rel, &self.store, contents, source_rows.as_deref())?,
             );
             if let Some(wm) = pipelines
                 .event_times
@@ -1047,6 +1099,7 @@ impl Engine {
             sql: text,
             inputs: vec![],
             event_time,
+            keeps_rows: true,
         };
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
@@ -1133,6 +1186,7 @@ impl Engine {
             sql: text,
             inputs: dataflow.inputs().iter().cloned().collect(),
             event_time: None,
+            keeps_rows: false,
         };
         let mut pipe = ViewPipeline::new(name.clone(), id, dataflow)?;
         // Backfill: the view starts from the current contents of its inputs.

@@ -1,7 +1,9 @@
 //! DataFusion table providers over stored relations: what a `SELECT` reads.
 //!
-//! A table's or source's rows are read from storage, a materialized view's
-//! from its in-memory contents, when the physical plan is built; the engine
+//! A table's rows are read from storage, a source's from its topic (see
+//! [`crate::source_rows`]; a source spelled `CREATE TABLE … WITH
+//! (connector = …)` keeps them in storage), a materialized view's from its
+//! in-memory contents, when the physical plan is built; the engine
 //! builds plans under its read lock, so a query sees every relation at one
 //! consistent point. `WHERE column = constant` on a materialized view is
 //! handed to the view's point lookup when its contents can answer it (the
@@ -24,6 +26,7 @@ use millrace_storage::Store;
 
 use crate::catalog::{Kind, Relation, SharedContents};
 use crate::error::{SqlError, SqlResult};
+use crate::source_rows::{read_failed, SourceRows};
 
 /// A table, source or materialized view.
 #[derive(Debug)]
@@ -32,15 +35,23 @@ pub struct StoredRelation {
     store: Store,
     /// A view's rows (`None` for tables and sources).
     contents: Option<SharedContents>,
+    /// Where a source that keeps no rows reads them.
+    source_rows: Option<Arc<SourceRows>>,
 }
 
 impl StoredRelation {
     /// A provider for `rel`.
-    pub fn new(rel: Arc<Relation>, store: Store, contents: Option<SharedContents>) -> Self {
+    pub fn new(
+        rel: Arc<Relation>,
+        store: Store,
+        contents: Option<SharedContents>,
+        source_rows: Option<Arc<SourceRows>>,
+    ) -> Self {
         Self {
             rel,
             store,
             contents,
+            source_rows,
         }
     }
 }
@@ -97,8 +108,13 @@ impl TableProvider for StoredRelation {
         };
         let batches = match looked_up {
             Some(rows) => rows,
-            None => contents(&self.rel, &self.store, self.contents.as_ref())
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            None => contents(
+                &self.rel,
+                &self.store,
+                self.contents.as_ref(),
+                self.source_rows.as_deref(),
+            )
+            .map_err(|e| DataFusionError::External(Box::new(e)))?,
         };
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[batches],
@@ -142,8 +158,16 @@ fn contents(
     rel: &Relation,
     store: &Store,
     view: Option<&SharedContents>,
+    source_rows: Option<&SourceRows>,
 ) -> SqlResult<Vec<RecordBatch>> {
     match (rel.kind, view) {
+        (Kind::Source, _) if !rel.keeps_rows => match source_rows {
+            Some(rows) => rows.consumed().map_err(|e| read_failed(&rel.name, e)),
+            None => Err(SqlError::internal(format!(
+                "source \"{}\" has no reader of its topic",
+                rel.name
+            ))),
+        },
         (Kind::Table | Kind::Source, _) => store
             .table_batches(rel.id)?
             .into_iter()
@@ -166,6 +190,7 @@ pub fn snapshot_delta(
     rel: &Relation,
     store: &Store,
     view: Option<&SharedContents>,
+    source_rows: Option<&SourceRows>,
 ) -> SqlResult<Delta> {
     match (rel.kind, view) {
         (Kind::MaterializedView, Some(view)) => {
@@ -173,7 +198,7 @@ pub fn snapshot_delta(
             Ok(view.as_delta()?.with_schema(rel.schema.clone())?)
         }
         _ => {
-            let parts: Vec<Delta> = contents(rel, store, view)?
+            let parts: Vec<Delta> = contents(rel, store, view, source_rows)?
                 .into_iter()
                 .map(Delta::inserts)
                 .collect();

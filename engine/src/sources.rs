@@ -17,6 +17,7 @@ use super::event_time::Progress;
 use super::source_options::{metadata_sql_type, source_config};
 use super::{check_unique_columns, encode_record, parse_one, Engine, Outcome, FLUSH_TIMEOUT};
 use crate::catalog::{Kind, Relation};
+use crate::source_rows::SourceRows;
 use crate::error::{ErrorKind, SqlError, SqlResult};
 
 impl Engine {
@@ -116,15 +117,20 @@ impl Engine {
             sql: def.to_string(),
             inputs: vec![],
             event_time: config.event_time.clone(),
+            keeps_rows: def.spelled_as_table,
         });
         let mut commit = Commit::new();
         commit.reserve_relation_id(id);
         commit.put_catalog(&rel.name, encode_record(&rel)?);
         for (p, o) in &offsets {
             commit.set_source_offset(id, *p, *o);
+            if !rel.keeps_rows {
+                commit.set_source_start(id, *p, *o);
+            }
         }
         self.commit(commit)?;
         self.catalog.insert(rel.clone());
+        self.register_source_rows(&rel, &config);
         if rel.event_time.is_some() {
             pipelines.event_times.insert(id, Progress::default());
             self.publish_event_time(&pipelines);
@@ -132,6 +138,16 @@ impl Engine {
         drop(pipelines);
         self.start_source(rel, config)?;
         Ok(Outcome::command(tag))
+    }
+
+    /// Lets readers of source `rel` find its rows in the topic, if it keeps
+    /// none.
+    pub(super) fn register_source_rows(&self, rel: &Relation, config: &SourceConfig) {
+        if rel.keeps_rows {
+            return;
+        }
+        let rows = SourceRows::new(rel.id, rel.schema.clone(), config.clone(), self.store.clone());
+        self.catalog.set_source_rows(rel.id, Arc::new(rows));
     }
 
     /// Starts the ingest thread of source `rel`.

@@ -45,6 +45,7 @@ pub const TOO_MANY_COLUMNS: &str = "54011";
 pub const NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH: &str = "25P01";
 pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 pub const OBJECT_IN_USE: &str = "55006";
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 /// A failed password login (wrong password or unknown user alike).
 pub const INVALID_PASSWORD: &str = "28P01";
 /// A session whose role no longer exists.
@@ -104,6 +105,7 @@ pub fn of(kind: ErrorKind) -> &'static str {
         ErrorKind::TooManyColumns => TOO_MANY_COLUMNS,
         ErrorKind::NoActiveSqlTransactionForBranch => NO_ACTIVE_SQL_TRANSACTION_FOR_BRANCH,
         ErrorKind::ObjectInUse => OBJECT_IN_USE,
+        ErrorKind::ObjectNotInPrerequisiteState => OBJECT_NOT_IN_PREREQUISITE_STATE,
     }
 }
 

@@ -360,3 +360,161 @@ async fn broker_outage_is_retried_and_resumes_exactly() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The totals a view over `bids` shows: `(count, sum of price)`.
+async fn totals_of(client: &tokio_postgres::Client, sql: &str) -> (i64, i64) {
+    let row = client.query_one(sql, &[]).await.expect(sql);
+    (row.get(0), row.get::<_, Option<i64>>(1).unwrap_or(0))
+}
+
+/// `CREATE SOURCE` keeps no rows (issue 13, item 6): nothing of the
+/// source's rows is written to the data directory; a view created later
+/// backfills by reading the topic again, leaving out exactly the rows the
+/// source turned away as late; a `SELECT` on the source reads the topic;
+/// and after kill -9 between checkpoints, recovery reads the epochs logged
+/// since the last checkpoint from the topic again, so the views come back
+/// as they were, before the source consumes anything new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_keeps_no_rows_and_its_readers_read_the_topic() {
+    let dir = scratch_dir("kafka-no-rows");
+    let broker = TestBroker::start(&dir);
+    let topic = "norows_bids";
+    broker.create_topic(topic, 2).await;
+    let producer = TestProducer::new(&broker.addr);
+    let send = |i: u64, second: u64, price: i64| {
+        let json = format!(
+            r#"{{"auction": {}, "price": {price}, "date_time": "2026-01-01 {:02}:{:02}:{:02}"}}"#,
+            i % 5,
+            second / 3600,
+            (second / 60) % 60,
+            second % 60
+        );
+        producer.send(topic, (i % 2) as i32, None, json.as_bytes());
+    };
+    // Phase 1: 1,000 bids in time order over both partitions (one malformed).
+    let mut kept = (0i64, 0i64);
+    for i in 0..1000u64 {
+        if i == 500 {
+            producer.send(topic, 0, None, b"not json");
+            continue;
+        }
+        send(i, i, i as i64);
+        kept = (kept.0 + 1, kept.1 + i as i64);
+    }
+    producer.flush();
+
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Checkpoints only on FLUSH and view creation: what the source consumes
+    // after the last FLUSH is in no checkpoint.
+    let args = ["--checkpoint-interval-ms", "3600000"];
+    let server = TestServer::start_with(&data, &args, &[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP,
+                 WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds')
+             WITH (connector = 'kafka', topic = '{topic}', properties.bootstrap.server = '{}',
+                   scan.startup.mode = 'earliest')
+             FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW early AS SELECT count(*) AS n, sum(price) AS total FROM bids;",
+            broker.addr
+        ))
+        .await
+        .expect("CREATE SOURCE and a view");
+    flush(&client).await;
+    assert_eq!(
+        totals_of(&client, "SELECT n, total FROM early").await,
+        kept
+    );
+
+    // Phase 2: ten bids far behind the watermark (late: dropped, counted)
+    // and 200 new ones.
+    for i in 1000..1010u64 {
+        send(i, i - 1000, 1_000_000);
+    }
+    for i in 1010..1210u64 {
+        send(i, i, i as i64);
+        kept = (kept.0 + 1, kept.1 + i as i64);
+    }
+    producer.flush();
+    flush(&client).await;
+    let late: i64 = client
+        .query_one(
+            "SELECT late_rows FROM millrace_catalog.watermarks WHERE relation = 'bids'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 10);
+    assert_eq!(totals_of(&client, "SELECT n, total FROM early").await, kept);
+    // A view created now reads the topic from the start, without the late rows.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW later AS SELECT count(*) AS n, sum(price) AS total FROM bids",
+        )
+        .await
+        .expect("CREATE MATERIALIZED VIEW later");
+    assert_eq!(totals_of(&client, "SELECT n, total FROM later").await, kept);
+    // So does a SELECT on the source.
+    assert_eq!(
+        totals_of(&client, "SELECT count(*), sum(price) FROM bids").await,
+        kept
+    );
+    // Nothing of the source's rows is in the data directory.
+    let row_files: Vec<_> = std::fs::read_dir(data.join("rows"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(row_files.is_empty(), "row files: {row_files:?}");
+
+    // Phase 3: 300 more, consumed but in no checkpoint; then kill -9.
+    for i in 1210..1510u64 {
+        send(i, i, i as i64);
+        kept = (kept.0 + 1, kept.1 + i as i64);
+    }
+    producer.flush();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while totals_of(&client, "SELECT n, total FROM early").await != kept {
+        assert!(Instant::now() < deadline, "phase 3 was not consumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+    server.kill9();
+    // The broker stays up: recovery reads phase 3 from the topic again.
+    let server = TestServer::start_with(&data, &args, &[]);
+    let client = server.connect().await;
+    for view in ["early", "later"] {
+        assert_eq!(
+            totals_of(&client, &format!("SELECT n, total FROM {view}")).await,
+            kept,
+            "{view} right after the restart, before any FLUSH"
+        );
+    }
+    flush(&client).await;
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW after_restart AS SELECT count(*) AS n, sum(price) AS total FROM bids",
+        )
+        .await
+        .expect("CREATE MATERIALIZED VIEW after_restart");
+    for view in ["early", "later", "after_restart"] {
+        assert_eq!(
+            totals_of(&client, &format!("SELECT n, total FROM {view}")).await,
+            kept,
+            "{view} after FLUSH"
+        );
+    }
+    let late: i64 = client
+        .query_one(
+            "SELECT late_rows FROM millrace_catalog.watermarks WHERE relation = 'bids'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 10, "late rows counted once across the restart");
+    drop(server);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,15 @@ pub(crate) enum Space {
     Users = 7,
     /// Event-time progress per write-ahead log record.
     Progress = 8,
+    /// Where each partition of a source that keeps no rows starts: the
+    /// first offset a view backfilling from the topic reads.
+    SourceStart = 9,
+    /// The offsets each epoch of a source that keeps no rows consumed, per
+    /// write-ahead log record: what recovery reads again from the topic.
+    SourceSpans = 10,
+    /// The rows (partition, offset) a source that keeps no rows turned away
+    /// as late: left out again when its rows are read from the topic.
+    LateRows = 11,
 }
 
 pub(crate) fn meta(name: &str) -> Vec<u8> {
@@ -53,6 +62,25 @@ pub(crate) fn table_rows(id: RelationId, seq: u64) -> Vec<u8> {
 pub(crate) fn progress(id: RelationId, seq: u64) -> Vec<u8> {
     let mut k = prefix(Space::Progress, id);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn source_start(id: RelationId, partition: i32) -> Vec<u8> {
+    let mut k = prefix(Space::SourceStart, id);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub(crate) fn source_span(id: RelationId, seq: u64) -> Vec<u8> {
+    let mut k = prefix(Space::SourceSpans, id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn late_row(id: RelationId, partition: i32, offset: i64) -> Vec<u8> {
+    let mut k = prefix(Space::LateRows, id);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
     k
 }
 

@@ -1,14 +1,19 @@
 //! Everything Millrace keeps on disk: the catalog, the write-ahead log of
-//! table and source rows, and the checkpoints of running views.
+//! table rows and source epochs, and the checkpoints of running views.
 //!
 //! Storage knows nothing of SQL. It stores opaque catalog records, Arrow
-//! record batches (as IPC streams) for the rows of tables and sources, and
-//! opaque checkpoint images ([`checkpoint`]).
+//! record batches (as IPC streams) for the rows of tables (and of sources
+//! spelled `CREATE TABLE … WITH (connector = …)`), and opaque checkpoint
+//! images ([`checkpoint`]).
 //!
 //! The write-ahead log: every change of a table or source (one `INSERT`,
 //! one batch consumed from Kafka) is one [`Commit`], applied atomically and
 //! flushed to disk before [`Store::commit`] returns; that is what makes an
-//! `INSERT` durable. Each such record carries a sequence number, global
+//! `INSERT` durable. A `CREATE SOURCE` keeps no rows: its records hold only
+//! the offsets each epoch consumed ([`Commit::log_source_span`]), its start
+//! position ([`Commit::set_source_start`]) and the rows it turned away as
+//! late ([`Commit::log_late_row`]); the rows themselves are read again from
+//! the topic when needed. Each such record carries a sequence number, global
 //! across relations, so that recovery can replay the records after the last
 //! checkpoint in the order they first happened ([`Store::wal_since`]), with
 //! the event-time progress each one reached ([`Commit::log_progress`]):
@@ -62,7 +67,15 @@ pub struct WalRecord {
     /// The event-time progress the relation reached with it (an opaque
     /// record of the engine's), for relations that declare event time.
     pub progress: Option<Vec<u8>>,
+    /// For a source that keeps no rows: the offsets the epoch consumed,
+    /// `(partition, from, to)` with `to` exclusive, to be read again from
+    /// the topic.
+    pub span: Option<Vec<SpanPart>>,
 }
+
+/// One partition's part of a source epoch: `(partition, from, to)`, the
+/// offsets `from..to` it consumed.
+pub type SpanPart = (i32, i64, i64);
 
 /// The durable store of one Millrace data directory.
 #[derive(Clone)]
@@ -222,11 +235,35 @@ impl Store {
         Ok(out)
     }
 
+    /// Where each partition of source `id` starts (a source that keeps no
+    /// rows): the first offset a backfill reads.
+    pub fn source_start(&self, id: RelationId) -> Result<std::collections::BTreeMap<i32, i64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.tree.scan_prefix(keys::prefix(Space::SourceStart, id)) {
+            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading source starts"))?;
+            out.insert(keys::decode_i32(&k[9..13])?, keys::decode_i64(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// The rows `(partition, offset)` source `id` turned away as late.
+    pub fn late_rows(&self, id: RelationId) -> Result<std::collections::HashSet<(i32, i64)>> {
+        let mut out = std::collections::HashSet::new();
+        for item in self.tree.scan_prefix(keys::prefix(Space::LateRows, id)) {
+            let (k, _) = item.map_err(|e| StorageError::from_sled(e, "reading late rows"))?;
+            out.insert((
+                keys::decode_i32(k.get(9..13).unwrap_or_default())?,
+                keys::decode_i64(k.get(13..21).unwrap_or_default())?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// The largest sequence number any write-ahead log record has used
     /// (`None` for an empty log).
     pub fn last_seq(&self) -> Result<Option<u64>> {
         let mut last: Option<u64> = None;
-        for space in [Space::TableRows, Space::Progress] {
+        for space in [Space::TableRows, Space::Progress, Space::SourceSpans] {
             for item in self.tree.scan_prefix([space as u8]) {
                 let (k, _) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
                 let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
@@ -265,8 +302,27 @@ impl Store {
                     relation: id,
                     batches,
                     progress: None,
+                    span: None,
                 },
             );
+        }
+        for item in self.tree.scan_prefix([Space::SourceSpans as u8]) {
+            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
+            let id = keys::decode_u64(k.get(1..9).unwrap_or_default())?;
+            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+            if seq < from {
+                continue;
+            }
+            records
+                .entry(seq)
+                .or_insert_with(|| WalRecord {
+                    seq,
+                    relation: id,
+                    batches: Vec::new(),
+                    progress: None,
+                    span: None,
+                })
+                .span = Some(decode_span(&v)?);
         }
         for item in self.tree.scan_prefix([Space::Progress as u8]) {
             let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
@@ -282,24 +338,27 @@ impl Store {
                     relation: id,
                     batches: Vec::new(),
                     progress: None,
+                    span: None,
                 })
                 .progress = Some(v.to_vec());
         }
         Ok(records.into_values().collect())
     }
 
-    /// Forgets the event-time progress logged before sequence number
-    /// `below` (a checkpoint covers it). Row records stay: they are the
-    /// tables' contents.
+    /// Forgets the event-time progress and the source spans logged before
+    /// sequence number `below` (a checkpoint covers them). Row records
+    /// stay: they are the tables' contents.
     pub fn prune_progress(&self, below: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         let mut any = false;
-        for item in self.tree.scan_prefix([Space::Progress as u8]) {
-            let (k, _) = item.map_err(|e| StorageError::from_sled(e, "pruning the log"))?;
-            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
-            if seq < below {
-                batch.remove(k);
-                any = true;
+        for space in [Space::Progress, Space::SourceSpans] {
+            for item in self.tree.scan_prefix([space as u8]) {
+                let (k, _) = item.map_err(|e| StorageError::from_sled(e, "pruning the log"))?;
+                let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+                if seq < below {
+                    batch.remove(k);
+                    any = true;
+                }
             }
         }
         if any {
@@ -368,10 +427,50 @@ impl Store {
         }
     }
 
+    /// Adds to `commit` the removal of what source `id` logged from log
+    /// record `seq` on (spans, progress), and of its late rows at or after
+    /// offset `from[p]` of each partition `p`: the source goes back to
+    /// `from` and consumes that part again, deciding it anew.
+    pub fn forget_source_since(
+        &self,
+        commit: &mut Commit,
+        id: RelationId,
+        seq: u64,
+        from: &std::collections::BTreeMap<i32, i64>,
+    ) -> Result<()> {
+        for space in [Space::Progress, Space::SourceSpans] {
+            for item in self.tree.scan_prefix(keys::prefix(space, id)) {
+                let (k, _) = item.map_err(|e| StorageError::from_sled(e, "rewinding a source"))?;
+                if keys::decode_u64(k.get(9..17).unwrap_or_default())? >= seq {
+                    commit.remove(k.to_vec());
+                }
+            }
+        }
+        for item in self.tree.scan_prefix(keys::prefix(Space::LateRows, id)) {
+            let (k, _) = item.map_err(|e| StorageError::from_sled(e, "rewinding a source"))?;
+            let p = keys::decode_i32(k.get(9..13).unwrap_or_default())?;
+            let o = keys::decode_i64(k.get(13..21).unwrap_or_default())?;
+            if from.get(&p).is_some_and(|f| o >= *f) {
+                commit.remove(k.to_vec());
+            }
+        }
+        for (p, o) in from {
+            commit.set_source_offset(id, *p, *o);
+        }
+        Ok(())
+    }
+
     /// Starts a commit that removes every record of relation `id` (its rows,
     /// operator state and view contents) and its catalog record `name`.
     pub fn drop_relation(&self, commit: &mut Commit, id: RelationId, name: &str) -> Result<()> {
-        for space in [Space::TableRows, Space::SourceOffsets, Space::Progress] {
+        for space in [
+            Space::TableRows,
+            Space::SourceOffsets,
+            Space::Progress,
+            Space::SourceStart,
+            Space::SourceSpans,
+            Space::LateRows,
+        ] {
             for item in self.tree.scan_prefix(keys::prefix(space, id)) {
                 let (k, _) = item.map_err(|e| StorageError::from_sled(e, "dropping a relation"))?;
                 commit.remove(k.to_vec());
@@ -492,6 +591,34 @@ impl Commit {
         );
     }
 
+    /// Records where `partition` of source `id` (one that keeps no rows)
+    /// starts: the first offset a view backfilling from the topic reads.
+    pub fn set_source_start(&mut self, id: RelationId, partition: i32, offset: i64) {
+        self.put(
+            keys::source_start(id, partition),
+            offset.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Logs the offsets epoch `seq` of source `id` (one that keeps no rows)
+    /// consumed, `(partition, from, to)`: recovery reads them again from
+    /// the topic instead of from a copy of the rows.
+    pub fn log_source_span(&mut self, id: RelationId, seq: u64, span: &[SpanPart]) {
+        let mut v = Vec::with_capacity(span.len() * 20);
+        for (p, from, to) in span {
+            v.extend_from_slice(&p.to_be_bytes());
+            v.extend_from_slice(&from.to_be_bytes());
+            v.extend_from_slice(&to.to_be_bytes());
+        }
+        self.put(keys::source_span(id, seq), v);
+    }
+
+    /// Records that source `id` turned away the row at `offset` of
+    /// `partition` as late.
+    pub fn log_late_row(&mut self, id: RelationId, partition: i32, offset: i64) {
+        self.put(keys::late_row(id, partition, offset), Vec::new());
+    }
+
     /// Logs the event-time progress (an opaque record of the engine's)
     /// relation `id` reached with write-ahead log record `seq`. Committed
     /// with the rows it let through, it makes window closing replay exactly
@@ -507,6 +634,21 @@ impl Commit {
     fn remove(&mut self, key: Vec<u8>) {
         self.writes.push((key, None));
     }
+}
+
+fn decode_span(v: &[u8]) -> Result<Vec<SpanPart>> {
+    if v.len() % 20 != 0 {
+        return Err(StorageError::Corrupt("a source span record".into()));
+    }
+    v.chunks_exact(20)
+        .map(|c| {
+            Ok((
+                keys::decode_i32(&c[0..4])?,
+                keys::decode_i64(&c[4..12])?,
+                keys::decode_i64(&c[12..20])?,
+            ))
+        })
+        .collect()
 }
 
 fn decode_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
@@ -691,4 +833,72 @@ mod tests {
         assert_eq!(store.sync_counts(), SyncCounts::default());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_source_that_keeps_no_rows_logs_spans_starts_and_late_rows() {
+        let dir = scratch("spans");
+        {
+            let store = Store::open(&dir).unwrap();
+            let mut c = Commit::new();
+            c.set_source_start(9, 0, 10);
+            c.set_source_start(9, 1, 0);
+            c.set_source_offset(9, 0, 10);
+            c.set_source_offset(9, 1, 0);
+            store.commit(c).unwrap();
+            let mut c = Commit::new();
+            c.log_source_span(9, 0, &[(0, 10, 15), (1, 0, 3)]);
+            c.set_source_offset(9, 0, 15);
+            c.set_source_offset(9, 1, 3);
+            c.log_late_row(9, 0, 12);
+            c.log_progress(9, 0, b"p0".to_vec());
+            store.commit(c).unwrap();
+            let mut c = Commit::new();
+            c.log_source_span(9, 1, &[(0, 15, 20), (2, -1, 4)]);
+            c.log_late_row(9, 0, 17);
+            store.commit(c).unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.last_seq().unwrap(), Some(1));
+        assert_eq!(
+            store.source_start(9).unwrap(),
+            BTreeMapOf::from([(0, 10), (1, 0)])
+        );
+        let late = store.late_rows(9).unwrap();
+        assert!(late.contains(&(0, 12)) && late.contains(&(0, 17)) && late.len() == 2);
+        let log = store.wal_since(0).unwrap();
+        let spans: Vec<(u64, Option<Vec<SpanPart>>, bool)> = log
+            .iter()
+            .map(|r| (r.seq, r.span.clone(), r.progress.is_some()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, Some(vec![(0, 10, 15), (1, 0, 3)]), true),
+                (1, Some(vec![(0, 15, 20), (2, -1, 4)]), false),
+            ]
+        );
+        // Going back to the second epoch: its log and its late row go.
+        let mut c = Commit::new();
+        store
+            .forget_source_since(&mut c, 9, 1, &BTreeMapOf::from([(0, 15)]))
+            .unwrap();
+        store.commit(c).unwrap();
+        assert_eq!(store.wal_since(0).unwrap().len(), 1);
+        assert_eq!(
+            store.late_rows(9).unwrap().into_iter().collect::<Vec<_>>(),
+            vec![(0, 12)]
+        );
+        assert_eq!(store.source_offsets(9).unwrap(), vec![(0, 15), (1, 3)]);
+        // A checkpoint covers the first epoch: its span is pruned.
+        store.prune_progress(1).unwrap();
+        assert!(store.wal_since(0).unwrap().is_empty());
+        let mut c = Commit::new();
+        store.drop_relation(&mut c, 9, "s").unwrap();
+        store.commit(c).unwrap();
+        assert!(store.source_start(9).unwrap().is_empty());
+        assert!(store.late_rows(9).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    type BTreeMapOf = std::collections::BTreeMap<i32, i64>;
 }
