@@ -53,11 +53,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arrow::array::BooleanArray;
 use arrow::record_batch::RecordBatch;
 use millrace_dataflow::contents::Prepared;
 use millrace_dataflow::delta::Delta;
 use millrace_dataflow::Watermarks;
-use arrow::array::BooleanArray;
 use millrace_storage::{Commit, RelationId, SpanPart};
 use tokio::sync::oneshot;
 

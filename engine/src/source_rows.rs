@@ -87,7 +87,10 @@ impl SourceRows {
         from: &BTreeMap<i32, i64>,
         to: &BTreeMap<i32, i64>,
     ) -> SqlResult<Vec<RecordBatch>> {
-        if to.iter().all(|(p, end)| from.get(p).is_some_and(|s| s >= end)) {
+        if to
+            .iter()
+            .all(|(p, end)| from.get(p).is_some_and(|s| s >= end))
+        {
             return Ok(Vec::new());
         }
         let rows = {
@@ -122,7 +125,10 @@ impl SourceRows {
 
 /// What a failed read of a source's rows means to the user.
 pub fn read_failed(source: &str, e: SqlError) -> SqlError {
-    let message = format!("cannot read the rows of source \"{source}\" from Kafka: {}", e.message);
+    let message = format!(
+        "cannot read the rows of source \"{source}\" from Kafka: {}",
+        e.message
+    );
     SqlError { message, ..e }.with_hint(
         "A source keeps no rows of its own: they are read from its topic, which must still \
          hold them. CREATE TABLE … WITH (connector = 'kafka', …) keeps a copy instead.",

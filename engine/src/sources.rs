@@ -17,8 +17,8 @@ use super::event_time::Progress;
 use super::source_options::{metadata_sql_type, source_config};
 use super::{check_unique_columns, encode_record, parse_one, Engine, Outcome, FLUSH_TIMEOUT};
 use crate::catalog::{Kind, Relation};
-use crate::source_rows::SourceRows;
 use crate::error::{ErrorKind, SqlError, SqlResult};
+use crate::source_rows::SourceRows;
 
 impl Engine {
     /// Validates a source definition into its settings and columns.
@@ -146,7 +146,12 @@ impl Engine {
         if rel.keeps_rows {
             return;
         }
-        let rows = SourceRows::new(rel.id, rel.schema.clone(), config.clone(), self.store.clone());
+        let rows = SourceRows::new(
+            rel.id,
+            rel.schema.clone(),
+            config.clone(),
+            self.store.clone(),
+        );
         self.catalog.set_source_rows(rel.id, Arc::new(rows));
     }
 

@@ -367,6 +367,18 @@ async fn totals_of(client: &tokio_postgres::Client, sql: &str) -> (i64, i64) {
     (row.get(0), row.get::<_, Option<i64>>(1).unwrap_or(0))
 }
 
+/// The late rows source `bids` turned away.
+async fn late_rows(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT late_rows FROM millrace_catalog.watermarks WHERE relation = 'bids'",
+            &[],
+        )
+        .await
+        .expect("watermarks")
+        .get(0)
+}
+
 /// `CREATE SOURCE` keeps no rows (issue 13, item 6): nothing of the
 /// source's rows is written to the data directory; a view created later
 /// backfills by reading the topic again, leaving out exactly the rows the
@@ -423,10 +435,7 @@ async fn a_source_keeps_no_rows_and_its_readers_read_the_topic() {
         .await
         .expect("CREATE SOURCE and a view");
     flush(&client).await;
-    assert_eq!(
-        totals_of(&client, "SELECT n, total FROM early").await,
-        kept
-    );
+    assert_eq!(totals_of(&client, "SELECT n, total FROM early").await, kept);
 
     // Phase 2: ten bids far behind the watermark (late: dropped, counted)
     // and 200 new ones.
@@ -439,15 +448,7 @@ async fn a_source_keeps_no_rows_and_its_readers_read_the_topic() {
     }
     producer.flush();
     flush(&client).await;
-    let late: i64 = client
-        .query_one(
-            "SELECT late_rows FROM millrace_catalog.watermarks WHERE relation = 'bids'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(late, 10);
+    assert_eq!(late_rows(&client).await, 10);
     assert_eq!(totals_of(&client, "SELECT n, total FROM early").await, kept);
     // A view created now reads the topic from the start, without the late rows.
     client
@@ -505,15 +506,11 @@ async fn a_source_keeps_no_rows_and_its_readers_read_the_topic() {
             "{view} after FLUSH"
         );
     }
-    let late: i64 = client
-        .query_one(
-            "SELECT late_rows FROM millrace_catalog.watermarks WHERE relation = 'bids'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(late, 10, "late rows counted once across the restart");
+    assert_eq!(
+        late_rows(&client).await,
+        10,
+        "late rows counted once across the restart"
+    );
     drop(server);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);

@@ -306,41 +306,28 @@ impl Store {
                 },
             );
         }
-        for item in self.tree.scan_prefix([Space::SourceSpans as u8]) {
-            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
-            let id = keys::decode_u64(k.get(1..9).unwrap_or_default())?;
-            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
-            if seq < from {
-                continue;
-            }
-            records
-                .entry(seq)
-                .or_insert_with(|| WalRecord {
+        // Spans and progress attach to the record of their sequence number
+        // (a source epoch that keeps no rows has nothing else).
+        for space in [Space::SourceSpans, Space::Progress] {
+            for item in self.tree.scan_prefix([space as u8]) {
+                let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
+                let id = keys::decode_u64(k.get(1..9).unwrap_or_default())?;
+                let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
+                if seq < from {
+                    continue;
+                }
+                let record = records.entry(seq).or_insert_with(|| WalRecord {
                     seq,
                     relation: id,
                     batches: Vec::new(),
                     progress: None,
                     span: None,
-                })
-                .span = Some(decode_span(&v)?);
-        }
-        for item in self.tree.scan_prefix([Space::Progress as u8]) {
-            let (k, v) = item.map_err(|e| StorageError::from_sled(e, "reading the log"))?;
-            let id = keys::decode_u64(k.get(1..9).unwrap_or_default())?;
-            let seq = keys::decode_u64(k.get(9..17).unwrap_or_default())?;
-            if seq < from {
-                continue;
+                });
+                match space {
+                    Space::SourceSpans => record.span = Some(decode_span(&v)?),
+                    _ => record.progress = Some(v.to_vec()),
+                }
             }
-            records
-                .entry(seq)
-                .or_insert_with(|| WalRecord {
-                    seq,
-                    relation: id,
-                    batches: Vec::new(),
-                    progress: None,
-                    span: None,
-                })
-                .progress = Some(v.to_vec());
         }
         Ok(records.into_values().collect())
     }

@@ -106,9 +106,7 @@ impl RangeReader {
         if wanted.is_empty() {
             return Ok(out);
         }
-        self.consumer
-            .assign(&tpl)
-            .map_err(ConnectorError::Assign)?;
+        self.consumer.assign(&tpl).map_err(ConnectorError::Assign)?;
         let result = self.consume(&mut wanted, to, &mut out);
         // Leave nothing assigned: the next read assigns its own span.
         let _ = self.consumer.unassign();
@@ -235,7 +233,12 @@ mod tests {
     fn rows(read: Vec<Rows>) -> Vec<(i32, i64, i64)> {
         let mut out = Vec::new();
         for r in read {
-            let v = r.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let v = r
+                .batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
             for i in 0..r.batch.num_rows() {
                 out.push((r.partitions[i], r.offsets[i], v.value(i)));
             }
@@ -263,7 +266,11 @@ mod tests {
                     format!("{{\"v\": {}}}", 100 * i64::from(p) + o)
                 };
                 producer
-                    .send(BaseRecord::<(), str>::to("t").partition(p).payload(&payload))
+                    .send(
+                        BaseRecord::<(), str>::to("t")
+                            .partition(p)
+                            .payload(&payload),
+                    )
                     .unwrap();
             }
         }
