@@ -71,7 +71,8 @@ use crate::{blocking, poisoned_error, Engine, Pipelines, ViewOutputs};
 /// `keep` turns away as late, by partition and offset: rows read again
 /// from the topic are turned away the same way.
 fn log_late_rows(rel: &Relation, keep: &BooleanArray, arrival: &Arrival, commit: &mut Commit) {
-    if arrival.row_offsets.len() != keep.len() {
+    // Most batches have no late row: the popcount spares them the loop.
+    if keep.false_count() == 0 || arrival.row_offsets.len() != keep.len() {
         return;
     }
     for (i, kept) in keep.iter().enumerate() {
